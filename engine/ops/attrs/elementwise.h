@@ -9,8 +9,8 @@
 //     silu(gate) * up; the backward returns d(gu) (..., 2F).
 //   cast(x): to `dtype` (round to nearest even).
 //   accumulate_grad(g) -> G: G (f32, a gradient slot) += g (any float dtype).
-//   sum_to(dy): sums the leading axes of dy away, leaving `shape` (a suffix of dy's shape); out f32
-//     when dy is f32, else dy's dtype; accumulation in f32.
+//   sum_to(dy): sums the leading axes of dy away, leaving `shape` (a suffix of dy's shape); out has
+//     dy's dtype; accumulation in f32.
 //   sum(x) / mean(x): all elements -> f32 [1].
 //   broadcast_scalar(s): s f32 [1] -> tensor of `shape`/`dtype` filled with s[0] * alpha.
 #pragma once

@@ -1,0 +1,228 @@
+// Executor binding (plan -> buffers -> kernels) and the run loop.
+#include "engine/graph/executor.h"
+
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "engine/graph/builder.h"
+#include "engine/graph/op_schema.h"
+
+namespace kiln::graph {
+
+absl::StatusOr<std::unique_ptr<Executor>> Executor::Create(Graph graph,
+                                                           const ExecutorOptions& options) {
+  std::unique_ptr<Executor> e(new Executor(std::move(graph), options));
+  KILN_RETURN_IF_ERROR(e->Bind());
+  return e;
+}
+
+namespace {
+
+std::string DTypeList(const std::vector<DType>& dtypes) {
+  std::vector<std::string> names;
+  for (DType d : dtypes) names.emplace_back(DTypeName(d));
+  return names.empty() ? "none" : absl::StrJoin(names, ", ");
+}
+
+Storage AllocateRegion(size_t bytes, Device device) {
+  return Storage::Allocate(std::max<size_t>(bytes, 64), device);
+}
+
+}  // namespace
+
+absl::Status Executor::Bind() {
+  const Device device = options_.device;
+  if (GetAllocator(device) == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("no allocator for device ", device.ToString(), " (is its backend linked?)"));
+  }
+  // Kernels first: their workspace sizes feed the planner.
+  const int num_nodes = graph_.num_nodes();
+  nodes_.resize(num_nodes);
+  for (int n = 0; n < num_nodes; ++n) {
+    const Node& node = graph_.node(n);
+    if (node.op->is_view) continue;
+    const DType dtype = graph_.value(node.inputs.at(node.op->dispatch_input)).type.dtype;
+    KernelFactory factory = KernelRegistry::Global().Find(node.op->name, device.type, dtype);
+    if (factory == nullptr) {
+      return absl::UnimplementedError(absl::StrCat(
+          "no kernel for op ", node.op->name, " (node ", node.name, ") on ", device.ToString(),
+          " with dtype ", std::string(DTypeName(dtype)), "; registered dtypes: ",
+          DTypeList(KernelRegistry::Global().DTypesFor(node.op->name, device.type))));
+    }
+    nodes_[n].kernel = factory();
+  }
+  // Workspace sizes need shapes only: ask each kernel with unbound (undefined data) tensors.
+  std::vector<size_t> workspace(num_nodes, 0);
+  auto make_ctx = [&](BoundNode& bn, const Node& node) {
+    bn.ctx.inputs = bn.inputs.data();
+    bn.ctx.num_inputs = static_cast<int>(bn.inputs.size());
+    bn.ctx.outputs = bn.outputs.data();
+    bn.ctx.num_outputs = static_cast<int>(bn.outputs.size());
+    bn.ctx.attrs = &node.attrs;
+  };
+  // Shape-only tensors over a zero-byte-backed storage are not allowed; instead bind after planning
+  // with a provisional plan that has no workspaces, query sizes, then re-plan. Both plans differ only
+  // in workspace groups, so values keep their shapes.
+  KILN_ASSIGN_OR_RETURN(plan_, PlanMemory(graph_, {}, options_.planner));
+  for (int pass = 0; pass < 2; ++pass) {
+    arena_ = AllocateRegion(plan_.arena_bytes, device);
+    if (pass == 0) {
+      params_ = AllocateRegion(plan_.params_bytes, device);
+      grads_ = AllocateRegion(plan_.grads_bytes, device);
+      inputs_ = AllocateRegion(plan_.inputs_bytes, device);
+      constants_ = AllocateRegion(plan_.constants_bytes, device);
+    }
+    values_.assign(graph_.num_values(), Tensor());
+    for (ValueId v = 0; v < graph_.num_values(); ++v) {
+      if (!plan_.placed[v]) continue;
+      const Value& val = graph_.value(v);
+      const Placement& p = plan_.values[v];
+      const Storage* region = nullptr;
+      switch (p.region) {
+        case Region::kArena: region = &arena_; break;
+        case Region::kParams: region = &params_; break;
+        case Region::kGrads: region = &grads_; break;
+        case Region::kInputs: region = &inputs_; break;
+        case Region::kConstants: region = &constants_; break;
+      }
+      const size_t elem = DTypeSize(val.type.dtype);
+      KILN_CHECK_EQ(p.offset % elem, 0u) << val.name;
+      values_[v] = Tensor::FromStorage(*region, val.type.shape, val.type.dtype,
+                                       static_cast<int64_t>(p.offset / elem));
+    }
+    for (int n = 0; n < num_nodes; ++n) {
+      const Node& node = graph_.node(n);
+      BoundNode& bn = nodes_[n];
+      bn.inputs.clear();
+      bn.outputs.clear();
+      for (ValueId in : node.inputs) bn.inputs.push_back(values_[in]);
+      for (ValueId out : node.outputs) bn.outputs.push_back(values_[out]);
+      make_ctx(bn, node);
+      if (pass == 0 && bn.kernel) workspace[n] = bn.kernel->WorkspaceBytes(bn.ctx);
+    }
+    if (pass == 0) {
+      KILN_ASSIGN_OR_RETURN(plan_, PlanMemory(graph_, workspace, options_.planner));
+    }
+  }
+  for (ValueId v = 0; v < graph_.num_values(); ++v) {
+    const Value& val = graph_.value(v);
+    if (val.kind == ValueKind::kConstant && plan_.placed[v]) values_[v].CopyFrom(val.constant);
+  }
+  const int64_t flat_elems = static_cast<int64_t>(plan_.params_bytes / sizeof(float));
+  flat_params_ = Tensor::FromStorage(params_, {flat_elems}, DType::kF32);
+  flat_grads_ = Tensor::FromStorage(grads_, {flat_elems}, DType::kF32);
+  for (int n = 0; n < num_nodes; ++n) {
+    BoundNode& bn = nodes_[n];
+    if (!bn.kernel) continue;
+    if (plan_.workspace_bytes[n] > 0) {
+      bn.ctx.workspace = static_cast<char*>(arena_.data()) + plan_.workspace_offset[n];
+      bn.ctx.workspace_bytes = plan_.workspace_bytes[n];
+    }
+    const Node& node = graph_.node(n);
+    const absl::Status prepared = bn.kernel->Prepare(bn.ctx);
+    if (!prepared.ok()) {
+      return absl::Status(prepared.code(), absl::StrCat("preparing op ", node.op->name, " (node ",
+                                                        node.name, "): ", prepared.message()));
+    }
+    if (node.op->name == "accumulate_grad") {
+      bn.grad_ready_param = graph_.value(node.outputs[0]).param_index;
+    }
+  }
+  node_seconds_.assign(num_nodes, 0.0);
+  return absl::OkStatus();
+}
+
+void Executor::Run() { RunNodes(0, static_cast<int>(nodes_.size())); }
+
+void Executor::RunNodes(int begin, int end) {
+  KILN_CHECK(0 <= begin && begin <= end && end <= static_cast<int>(nodes_.size()));
+  for (int n = begin; n < end; ++n) {
+    BoundNode& bn = nodes_[n];
+    if (!bn.kernel) continue;
+    if (options_.profile) {
+      const auto t0 = std::chrono::steady_clock::now();
+      bn.kernel->Run(bn.ctx);
+      node_seconds_[n] +=
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    } else {
+      bn.kernel->Run(bn.ctx);
+    }
+    if (bn.grad_ready_param >= 0 && grad_ready_) grad_ready_(bn.grad_ready_param);
+  }
+}
+
+const Tensor& Executor::value(ValueId id) const {
+  KILN_CHECK(id >= 0 && id < static_cast<int>(values_.size()) && values_[id].defined())
+      << "value " << id << " is not placed";
+  return values_[id];
+}
+
+void Executor::ZeroGrads() {
+  KILN_CHECK(options_.device.is_cpu()) << "ZeroGrads on a device needs its backend";
+  std::memset(grads_.data(), 0, grads_.nbytes());
+}
+
+std::string Executor::ProfileReport() const {
+  std::map<std::string, std::pair<int, double>> per_op;
+  for (int n = 0; n < static_cast<int>(nodes_.size()); ++n) {
+    if (!nodes_[n].kernel) continue;
+    auto& e = per_op[graph_.node(n).op->name];
+    e.first += 1;
+    e.second += node_seconds_[n];
+  }
+  std::vector<std::pair<double, std::string>> rows;
+  for (const auto& [op, e] : per_op) {
+    rows.emplace_back(e.second, absl::StrCat(op, ": ", e.first, " nodes, ", e.second * 1e3, " ms"));
+  }
+  std::sort(rows.rbegin(), rows.rend());
+  std::ostringstream os;
+  for (const auto& r : rows) os << r.second << "\n";
+  return os.str();
+}
+
+absl::StatusOr<std::vector<Tensor>> RunOp(const std::string& op, const std::vector<Tensor>& inputs,
+                                          std::any attrs) {
+  if (inputs.empty()) return absl::InvalidArgumentError(absl::StrCat("op ", op, ": no inputs"));
+  const OpSchema* schema = OpRegistry::Global().Find(op);
+  if (schema == nullptr) return absl::NotFoundError(absl::StrCat("unknown op \"", op, "\""));
+  const Device device = inputs[0].device();
+  Graph graph;
+  GraphBuilder b(&graph);
+  std::vector<ValueId> ins;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const std::string name =
+        i < schema->input_names.size() ? schema->input_names[i] : absl::StrCat("input", i);
+    if (!inputs[i].defined()) {
+      return absl::InvalidArgumentError(absl::StrCat("op ", op, ": argument ", name,
+                                                     " is an undefined tensor"));
+    }
+    if (inputs[i].device() != device) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "op ", op, ": argument ", name, " is on ", inputs[i].device().ToString(), " but ",
+          schema->input_names.empty() ? "input 0" : schema->input_names[0], " is on ",
+          device.ToString()));
+    }
+    ins.push_back(b.Input(name, TensorType{inputs[i].sizes(), inputs[i].dtype()}));
+  }
+  const std::vector<ValueId> outs = b.Apply(op, ins, std::move(attrs));
+  KILN_RETURN_IF_ERROR(b.status());
+  for (ValueId o : outs) graph.MarkOutput(o);
+  ExecutorOptions options;
+  options.device = device;
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<Executor> exec, Executor::Create(std::move(graph), options));
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    Tensor dst = exec->value(ins[i]);
+    dst.CopyFrom(inputs[i]);
+  }
+  exec->Run();
+  std::vector<Tensor> results;
+  for (ValueId o : outs) results.push_back(exec->value(o).Clone());
+  return results;
+}
+
+}  // namespace kiln::graph

@@ -1,0 +1,86 @@
+// The executor: binds a planned graph to memory on one device and runs it. Binding allocates the
+// arena and the flat parameter/gradient/input buffers once, creates one kernel per node and lets
+// each prepare; Run then executes the nodes in order without allocating. A callback reports each
+// parameter gradient as soon as its slot is final (data parallelism overlaps on it).
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/core/kernel.h"
+#include "engine/core/tensor.h"
+#include "engine/graph/graph.h"
+#include "engine/graph/memory_planner.h"
+
+namespace kiln::graph {
+
+struct ExecutorOptions {
+  Device device = Device::CPU();
+  PlannerOptions planner;
+  bool profile = false;  // time every node (see ProfileReport)
+};
+
+class Executor {
+ public:
+  // Plans memory for `graph` (which must not change afterwards), allocates, creates and prepares
+  // the kernels. Fails with a clear Status when a kernel is missing for an op/device/dtype.
+  static absl::StatusOr<std::unique_ptr<Executor>> Create(Graph graph,
+                                                          const ExecutorOptions& options = {});
+
+  // Runs every node in order.
+  void Run();
+  // Runs nodes [begin, end) (e.g. forward only, for evaluation).
+  void RunNodes(int begin, int end);
+
+  // The bound tensor of any placed value: write inputs and parameters through it, read outputs.
+  const Tensor& value(ValueId id) const;
+  const Tensor& param(int index) const { return value(graph_.params()[index]); }
+  // Flat f32 views of every parameter and gradient (padding included), for optimizers and
+  // collectives.
+  const Tensor& flat_params() const { return flat_params_; }
+  const Tensor& flat_grads() const { return flat_grads_; }
+  void ZeroGrads();
+
+  // Called with the parameter index right after its accumulate_grad node runs.
+  void SetGradReadyCallback(std::function<void(int param_index)> callback) {
+    grad_ready_ = std::move(callback);
+  }
+
+  const Graph& graph() const { return graph_; }
+  const MemoryPlan& memory_plan() const { return plan_; }
+  Device device() const { return options_.device; }
+  // Per-op totals when options.profile is set: "op: calls, total ms".
+  std::string ProfileReport() const;
+
+ private:
+  struct BoundNode {
+    std::unique_ptr<Kernel> kernel;  // null for views
+    std::vector<Tensor> inputs, outputs;
+    KernelContext ctx;
+    int grad_ready_param = -1;  // accumulate_grad nodes: the parameter they finish
+  };
+
+  explicit Executor(Graph graph, const ExecutorOptions& options)
+      : graph_(std::move(graph)), options_(options) {}
+  absl::Status Bind();
+
+  Graph graph_;
+  ExecutorOptions options_;
+  MemoryPlan plan_;
+  Storage arena_, params_, grads_, inputs_, constants_;
+  std::vector<Tensor> values_;
+  Tensor flat_params_, flat_grads_;
+  std::vector<BoundNode> nodes_;
+  std::function<void(int)> grad_ready_;
+  std::vector<double> node_seconds_;
+};
+
+// Runs one op eagerly: a one-node graph, planned and executed. For tests and tools; outputs are
+// fresh tensors. All inputs must be on the same device.
+absl::StatusOr<std::vector<Tensor>> RunOp(const std::string& op, const std::vector<Tensor>& inputs,
+                                          std::any attrs = {});
+
+}  // namespace kiln::graph
