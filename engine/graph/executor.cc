@@ -72,7 +72,18 @@ absl::Status Executor::Bind() {
   for (int pass = 0; pass < 2; ++pass) {
     arena_ = AllocateRegion(plan_.arena_bytes, device);
     if (pass == 0) {
-      params_ = AllocateRegion(plan_.params_bytes, device);
+      if (options_.shared_params.defined()) {
+        if (options_.shared_params.nbytes() < plan_.params_bytes ||
+            options_.shared_params.device() != device) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "shared parameter storage holds ", options_.shared_params.nbytes(),
+              " bytes on ", options_.shared_params.device().ToString(), "; this graph needs ",
+              plan_.params_bytes, " on ", device.ToString()));
+        }
+        params_ = options_.shared_params;
+      } else {
+        params_ = AllocateRegion(plan_.params_bytes, device);
+      }
       grads_ = AllocateRegion(plan_.grads_bytes, device);
       inputs_ = AllocateRegion(plan_.inputs_bytes, device);
       constants_ = AllocateRegion(plan_.constants_bytes, device);

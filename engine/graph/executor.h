@@ -21,6 +21,9 @@ struct ExecutorOptions {
   Device device = Device::CPU();
   PlannerOptions planner;
   bool profile = false;  // time every node (see ProfileReport)
+  // Bind parameters to this storage instead of allocating (an evaluation or sampling graph sharing
+  // a training executor's weights: same model, same parameter layout).
+  Storage shared_params;
 };
 
 class Executor {
@@ -41,6 +44,7 @@ class Executor {
   // Flat f32 views of every parameter and gradient (padding included), for optimizers and
   // collectives.
   const Tensor& flat_params() const { return flat_params_; }
+  const Storage& params_storage() const { return params_; }
   const Tensor& flat_grads() const { return flat_grads_; }
   void ZeroGrads();
 
