@@ -1,0 +1,271 @@
+// TrainingSession: construction from a spec, the optimizer step, evaluation.
+#include "engine/train/session.h"
+
+#include <chrono>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "engine/core/parallel.h"
+#include "engine/core/rng.h"
+#include "engine/optim/grad_utils.h"
+#include "engine/train/spec_config.h"
+
+namespace kiln::train {
+
+absl::StatusOr<std::unique_ptr<TrainingSession>> TrainingSession::Create(
+    const kiln::v1::JobSpec& spec, const TrainOptions& options) {
+  std::unique_ptr<TrainingSession> s(new TrainingSession());
+  s->spec_ = spec;
+  s->options_ = options;
+  if (options.threads > 0) SetNumThreads(options.threads);
+  const std::string init_from =
+      !options.init_from.empty() ? options.init_from : spec.model().init_from();
+  KILN_ASSIGN_OR_RETURN(s->config_, ModelConfigFromSpec(spec.model(), init_from));
+  KILN_ASSIGN_OR_RETURN(s->compute_, ComputeDTypeFromSpec(spec.train()));
+  const auto& t = spec.train();
+  s->micro_batch_ = t.micro_batch();
+  s->grad_accum_ = t.has_grad_accum() ? t.grad_accum() : 1;
+  s->total_steps_ = options.steps.has_value() ? *options.steps : t.steps();
+  s->seed_ = t.has_seed() ? t.seed() : 1234;
+  const bool sequence = s->config_.family != "mlp";
+  s->seq_len_ = sequence ? (spec.data().has_seq_len() ? spec.data().seq_len()
+                                                      : s->config_.max_seq_len)
+                         : 1;
+  if (s->micro_batch_ < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("train.micro_batch: ", s->micro_batch_,
+                                                   " must be at least 1"));
+  }
+  if (s->grad_accum_ < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("train.grad_accum: ", s->grad_accum_,
+                                                   " must be at least 1"));
+  }
+  if (s->total_steps_ < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("train.steps: ", s->total_steps_,
+                                                   " must be at least 1"));
+  }
+  if (options.world_size < 1 || options.rank < 0 || options.rank >= options.world_size) {
+    return absl::InvalidArgumentError(absl::StrCat("rank ", options.rank, " of world size ",
+                                                   options.world_size, " is not valid"));
+  }
+
+  // Data: this rank reads its contiguous block of every global batch.
+  if (sequence) {
+    if (spec.data().train().empty()) {
+      return absl::InvalidArgumentError("data.train: a token file is required for gpt2 and llama");
+    }
+    KILN_ASSIGN_OR_RETURN(auto train, data::TokenFile::Open(spec.data().train(),
+                                                            s->config_.vocab_size));
+    s->train_file_ = std::move(train);
+    const int global_rows = s->micro_batch_ * options.world_size;
+    KILN_RETURN_IF_ERROR(data::BatchLoader::CheckFits(*s->train_file_, s->seq_len_, global_rows,
+                                                      spec.data().shuffle()));
+    s->train_loader_ = std::make_unique<data::BatchLoader>(
+        s->train_file_, s->seq_len_, global_rows, options.rank * s->micro_batch_,
+        s->micro_batch_, spec.data().shuffle(), s->seed_);
+    if (!spec.data().val().empty()) {
+      KILN_ASSIGN_OR_RETURN(auto val, data::TokenFile::Open(spec.data().val(),
+                                                            s->config_.vocab_size));
+      KILN_RETURN_IF_ERROR(
+          data::BatchLoader::CheckFits(*val, s->seq_len_, global_rows, /*shuffle=*/false));
+      s->val_file_ = std::move(val);
+    }
+  }
+
+  nn::GraphOptions go;
+  go.batch = s->micro_batch_;
+  go.seq_len = s->seq_len_;
+  go.compute = s->compute_;
+  go.backward = true;
+  KILN_ASSIGN_OR_RETURN(nn::ModelGraph model, nn::BuildModel(s->config_, go));
+  s->params_ = model.params;
+  s->inputs_ = model.inputs;
+  s->targets_ = model.targets;
+  s->rng_ = model.rng;
+  s->loss_ = model.loss;
+  s->loss_seed_ = model.backward.loss_seed;
+  const std::vector<graph::ValueId> grads = model.graph.grads();
+  graph::ExecutorOptions eo;
+  KILN_ASSIGN_OR_RETURN(s->exec_, graph::Executor::Create(std::move(model.graph), eo));
+
+  // Optimizer segments: one per graph parameter, at its offset in the flat buffers.
+  const graph::MemoryPlan& plan = s->exec_->memory_plan();
+  for (size_t p = 0; p < plan.param_offset.size(); ++p) {
+    optim::Segment seg;
+    seg.offset = plan.param_offset[p];
+    seg.length = plan.param_numel[p];
+    seg.has_grad = grads[p] != graph::kNoValue;
+    for (const nn::ParamEntry& e : s->params_.entries) {
+      if (e.graph_param == static_cast<int>(p)) seg.weight_decay = e.weight_decay;
+    }
+    s->segments_.push_back(seg);
+  }
+  KILN_ASSIGN_OR_RETURN(s->optimizer_,
+                        optim::MakeOptimizer(OptimizerConfigFromSpec(t), s->segments_));
+  s->schedule_ = ScheduleFromSpec(t, s->total_steps_);
+  KILN_RETURN_IF_ERROR(optim::ValidateSchedule(s->schedule_));
+  s->scaler_ = optim::LossScaler(s->compute_ == DType::kF16);
+  return s;
+}
+
+std::vector<Tensor> TrainingSession::GraphParams() const {
+  std::vector<Tensor> out;
+  for (size_t p = 0; p < exec_->graph().params().size(); ++p) out.push_back(exec_->param(p));
+  return out;
+}
+
+void TrainingSession::FillBatch(data::BatchLoader* loader, const graph::Executor& exec,
+                                graph::ValueId inputs, graph::ValueId targets,
+                                int64_t batch_index) {
+  if (config_.family == "mlp") {
+    FillSyntheticBatch(exec, inputs, targets, batch_index);
+    return;
+  }
+  loader->Next(exec.value(inputs).data<int32_t>(), exec.value(targets).data<int32_t>());
+}
+
+// Note [The MLP's synthetic task]
+// The mlp family trains on data generated from the seed, so tests and demos need no files: features
+// x ~ N(0, 1) drawn per (seed, batch, row), and targets from a fixed random teacher — the argmax of
+// W x for classification, or sum(sin(x)) for regression. Any rank count sees the same global batch.
+void TrainingSession::FillSyntheticBatch(const graph::Executor& exec, graph::ValueId inputs,
+                                         graph::ValueId targets, int64_t batch_index) {
+  const Tensor& x = exec.value(inputs);
+  const int rows = static_cast<int>(x.size(0)), d = static_cast<int>(x.size(1));
+  const int classes = config_.vocab_size;
+  for (int r = 0; r < rows; ++r) {
+    const int64_t global_row =
+        batch_index * micro_batch_ * options_.world_size + options_.rank * micro_batch_ + r;
+    float* xr = x.data<float>() + static_cast<int64_t>(r) * d;
+    for (int j = 0; j < d; j += 2) {
+      uint32_t w[4];
+      Philox::Generate(seed_, (static_cast<uint64_t>(global_row) << 20) | j, w);
+      const float u1 = std::max(Philox::ToUniform(w[0]), 1e-7f), u2 = Philox::ToUniform(w[1]);
+      const float radius = std::sqrt(-2.0f * std::log(u1));
+      xr[j] = radius * std::cos(6.2831853f * u2);
+      if (j + 1 < d) xr[j + 1] = radius * std::sin(6.2831853f * u2);
+    }
+    if (classes > 1) {
+      int best = 0;
+      float best_score = -1e30f;
+      for (int c = 0; c < classes; ++c) {
+        float score = 0;
+        for (int j = 0; j < d; ++j) {
+          uint32_t w[4];
+          Philox::Generate(seed_ ^ 0x7eac4e5ull, static_cast<uint64_t>(c) * d + j, w);
+          score += (Philox::ToUniform(w[0]) - 0.5f) * xr[j];
+        }
+        if (score > best_score) {
+          best_score = score;
+          best = c;
+        }
+      }
+      exec.value(targets).data<int32_t>()[r] = best;
+    } else {
+      float y = 0;
+      for (int j = 0; j < d; ++j) y += std::sin(xr[j]);
+      exec.value(targets).data<float>()[r] = y;
+    }
+  }
+}
+
+absl::StatusOr<StepMetrics> TrainingSession::Step() {
+  const auto start = std::chrono::steady_clock::now();
+  exec_->ZeroGrads();
+  double loss_sum = 0;
+  Tensor seed = exec_->value(loss_seed_);
+  for (int micro = 0; micro < grad_accum_; ++micro) {
+    const int64_t batch_index = step_ * grad_accum_ + micro;
+    FillBatch(train_loader_.get(), *exec_, inputs_, targets_, batch_index);
+    seed.data<float>()[0] = static_cast<float>(scaler_.scale() / grad_accum_);
+    if (rng_ != graph::kNoValue) {
+      int64_t* rng = exec_->value(rng_).data<int64_t>();
+      rng[0] = static_cast<int64_t>(seed_);
+      rng[1] = batch_index;
+    }
+    exec_->Run();
+    loss_sum += exec_->value(loss_).Item();
+  }
+  StepMetrics m;
+  m.loss = loss_sum / grad_accum_;
+  float* grads = exec_->flat_grads().data<float>();
+  float* params = exec_->flat_params().data<float>();
+  const int64_t n = exec_->flat_grads().numel();
+  const bool finite = !scaler_.enabled() || optim::AllFinite(grads, n);
+  const double inv_scale = 1.0 / scaler_.scale();
+  m.grad_norm = finite ? std::sqrt(optim::SquaredNorm(grads, n)) * inv_scale : INFINITY;
+  m.loss_scale = scaler_.scale();
+  m.lr = optim::LearningRate(schedule_, step_);
+  const bool apply = scaler_.Update(finite);
+  if (!std::isfinite(m.loss) || (!scaler_.enabled() && !std::isfinite(m.grad_norm))) {
+    return absl::InternalError(absl::StrCat("training diverged at step ", step_ + 1, ": loss ",
+                                            m.loss, ", gradient norm ", m.grad_norm,
+                                            " (lower the learning rate or use fp32)"));
+  }
+  if (apply) {
+    const float factor = static_cast<float>(
+        inv_scale * optim::ClipFactor(m.grad_norm, spec_.train().grad_clip()));
+    if (factor != 1.0f) optim::ScaleInPlace(grads, n, factor);
+    optimizer_->Step(params, grads, static_cast<float>(m.lr), ++optimizer_steps_);
+  }
+  m.skipped = !apply;
+  ++step_;
+  m.step = step_;
+  m.total_steps = total_steps_;
+  m.step_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  const double tokens = static_cast<double>(micro_batch_) * seq_len_ * grad_accum_ *
+                        options_.world_size;
+  m.tokens_per_s = tokens / (m.step_ms / 1e3);
+  return m;
+}
+
+absl::StatusOr<std::unique_ptr<graph::Executor>> TrainingSession::BuildForwardExecutor(
+    int batch, int seq_len, bool logits) {
+  nn::GraphOptions go;
+  go.batch = batch;
+  go.seq_len = seq_len;
+  go.compute = compute_;
+  go.backward = false;
+  go.logits_output = logits;
+  KILN_ASSIGN_OR_RETURN(nn::ModelGraph model, nn::BuildModel(config_, go));
+  if (logits) {
+    sample_inputs_ = model.inputs;
+    sample_logits_ = model.logits;
+  } else {
+    eval_inputs_ = model.inputs;
+    eval_targets_ = model.targets;
+    eval_loss_ = model.loss;
+  }
+  graph::ExecutorOptions eo;
+  eo.shared_params = exec_->params_storage();
+  return graph::Executor::Create(std::move(model.graph), eo);
+}
+
+absl::StatusOr<double> TrainingSession::Evaluate() {
+  const bool synthetic = config_.family == "mlp";
+  if (!synthetic && val_file_ == nullptr) {
+    return absl::FailedPreconditionError("no validation data (data.val is empty)");
+  }
+  if (eval_exec_ == nullptr) {
+    KILN_ASSIGN_OR_RETURN(eval_exec_, BuildForwardExecutor(micro_batch_, seq_len_, false));
+  }
+  const int eval_steps = spec_.train().has_eval_steps() ? spec_.train().eval_steps() : 10;
+  std::unique_ptr<data::BatchLoader> loader;
+  if (!synthetic) {
+    loader = std::make_unique<data::BatchLoader>(val_file_, seq_len_,
+                                                 micro_batch_ * options_.world_size,
+                                                 options_.rank * micro_batch_, micro_batch_,
+                                                 false, seed_);
+  }
+  double total = 0;
+  for (int i = 0; i < eval_steps; ++i) {
+    // Synthetic validation batches come from far beyond any training batch index.
+    FillBatch(loader.get(), *eval_exec_, eval_inputs_, eval_targets_,
+              synthetic ? (int64_t{1} << 40) + i : i);
+    eval_exec_->Run();
+    total += eval_exec_->value(eval_loss_).Item();
+  }
+  return total / eval_steps;
+}
+
+}  // namespace kiln::train

@@ -1,0 +1,90 @@
+// A training session: one model, its planned executor, optimizer, data and schedule — the state
+// that a checkpoint captures. Step() is the whole of one optimizer step and reads top to bottom.
+// RunTraining (trainer.cc) drives a session; tests drive it directly.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/data/batch_loader.h"
+#include "engine/graph/executor.h"
+#include "engine/nn/model.h"
+#include "engine/optim/loss_scaler.h"
+#include "engine/optim/optimizer.h"
+#include "engine/optim/schedule.h"
+#include "engine/train/trainer.h"
+#include "kiln/v1/job.pb.h"
+
+namespace kiln::train {
+
+class TrainingSession {
+ public:
+  // Validates the spec against the engine, opens the data, builds and plans the graph. Weights
+  // are uninitialized until InitializeWeights or Resume.
+  static absl::StatusOr<std::unique_ptr<TrainingSession>> Create(const kiln::v1::JobSpec& spec,
+                                                                 const TrainOptions& options);
+
+  // Fresh initialization from the seed, or the weights of model.init_from / options.init_from.
+  absl::Status InitializeWeights();
+  // Restores weights, optimizer state, step, data position and loss scale from a checkpoint (or
+  // the newest one in a run directory).
+  absl::Status Resume(const std::string& path);
+
+  // One optimizer step (grad_accum micro-batches). Returns this step's metrics.
+  absl::StatusOr<StepMetrics> Step();
+  // Mean loss over eval_steps batches of the validation file (from its start).
+  absl::StatusOr<double> Evaluate();
+  // Commits a checkpoint for the current step; returns its directory.
+  absl::StatusOr<std::string> SaveCheckpoint();
+  // The trained weights with Hugging Face names (and config.json beside them).
+  absl::Status SaveFinal(const std::string& path);
+
+  // Continues `prompt` by `new_tokens` tokens: greedy when top_k <= 1, else top-k sampling.
+  absl::StatusOr<std::vector<int32_t>> Generate(const std::vector<int32_t>& prompt, int new_tokens,
+                                                int top_k, float temperature, uint64_t seed);
+
+  int64_t step() const { return step_; }
+  int64_t total_steps() const { return total_steps_; }
+  bool has_validation() const { return val_file_ != nullptr; }
+  const nn::ModelConfig& model_config() const { return config_; }
+  graph::Executor& executor() { return *exec_; }
+  const nn::ParamTable& param_table() const { return params_; }
+  std::vector<Tensor> GraphParams() const;
+
+ private:
+  TrainingSession() = default;
+  void FillBatch(data::BatchLoader* loader, const graph::Executor& exec, graph::ValueId inputs,
+                 graph::ValueId targets, int64_t batch_index);
+  void FillSyntheticBatch(const graph::Executor& exec, graph::ValueId inputs,
+                          graph::ValueId targets, int64_t batch_index);
+  absl::StatusOr<std::unique_ptr<graph::Executor>> BuildForwardExecutor(int batch, int seq_len,
+                                                                        bool logits);
+  std::string StateJson() const;
+
+  kiln::v1::JobSpec spec_;
+  TrainOptions options_;
+  nn::ModelConfig config_;
+  DType compute_ = DType::kF32;
+  int micro_batch_ = 1, seq_len_ = 1, grad_accum_ = 1;
+  int64_t total_steps_ = 0;
+  nn::ParamTable params_;
+  graph::ValueId inputs_ = graph::kNoValue, targets_ = graph::kNoValue, rng_ = graph::kNoValue;
+  graph::ValueId loss_ = graph::kNoValue, loss_seed_ = graph::kNoValue;
+  std::unique_ptr<graph::Executor> exec_;
+  std::vector<optim::Segment> segments_;
+  std::unique_ptr<optim::Optimizer> optimizer_;
+  optim::ScheduleConfig schedule_;
+  optim::LossScaler scaler_{false};
+  std::shared_ptr<const data::TokenFile> train_file_, val_file_;
+  std::unique_ptr<data::BatchLoader> train_loader_;
+  // Evaluation and sampling graphs share the training executor's parameters.
+  std::unique_ptr<graph::Executor> eval_exec_, sample_exec_;
+  graph::ValueId eval_inputs_, eval_targets_, eval_loss_, sample_inputs_, sample_logits_;
+  int64_t step_ = 0;             // optimizer steps taken (applied or skipped)
+  int64_t optimizer_steps_ = 0;  // updates applied (AdamW's bias-correction count)
+  uint64_t seed_ = 1234;
+};
+
+}  // namespace kiln::train
