@@ -1,0 +1,186 @@
+// CPU matmul through oneDNN's matmul primitive, created once per node in Prepare for the bound
+// shapes (transposes are strides, never copies) and run from Run with a user scratchpad taken
+// from the workspace. f32 and bf16 (f32 accumulation; AMX where present) run natively; f16 goes
+// through f32 copies in the workspace because oneDNN 2.6 has no f16 matmul on CPU.
+#include "engine/ops/attrs/matmul.h"
+
+#include <dnnl.hpp>
+
+#include "kernels/cpu/isa_api.h"
+#include "kernels/cpu/kernel_util.h"
+
+namespace kiln::kernels::cpu {
+namespace {
+
+using dnnl::memory;
+
+const dnnl::engine& CpuEngine() {
+  static const dnnl::engine* engine = new dnnl::engine(dnnl::engine::kind::cpu, 0);
+  return *engine;
+}
+
+// The three operands as oneDNN memory descriptors over the caller's (contiguous) buffers.
+struct MatmulDescs {
+  memory::desc a, b, c;
+};
+
+// Note [Matmul as oneDNN strides]
+// a (..., M, K) (or (..., K, M) with trans_a) and b (K, N) (or (N, K) with trans_b) become
+// descriptors whose strides express the transposes. With a shared 2-D b and no trans_a, the
+// leading axes of a fold into rows: one (batch*M, K) x (K, N) matmul, the shape oneDNN runs best.
+// Otherwise it is a 3-D batched matmul, with b's batch dim of size 1 broadcast when b is shared.
+MatmulDescs DescribeMatmul(const KernelContext& ctx, memory::data_type dt) {
+  const auto& attrs = ctx.attrs_as<ops::MatmulAttrs>();
+  const Tensor& a = ctx.input(0);
+  const Tensor& b = ctx.input(1);
+  const Tensor& c = ctx.output(0);
+  KILN_CHECK(a.dim() >= 2 && (b.dim() == 2 || b.dim() == a.dim()))
+      << "matmul: a " << ShapeToString(a.sizes()) << ", b " << ShapeToString(b.sizes());
+  const int64_t m = attrs.trans_a ? a.size(-1) : a.size(-2);
+  const int64_t k = attrs.trans_a ? a.size(-2) : a.size(-1);
+  const int64_t n = attrs.trans_b ? b.size(-2) : b.size(-1);
+  KILN_CHECK_EQ(attrs.trans_b ? b.size(-1) : b.size(-2), k) << "matmul inner dimensions";
+  const int64_t batch = a.numel() / (m * k > 0 ? m * k : 1);
+  const bool b_batched = b.dim() > 2;
+  if (b_batched) {
+    for (int i = 0; i < a.dim() - 2; ++i) KILN_CHECK_EQ(a.size(i), b.size(i)) << "batch dims";
+  }
+  KILN_CHECK_EQ(c.numel(), batch * m * n) << "matmul output " << ShapeToString(c.sizes());
+  MatmulDescs d;
+  if (!b_batched && !attrs.trans_a) {
+    d.a = memory::desc({batch * m, k}, dt, memory::dims{k, 1});
+    d.b = memory::desc({k, n}, dt, attrs.trans_b ? memory::dims{1, k} : memory::dims{n, 1});
+    d.c = memory::desc({batch * m, n}, dt, memory::dims{n, 1});
+    return d;
+  }
+  d.a = memory::desc({batch, m, k}, dt,
+                     attrs.trans_a ? memory::dims{m * k, 1, m} : memory::dims{m * k, k, 1});
+  d.b = memory::desc({b_batched ? batch : 1, k, n}, dt,
+                     attrs.trans_b ? memory::dims{k * n, 1, k} : memory::dims{k * n, n, 1});
+  d.c = memory::desc({batch, m, n}, dt, memory::dims{m * n, n, 1});
+  return d;
+}
+
+// f16 runs as f32: oneDNN 2.6 has no f16 matmul on CPU (see the file comment).
+memory::data_type ComputeType(DType dtype) {
+  return dtype == DType::kBF16 ? memory::data_type::bf16 : memory::data_type::f32;
+}
+
+dnnl::matmul::primitive_desc MakePrimitiveDesc(const MatmulDescs& d) {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return dnnl::matmul::primitive_desc(dnnl::matmul::desc(d.a, d.b, d.c), attr, CpuEngine());
+}
+
+size_t Align64(size_t bytes) { return (bytes + 63) / 64 * 64; }
+
+class MatmulKernel final : public Kernel {
+ public:
+  size_t WorkspaceBytes(const KernelContext& ctx) const override {
+    const MatmulDescs d = DescribeMatmul(ctx, ComputeType(ctx.input(0).dtype()));
+    return Layout(ctx, MakePrimitiveDesc(d).scratchpad_desc().get_size()).total;
+  }
+
+  absl::Status Prepare(const KernelContext& ctx) override {
+    const DType dtype = ctx.input(0).dtype();
+    CheckTensor(ctx.input(1), dtype, "matmul b");
+    CheckTensor(ctx.output(0), dtype, "matmul out");
+    convert_f16_ = dtype == DType::kF16;
+    try {
+      const MatmulDescs d = DescribeMatmul(ctx, ComputeType(dtype));
+      const dnnl::matmul::primitive_desc pd = MakePrimitiveDesc(d);
+      primitive_ = dnnl::matmul(pd);
+      stream_ = dnnl::stream(CpuEngine());
+      // Handles are set in every Run: the buffers may move between steps.
+      a_ = memory(d.a, CpuEngine(), DNNL_MEMORY_NONE);
+      b_ = memory(d.b, CpuEngine(), DNNL_MEMORY_NONE);
+      c_ = memory(d.c, CpuEngine(), DNNL_MEMORY_NONE);
+      const size_t scratch_bytes = pd.scratchpad_desc().get_size();
+      layout_ = Layout(ctx, scratch_bytes);
+      num_args_ = 3;
+      args_[0] = {DNNL_ARG_SRC, a_.get()};
+      args_[1] = {DNNL_ARG_WEIGHTS, b_.get()};
+      args_[2] = {DNNL_ARG_DST, c_.get()};
+      if (scratch_bytes > 0) {
+        scratch_ = memory(pd.scratchpad_desc(), CpuEngine(), DNNL_MEMORY_NONE);
+        args_[num_args_++] = {DNNL_ARG_SCRATCHPAD, scratch_.get()};
+      }
+    } catch (const dnnl::error& e) {
+      return absl::InternalError(std::string("matmul: oneDNN could not build the primitive: ") +
+                                 e.what());
+    }
+    return absl::OkStatus();
+  }
+
+  void Run(const KernelContext& ctx) override {
+    KILN_CHECK(primitive_) << "matmul ran before Prepare";
+    KILN_CHECK(ctx.workspace_bytes >= layout_.total) << "matmul workspace";
+    const Tensor& a = ctx.input(0);
+    const Tensor& b = ctx.input(1);
+    const Tensor& c = ctx.output(0);
+    char* ws = static_cast<char*>(ctx.workspace);
+    void* a_data = a.raw_data();
+    void* b_data = b.raw_data();
+    void* c_data = c.raw_data();
+    if (convert_f16_) {
+      a_data = ws + layout_.a_f32;
+      b_data = ws + layout_.b_f32;
+      c_data = ws + layout_.c_f32;
+      Isa().unary({UnaryOp::kScale, DType::kF16, DType::kF32, a.raw_data(), a_data, a.numel()});
+      Isa().unary({UnaryOp::kScale, DType::kF16, DType::kF32, b.raw_data(), b_data, b.numel()});
+    }
+    SetHandle(a_, a_data);
+    SetHandle(b_, b_data);
+    SetHandle(c_, c_data);
+    if (scratch_) SetHandle(scratch_, ws + layout_.scratch);
+    // The C API takes our prebuilt argument array; the C++ execute() would build a map per call.
+    CheckDnnl(dnnl_primitive_execute(primitive_.get(), stream_.get(), num_args_, args_));
+    CheckDnnl(dnnl_stream_wait(stream_.get()));
+    if (convert_f16_) {
+      Isa().unary({UnaryOp::kScale, DType::kF32, DType::kF16, c_data, c.raw_data(), c.numel()});
+    }
+  }
+
+ private:
+  // Byte offsets into the workspace: the oneDNN scratchpad, then (f16 only) f32 copies.
+  struct WorkspaceLayout {
+    size_t scratch = 0, a_f32 = 0, b_f32 = 0, c_f32 = 0, total = 0;
+  };
+
+  static WorkspaceLayout Layout(const KernelContext& ctx, size_t scratch_bytes) {
+    WorkspaceLayout l;
+    l.total = Align64(scratch_bytes);
+    if (ctx.input(0).dtype() == DType::kF16) {
+      l.a_f32 = l.total;
+      l.total += Align64(ctx.input(0).numel() * sizeof(float));
+      l.b_f32 = l.total;
+      l.total += Align64(ctx.input(1).numel() * sizeof(float));
+      l.c_f32 = l.total;
+      l.total += Align64(ctx.output(0).numel() * sizeof(float));
+    }
+    return l;
+  }
+
+  static void CheckDnnl(dnnl_status_t status) {
+    KILN_CHECK(status == dnnl_success) << "oneDNN matmul failed with status " << status;
+  }
+  static void SetHandle(const memory& m, void* data) {
+    CheckDnnl(dnnl_memory_set_data_handle(m.get(), data));
+  }
+
+  bool convert_f16_ = false;
+  dnnl::matmul primitive_;
+  dnnl::stream stream_;
+  memory a_, b_, c_, scratch_;
+  dnnl_exec_arg_t args_[4] = {};
+  int num_args_ = 0;
+  WorkspaceLayout layout_;
+};
+
+}  // namespace
+
+KILN_REGISTER_KERNEL("matmul", kCPU, kF32, MatmulKernel);
+KILN_REGISTER_KERNEL("matmul", kCPU, kBF16, MatmulKernel);
+KILN_REGISTER_KERNEL("matmul", kCPU, kF16, MatmulKernel);
+
+}  // namespace kiln::kernels::cpu

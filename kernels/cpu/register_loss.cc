@@ -1,0 +1,110 @@
+// CPU kernels of the fused loss and the lookups (engine/ops/attrs/loss.h): cross_entropy (loss
+// and dlogits in one pass; dispatch on logits), embedding (dispatch on the table) and
+// embedding_backward (dispatch on dy; deterministic).
+#include <cstring>
+
+#include "engine/core/parallel.h"
+#include "engine/ops/attrs/loss.h"
+#include "kernels/cpu/isa_api.h"
+#include "kernels/cpu/kernel_util.h"
+
+namespace kiln::kernels::cpu {
+namespace {
+
+// cross_entropy(logits, targets) -> (loss f32 [1], dlogits like logits). dlogits may alias logits.
+class CrossEntropyKernel final : public Kernel {
+ public:
+  size_t WorkspaceBytes(const KernelContext& ctx) const override {
+    return static_cast<size_t>(Rows(ctx.input(0))) * sizeof(float);
+  }
+
+  void Run(const KernelContext& ctx) override {
+    const Tensor& logits = ctx.input(0);    // (..., V)
+    const Tensor& targets = ctx.input(1);   // (...) i32
+    const Tensor& loss = ctx.output(0);     // [1] f32
+    const Tensor& dlogits = ctx.output(1);  // (..., V)
+    CheckTensor(targets, DType::kI32, "cross_entropy targets");
+    CheckTensor(loss, DType::kF32, "cross_entropy loss");
+    CheckTensor(dlogits, logits.dtype(), "cross_entropy dlogits");
+    CheckSameShape(logits, dlogits, "cross_entropy dlogits");
+    KILN_CHECK_EQ(loss.numel(), 1);
+    const int64_t rows = Rows(logits), vocab = LastDim(logits);
+    KILN_CHECK_EQ(targets.numel(), rows);
+    KILN_CHECK(ctx.workspace_bytes >= WorkspaceBytes(ctx)) << "cross_entropy workspace";
+    const int ignore_index = ctx.attrs_as<ops::CrossEntropyAttrs>().ignore_index;
+    const int32_t* t = targets.data<int32_t>();
+    int64_t counted = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      if (t[r] == ignore_index) continue;
+      KILN_CHECK(t[r] >= 0 && t[r] < vocab)
+          << "target " << t[r] << " at row " << r << " of " << vocab;
+      ++counted;
+    }
+    float* row_loss = static_cast<float*>(ctx.workspace);  // (rows)
+    if (rows > 0 && vocab > 0) {
+      Isa().cross_entropy({logits.dtype(), logits.raw_data(), t, dlogits.raw_data(), rows, vocab,
+                           ignore_index, counted, row_loss});
+    }
+    // Note [Cross-entropy with no counted rows]: the mean over zero rows is defined here as 0
+    // (with a zero gradient) rather than PyTorch's NaN, so a fully padded micro-batch is harmless.
+    double total = 0;
+    for (int64_t r = 0; r < rows; ++r) total += row_loss[r];
+    loss.data<float>()[0] = counted > 0 ? static_cast<float>(total / counted) : 0.0f;
+  }
+};
+
+// embedding(table, ids) -> out: row copies, any dtype.
+void RunEmbedding(const KernelContext& ctx) {
+  const Tensor& table = ctx.input(0);  // (V, C)
+  const Tensor& ids = ctx.input(1);    // (...) i32
+  const Tensor& out = ctx.output(0);   // (..., C)
+  CheckTensor(ids, DType::kI32, "embedding ids");
+  CheckTensor(out, table.dtype(), "embedding output");
+  KILN_CHECK_EQ(table.dim(), 2);
+  const int64_t vocab = table.size(0), cols = table.size(1), n = ids.numel();
+  KILN_CHECK_EQ(out.numel(), n * cols);
+  const int32_t* id = ids.data<int32_t>();
+  const size_t row_bytes = static_cast<size_t>(cols) * table.element_size();
+  const char* src = static_cast<const char*>(table.raw_data());
+  char* dst = static_cast<char*>(out.raw_data());
+  const int64_t grain = row_bytes >= 16384 ? 1 : static_cast<int64_t>(16384 / (row_bytes + 1)) + 1;
+  ParallelForInline(n, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      KILN_CHECK(id[i] >= 0 && id[i] < vocab) << "id " << id[i] << " outside [0, " << vocab << ")";
+      std::memcpy(dst + i * row_bytes, src + id[i] * row_bytes, row_bytes);
+    }
+  });
+}
+
+// embedding_backward(dy, ids) -> dtable (V, C) f32.
+void RunEmbeddingBackward(const KernelContext& ctx) {
+  const Tensor& dy = ctx.input(0);       // (..., C)
+  const Tensor& ids = ctx.input(1);      // (...) i32
+  const Tensor& dtable = ctx.output(0);  // (V, C) f32
+  CheckTensor(ids, DType::kI32, "embedding_backward ids");
+  CheckTensor(dtable, DType::kF32, "embedding_backward dtable");
+  KILN_CHECK_EQ(dtable.dim(), 2);
+  const int64_t vocab = dtable.size(0), cols = dtable.size(1), n = ids.numel();
+  const int64_t attr_vocab = ctx.attrs_as<ops::EmbeddingAttrs>().vocab_size;
+  KILN_CHECK(attr_vocab == 0 || attr_vocab == vocab) << "dtable rows " << vocab;
+  KILN_CHECK_EQ(dy.numel(), n * cols);
+  const int32_t* id = ids.data<int32_t>();
+  for (int64_t i = 0; i < n; ++i) {
+    KILN_CHECK(id[i] >= 0 && id[i] < vocab) << "id " << id[i] << " outside [0, " << vocab << ")";
+  }
+  Isa().embedding_backward({dy.dtype(), dy.raw_data(), id, dtable.data<float>(), n, vocab, cols});
+}
+
+}  // namespace
+
+KILN_REGISTER_KERNEL("cross_entropy", kCPU, kF32, CrossEntropyKernel);
+KILN_REGISTER_KERNEL("cross_entropy", kCPU, kBF16, CrossEntropyKernel);
+KILN_REGISTER_KERNEL("cross_entropy", kCPU, kF16, CrossEntropyKernel);
+KILN_REGISTER_KERNEL_FN("embedding", kCPU, kF32, RunEmbedding);
+KILN_REGISTER_KERNEL_FN("embedding", kCPU, kBF16, RunEmbedding);
+KILN_REGISTER_KERNEL_FN("embedding", kCPU, kF16, RunEmbedding);
+KILN_REGISTER_KERNEL_FN("embedding_backward", kCPU, kF32, RunEmbeddingBackward);
+KILN_REGISTER_KERNEL_FN("embedding_backward", kCPU, kBF16, RunEmbeddingBackward);
+KILN_REGISTER_KERNEL_FN("embedding_backward", kCPU, kF16, RunEmbeddingBackward);
+
+}  // namespace kiln::kernels::cpu
