@@ -17,6 +17,6 @@ mkdir -p data/quickstart
 echo "== training (configs/quickstart.yaml)"
 rm -rf runs/quickstart runs/quickstart-metrics.jsonl && mkdir -p runs
 "$BIN/kiln-train" configs/quickstart.yaml --metrics-out runs/quickstart-metrics.jsonl \
-  --sample --prompt "This program is free software" --sample-tokens 400 --top-k 1
+  --sample --prompt "This program is free software" --sample-tokens 400 --top-k 8 --temperature 0.8
 
 echo "== done: checkpoints in runs/quickstart, metrics in runs/quickstart-metrics.jsonl"

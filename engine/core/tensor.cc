@@ -160,7 +160,7 @@ void ForEachStrided(const Shape& sizes, const Shape& dst_strides, char* dst, siz
 
 }  // namespace
 
-void Tensor::CopyFrom(const Tensor& src) {
+void Tensor::CopyFrom(const Tensor& src) const {
   KILN_CHECK(sizes() == src.sizes()) << "CopyFrom " << src.TypeString() << " into " << TypeString();
   KILN_CHECK(device().is_cpu() && src.device().is_cpu()) << "CopyFrom handles CPU tensors only";
   if (dtype() == src.dtype() && is_contiguous() && src.is_contiguous()) {
@@ -201,7 +201,7 @@ Tensor Tensor::To(DType target) const {
   return out;
 }
 
-void Tensor::Fill(float value) {
+void Tensor::Fill(float value) const {
   KILN_CHECK(device().is_cpu()) << "Fill handles CPU tensors only";
   char element[8];
   StoreFromFloat(element, dtype(), value);

@@ -66,8 +66,9 @@ class Tensor {
   Tensor Clone() const;
   Tensor To(DType dtype) const;
   // Element-wise copy from a tensor of the same shape, converting dtype; any strides on either side.
-  void CopyFrom(const Tensor& src);
-  void Fill(float value);
+  // Like Fill, const: it writes the elements, not the handle (a Tensor is a reference).
+  void CopyFrom(const Tensor& src) const;
+  void Fill(float value) const;
 
   std::vector<float> ToFloats() const;  // every element in row-major order, as float
   float Item() const;                   // the single element of a 1-element tensor

@@ -1,6 +1,6 @@
 // Finite-difference gradient checks for every differentiable op, in f32, through the real
 // autodiff + executor path. Tolerance: relative L2 between analytic and central-difference
-// gradients <= 1e-2 (f32 round-off with eps = 1e-2 dominates; observed errors are printed).
+// gradients <= 2e-3 (f32 round-off with eps = 1e-2 dominates; observed errors are 1e-6..6e-4).
 #include <cmath>
 
 #include "engine/ops/attrs/attention.h"
