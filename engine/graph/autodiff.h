@@ -11,7 +11,8 @@
 namespace kiln::graph {
 
 // Note [Gradient slots and the loss seed]
-// Each trainable parameter gets a kParamGrad value (f32, in the flat gradient buffer). Backward
+// Each trainable parameter gets a kParamGrad value (its parameter's dtype, in the flat gradient
+// buffer). Backward
 // never overwrites it: the last node for a parameter is accumulate_grad(g) -> slot, emitted as soon
 // as every contribution to g exists, so slots fill in reverse layer order while backward is still
 // running (data parallelism starts reducing them then). The caller zeroes the slots before the first

@@ -42,7 +42,7 @@ ValueId GraphBuilder::ParamGrad(int param_index) {
   if (existing != kNoValue) return existing;
   const Value& p = graph_->value(graph_->params_.at(param_index));
   Value g;
-  g.type = TensorType{p.type.shape, DType::kF32};
+  g.type = p.type;
   g.kind = ValueKind::kParamGrad;
   g.name = "grad/" + p.name;
   g.param_index = param_index;

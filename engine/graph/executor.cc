@@ -124,9 +124,8 @@ absl::Status Executor::Bind() {
     const Value& val = graph_.value(v);
     if (val.kind == ValueKind::kConstant && plan_.placed[v]) values_[v].CopyFrom(val.constant);
   }
-  const int64_t flat_elems = static_cast<int64_t>(plan_.params_bytes / sizeof(float));
-  flat_params_ = Tensor::FromStorage(params_, {flat_elems}, DType::kF32);
-  flat_grads_ = Tensor::FromStorage(grads_, {flat_elems}, DType::kF32);
+  flat_params_ = Tensor::FromStorage(params_, {plan_.param_elements}, plan_.param_dtype);
+  flat_grads_ = Tensor::FromStorage(grads_, {plan_.param_elements}, plan_.param_dtype);
   for (int n = 0; n < num_nodes; ++n) {
     BoundNode& bn = nodes_[n];
     if (!bn.kernel) continue;

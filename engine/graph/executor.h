@@ -41,8 +41,8 @@ class Executor {
   // The bound tensor of any placed value: write inputs and parameters through it, read outputs.
   const Tensor& value(ValueId id) const;
   const Tensor& param(int index) const { return value(graph_.params()[index]); }
-  // Flat f32 views of every parameter and gradient (padding included), for optimizers and
-  // collectives.
+  // Flat views of every parameter and gradient (padding included; the parameters' dtype), for
+  // optimizers and collectives.
   const Tensor& flat_params() const { return flat_params_; }
   const Storage& params_storage() const { return params_; }
   const Tensor& flat_grads() const { return flat_grads_; }

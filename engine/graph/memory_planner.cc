@@ -84,26 +84,30 @@ absl::StatusOr<MemoryPlan> PlanMemory(const Graph& graph,
   plan.param_offset.resize(num_params);
   plan.param_numel.resize(num_params);
   int64_t param_elems = 0;
-  const int64_t elem_align = static_cast<int64_t>(align / sizeof(float));
+  plan.param_dtype = num_params > 0 ? graph.value(graph.params()[0]).type.dtype : DType::kF32;
+  const size_t param_size = DTypeSize(plan.param_dtype);
+  const int64_t elem_align = static_cast<int64_t>(align / param_size);
   for (int p = 0; p < num_params; ++p) {
     const Value& v = graph.value(graph.params()[p]);
-    if (v.type.dtype != DType::kF32) {
-      return absl::InvalidArgumentError(absl::StrCat("parameter ", v.name, " is ",
-                                                     v.type.ToString(),
-                                                     ": parameters are stored in f32"));
+    if (v.type.dtype != plan.param_dtype) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "parameter ", v.name, " is ", v.type.ToString(), " but ",
+          graph.value(graph.params()[0]).name, " is ",
+          std::string(DTypeName(plan.param_dtype)), ": the flat parameter buffer has one dtype"));
     }
     plan.param_offset[p] = param_elems;
     plan.param_numel[p] = v.type.numel();
     param_elems += (v.type.numel() + elem_align - 1) / elem_align * elem_align;
-    plan.values[graph.params()[p]] = {Region::kParams, plan.param_offset[p] * sizeof(float)};
+    plan.values[graph.params()[p]] = {Region::kParams, plan.param_offset[p] * param_size};
     plan.placed[graph.params()[p]] = true;
     const ValueId grad = p < static_cast<int>(graph.grads().size()) ? graph.grads()[p] : kNoValue;
     if (grad != kNoValue) {
-      plan.values[grad] = {Region::kGrads, plan.param_offset[p] * sizeof(float)};
+      plan.values[grad] = {Region::kGrads, plan.param_offset[p] * param_size};
       plan.placed[grad] = true;
     }
   }
-  plan.params_bytes = plan.grads_bytes = static_cast<size_t>(param_elems) * sizeof(float);
+  plan.param_elements = param_elems;
+  plan.params_bytes = plan.grads_bytes = static_cast<size_t>(param_elems) * param_size;
   for (ValueId in : graph.inputs()) {
     plan.values[in] = {Region::kInputs, plan.inputs_bytes};
     plan.placed[in] = true;

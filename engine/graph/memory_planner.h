@@ -39,8 +39,10 @@ struct MemoryPlan {
   size_t naive_activation_bytes = 0;      // every activation in its own buffer, no reuse
   int num_inplace = 0;                    // outputs that reuse an input's buffer
   // Per parameter: element offset into the flat parameter buffer and element count; gradients use
-  // the same offsets in the gradient buffer.
+  // the same offsets in the gradient buffer. Parameters (and gradients) share one dtype.
   std::vector<int64_t> param_offset, param_numel;
+  int64_t param_elements = 0;  // flat buffer length, alignment padding included
+  DType param_dtype = DType::kF32;
 };
 
 struct PlannerOptions {

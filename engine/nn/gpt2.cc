@@ -37,9 +37,9 @@ ValueId BuildGpt2Logits(LayerBuilder& lb, const ModelConfig& c, ValueId tokens, 
   ValueId x;  // (B, T, C) compute dtype: the residual stream
   {
     graph::GraphBuilder::Scope scope(b, "embed");
-    const ValueId tok = ops::Embedding(b, wte, tokens);    // (B, T, C) f32
-    const ValueId pos = ops::Embedding(b, wpe, pos_ids);   // (T, C) f32
-    x = dropout(lb.Compute(ops::Add(b, tok, pos)));
+    const ValueId tok = ops::Embedding(b, wte, tokens);    // (B, T, C)
+    const ValueId pos = ops::Embedding(b, wpe, pos_ids);   // (T, C)
+    x = dropout(ops::Add(b, tok, pos));
   }
   ops::AttentionAttrs attn{c.n_head, c.n_head, c.head_dim(), true, 0.0f};
   for (int i = 0; i < c.n_layer; ++i) {
@@ -59,14 +59,14 @@ ValueId BuildGpt2Logits(LayerBuilder& lb, const ModelConfig& c, ValueId tokens, 
     const ValueId mproj_b = lb.Param(p + "mlp.c_proj.bias", {C}, ParamRole::kBias, zeros);
     {
       graph::GraphBuilder::Scope s(b, "attn");
-      const ValueId h = ops::LayerNorm(b, x, ln1_g, ln1_b, c.norm_eps);
+      const ValueId h = ops::LayerNorm(b, x, lb.NormParam(ln1_g), lb.NormParam(ln1_b), c.norm_eps);
       const ValueId qkv = lb.Linear(h, attn_w, attn_b, false);  // (B, T, 3C)
       const ValueId a = ops::Attention(b, qkv, attn);          // (B, T, C)
       x = ops::Add(b, x, dropout(lb.Linear(a, aproj_w, aproj_b, false)));
     }
     {
       graph::GraphBuilder::Scope s(b, "mlp");
-      const ValueId h = ops::LayerNorm(b, x, ln2_g, ln2_b, c.norm_eps);
+      const ValueId h = ops::LayerNorm(b, x, lb.NormParam(ln2_g), lb.NormParam(ln2_b), c.norm_eps);
       const ValueId u = ops::Gelu(b, lb.Linear(h, fc_w, fc_b, false));  // (B, T, F)
       x = ops::Add(b, x, dropout(lb.Linear(u, mproj_w, mproj_b, false)));
     }
@@ -74,8 +74,8 @@ ValueId BuildGpt2Logits(LayerBuilder& lb, const ModelConfig& c, ValueId tokens, 
   graph::GraphBuilder::Scope scope(b, "head");
   const ValueId lnf_g = lb.Param("ln_f.weight", {C}, ParamRole::kNormGain, ones);
   const ValueId lnf_b = lb.Param("ln_f.bias", {C}, ParamRole::kNormBias, zeros);
-  x = ops::LayerNorm(b, x, lnf_g, lnf_b, c.norm_eps);
-  return ops::Matmul(b, x, lb.Compute(wte), false, true);  // (B, T, V)
+  x = ops::LayerNorm(b, x, lb.NormParam(lnf_g), lb.NormParam(lnf_b), c.norm_eps);
+  return ops::Matmul(b, x, wte, false, true);  // (B, T, V)
 }
 
 void AddGpt2NameRules(ParamTable& table) {

@@ -15,7 +15,7 @@ bool DecayFor(ParamRole role, const Shape& shape) {
 
 graph::ValueId LayerBuilder::Param(const std::string& name, const Shape& shape, ParamRole role,
                                    ParamInit init) {
-  const graph::ValueId v = b_.Param(name, {shape, DType::kF32});
+  const graph::ValueId v = b_.Param(name, {shape, compute_});
   ParamEntry e;
   e.name = name;
   e.shape = shape;
@@ -37,7 +37,7 @@ graph::ValueId LayerBuilder::FusedRows(const std::string& graph_name,
     KILN_CHECK_EQ(shape.size(), fused.size()) << name;
     fused[0] += shape[0];
   }
-  const graph::ValueId v = b_.Param(graph_name, {fused, DType::kF32});
+  const graph::ValueId v = b_.Param(graph_name, {fused, compute_});
   int64_t offset = 0;
   for (const auto& [name, shape] : parts) {
     ParamEntry e;
@@ -56,10 +56,12 @@ graph::ValueId LayerBuilder::FusedRows(const std::string& graph_name,
 
 graph::ValueId LayerBuilder::Compute(graph::ValueId v) { return ops::Cast(b_, v, compute_); }
 
+graph::ValueId LayerBuilder::NormParam(graph::ValueId v) { return ops::Cast(b_, v, DType::kF32); }
+
 graph::ValueId LayerBuilder::Linear(graph::ValueId x, graph::ValueId weight, graph::ValueId bias,
                                     bool out_in) {
-  graph::ValueId y = ops::Matmul(b_, x, Compute(weight), false, out_in);
-  if (bias != graph::kNoValue) y = ops::Add(b_, y, Compute(bias));
+  graph::ValueId y = ops::Matmul(b_, x, weight, false, out_in);
+  if (bias != graph::kNoValue) y = ops::Add(b_, y, bias);
   return y;
 }
 

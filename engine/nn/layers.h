@@ -1,5 +1,7 @@
 // Building blocks shared by the model builders: declaring parameters together with their table
-// entries, and the linear layer in the compute dtype (parameters stay f32 and are cast at use).
+// entries, and the linear layer. Parameters live in the compute dtype (f32, or bf16/f16 with f32
+// master weights kept by the optimizer — see Note [Master weights] in engine/train/session.h);
+// norm parameters are cast to f32 at use, since norms compute in f32.
 #pragma once
 
 #include <string>
@@ -28,8 +30,10 @@ class LayerBuilder {
   // x (..., in) -> (..., out) in the compute dtype. `weight` is (in, out) (Conv1D layout) or, with
   // out_in, (out, in) (nn.Linear layout). `bias` (out) may be kNoValue.
   graph::ValueId Linear(graph::ValueId x, graph::ValueId weight, graph::ValueId bias, bool out_in);
-  // A parameter (or any value) in the compute dtype.
+  // A value in the compute dtype (inputs that arrive as f32, such as MLP features).
   graph::ValueId Compute(graph::ValueId v);
+  // A norm gain or bias as the f32 the norm ops take.
+  graph::ValueId NormParam(graph::ValueId v);
 
   graph::GraphBuilder& b() { return b_; }
   DType compute() const { return compute_; }

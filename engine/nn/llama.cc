@@ -30,7 +30,7 @@ ValueId BuildLlamaLogits(LayerBuilder& lb, const ModelConfig& c, ValueId tokens,
   ValueId x;  // (B, T, C) compute dtype
   {
     graph::GraphBuilder::Scope scope(b, "embed");
-    x = dropout(lb.Compute(ops::Embedding(b, embed, tokens)));
+    x = dropout(ops::Embedding(b, embed, tokens));
   }
   const ops::RopeAttrs rope{c.n_head, c.n_kv_head, static_cast<int>(D), c.rope_theta, false};
   const ops::AttentionAttrs attn{c.n_head, c.n_kv_head, static_cast<int>(D), true, 0.0f};
@@ -53,25 +53,25 @@ ValueId BuildLlamaLogits(LayerBuilder& lb, const ModelConfig& c, ValueId tokens,
     const ValueId wdown = lb.Param(p + "mlp.down_proj.weight", {C, F}, ParamRole::kWeight, normal);
     {
       graph::GraphBuilder::Scope s(b, "attn");
-      const ValueId h = ops::RmsNorm(b, x, ln1, c.norm_eps);
+      const ValueId h = ops::RmsNorm(b, x, lb.NormParam(ln1), c.norm_eps);
       const ValueId qkv = ops::Rope(b, lb.Linear(h, wqkv, kNoValue, true), rope);  // (B, T, (H+2Hkv)D)
       const ValueId a = ops::Attention(b, qkv, attn);                               // (B, T, H*D)
       x = ops::Add(b, x, dropout(lb.Linear(a, wo, kNoValue, true)));
     }
     {
       graph::GraphBuilder::Scope s(b, "mlp");
-      const ValueId h = ops::RmsNorm(b, x, ln2, c.norm_eps);
+      const ValueId h = ops::RmsNorm(b, x, lb.NormParam(ln2), c.norm_eps);
       const ValueId u = ops::SwiGlu(b, lb.Linear(h, wgu, kNoValue, true));  // (B, T, F)
       x = ops::Add(b, x, dropout(lb.Linear(u, wdown, kNoValue, true)));
     }
   }
   graph::GraphBuilder::Scope scope(b, "head");
   const ValueId norm = lb.Param("model.norm.weight", {C}, ParamRole::kNormGain, ones);
-  x = ops::RmsNorm(b, x, norm, c.norm_eps);
+  x = ops::RmsNorm(b, x, lb.NormParam(norm), c.norm_eps);
   const ValueId head =
       c.tie_embeddings ? embed
                        : lb.Param("lm_head.weight", {V, C}, ParamRole::kWeight, normal);
-  return ops::Matmul(b, x, lb.Compute(head), false, true);  // (B, T, V)
+  return ops::Matmul(b, x, head, false, true);  // (B, T, V)
 }
 
 void AddLlamaNameRules(const ModelConfig& c, ParamTable& table) {

@@ -122,9 +122,10 @@ absl::StatusOr<Types> InferCast(const Types& in, const std::any& attrs) {
   return Types{{in[0].shape, to}};
 }
 
+// The slot's dtype is its parameter's; ApplyInto checks the shape.
 absl::StatusOr<Types> InferAccumulateGrad(const Types& in, const std::any&) {
   KILN_RETURN_IF_ERROR(RequireFloating(in[0], "g"));
-  return Types{{in[0].shape, DType::kF32}};
+  return Types{in[0]};
 }
 
 void RegisterElementwise() {

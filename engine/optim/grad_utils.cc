@@ -1,4 +1,4 @@
-// Deterministic norms and element-wise gradient scaling.
+// Deterministic gradient norms and finiteness checks.
 #include "engine/optim/grad_utils.h"
 
 #include <cmath>
@@ -9,49 +9,51 @@
 namespace kiln::optim {
 
 namespace {
-constexpr int64_t kChunk = 1 << 16;
-}
 
-double SquaredNorm(const float* g, int64_t n) {
+constexpr int64_t kChunk = 1 << 16;
+
+// Reduces fn(chunk_begin, chunk_end) over fixed chunks of [0, n), combining in chunk order.
+template <typename Fn>
+double ChunkedSum(int64_t n, Fn&& fn) {
   const int64_t chunks = (n + kChunk - 1) / kChunk;
   std::vector<double> partial(static_cast<size_t>(chunks), 0.0);
   ParallelForInline(chunks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t c = begin; c < end; ++c) {
-      const int64_t lo = c * kChunk, hi = std::min(n, lo + kChunk);
-      double s = 0;
-#pragma omp simd reduction(+ : s)
-      for (int64_t i = lo; i < hi; ++i) s += static_cast<double>(g[i]) * g[i];
-      partial[c] = s;
-    }
+    for (int64_t c = begin; c < end; ++c) partial[c] = fn(c * kChunk, std::min(n, (c + 1) * kChunk));
   });
   double total = 0;
   for (double p : partial) total += p;
   return total;
 }
 
-void ScaleInPlace(float* g, int64_t n, float factor) {
-  ParallelForInline(n, kChunk, [&](int64_t begin, int64_t end) {
-#pragma omp simd
-    for (int64_t i = begin; i < end; ++i) g[i] *= factor;
+}  // namespace
+
+double SquaredNorm(const Tensor& flat) {
+  return DispatchFloating(flat.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* g = static_cast<const T*>(flat.raw_data());
+    return ChunkedSum(flat.numel(), [&](int64_t lo, int64_t hi) {
+      double s = 0;
+      for (int64_t i = lo; i < hi; ++i) {
+        const double x = static_cast<float>(g[i]);
+        s += x * x;
+      }
+      return s;
+    });
   });
 }
 
-bool AllFinite(const float* g, int64_t n) {
-  const int64_t chunks = (n + kChunk - 1) / kChunk;
-  std::vector<char> ok(static_cast<size_t>(chunks), 1);
-  ParallelForInline(chunks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t c = begin; c < end; ++c) {
-      const int64_t lo = c * kChunk, hi = std::min(n, lo + kChunk);
+bool AllFinite(const Tensor& flat) {
+  // Any inf or NaN makes the sum of x*0 NaN.
+  const double poisoned = DispatchFloating(flat.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* g = static_cast<const T*>(flat.raw_data());
+    return ChunkedSum(flat.numel(), [&](int64_t lo, int64_t hi) {
       float acc = 0;
-#pragma omp simd reduction(+ : acc)
-      for (int64_t i = lo; i < hi; ++i) acc += g[i] * 0.0f;  // NaN iff some g is inf or NaN
-      ok[c] = std::isfinite(acc) ? 1 : 0;
-    }
+      for (int64_t i = lo; i < hi; ++i) acc += static_cast<float>(g[i]) * 0.0f;
+      return static_cast<double>(acc);
+    });
   });
-  for (char c : ok) {
-    if (!c) return false;
-  }
-  return true;
+  return std::isfinite(poisoned);
 }
 
 }  // namespace kiln::optim

@@ -1,15 +1,16 @@
-// Gradient utilities on flat f32 buffers: the squared L2 norm (deterministic: fixed-size chunks
-// summed in double, combined in a fixed order), scaling (clipping, un-scaling), and the inf/nan
-// check the fp16 loss scaler needs.
+// Gradient utilities on flat buffers of any float dtype: the squared L2 norm (deterministic:
+// fixed-size chunks summed in double, combined in a fixed order) and the inf/nan check the fp16
+// loss scaler needs. Scaling is fused into the optimizer step (StepArgs::grad_scale).
 #pragma once
 
 #include <cstdint>
 
+#include "engine/core/tensor.h"
+
 namespace kiln::optim {
 
-double SquaredNorm(const float* g, int64_t n);
-void ScaleInPlace(float* g, int64_t n, float factor);
-bool AllFinite(const float* g, int64_t n);
+double SquaredNorm(const Tensor& flat);
+bool AllFinite(const Tensor& flat);
 
 // torch.nn.utils.clip_grad_norm_: factor = min(1, max_norm / (norm + 1e-6)).
 inline float ClipFactor(double norm, double max_norm) {

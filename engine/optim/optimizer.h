@@ -14,7 +14,7 @@
 namespace kiln::optim {
 
 struct Segment {
-  int64_t offset = 0;  // into the flat parameter/gradient buffers (elements)
+  int64_t offset = 0;  // into the arrays StepArgs points at (elements)
   int64_t length = 0;
   bool weight_decay = true;
   bool has_grad = true;  // false: skipped entirely (torch skips parameters whose grad is None)
@@ -28,12 +28,25 @@ struct OptimizerConfig {
   float momentum = 0.0f;  // sgd
 };
 
+// One update. `master` (f32) holds the weights being optimized; `grads` (any float dtype) the
+// gradients, each multiplied by grad_scale first (loss-scale removal and clipping, fused); when
+// `params` is set, the updated weights are also written there in param_dtype (the low-precision
+// copy the model computes with). All three are indexed by Segment::offset.
+struct StepArgs {
+  float* master = nullptr;
+  const void* grads = nullptr;
+  DType grad_dtype = DType::kF32;
+  void* params = nullptr;
+  DType param_dtype = DType::kF32;
+  float grad_scale = 1.0f;
+  float lr = 0.0f;
+  int64_t step = 1;  // 1-based count of applied updates
+};
+
 class Optimizer {
  public:
   virtual ~Optimizer() = default;
-  // One update with learning rate `lr` at 1-based step `step`, reading grads and writing params
-  // (both flat buffers indexed by Segment::offset).
-  virtual void Step(float* params, const float* grads, float lr, int64_t step) = 0;
+  virtual void Step(const StepArgs& args) = 0;
   // Named state tensors for checkpoints ("exp_avg", "exp_avg_sq" / "momentum").
   virtual std::vector<std::pair<std::string, Tensor>> State() = 0;
   // Bytes of optimizer state held (for the ZeRO memory report).

@@ -89,6 +89,7 @@ absl::StatusOr<std::unique_ptr<TrainingSession>> TrainingSession::Create(
 
   // Optimizer segments: one per graph parameter, at its offset in the flat buffers.
   const graph::MemoryPlan& plan = s->exec_->memory_plan();
+  std::vector<optim::Segment> segments;
   for (size_t p = 0; p < plan.param_offset.size(); ++p) {
     optim::Segment seg;
     seg.offset = plan.param_offset[p];
@@ -97,20 +98,32 @@ absl::StatusOr<std::unique_ptr<TrainingSession>> TrainingSession::Create(
     for (const nn::ParamEntry& e : s->params_.entries) {
       if (e.graph_param == static_cast<int>(p)) seg.weight_decay = e.weight_decay;
     }
-    s->segments_.push_back(seg);
+    segments.push_back(seg);
   }
-  KILN_ASSIGN_OR_RETURN(s->optimizer_,
-                        optim::MakeOptimizer(OptimizerConfigFromSpec(t), s->segments_));
+  KILN_ASSIGN_OR_RETURN(s->shard_, OptimizerShard::Create(OptimizerConfigFromSpec(t), segments,
+                                                          s->exec_->flat_params(), 0,
+                                                          plan.param_elements));
   s->schedule_ = ScheduleFromSpec(t, s->total_steps_);
   KILN_RETURN_IF_ERROR(optim::ValidateSchedule(s->schedule_));
   s->scaler_ = optim::LossScaler(s->compute_ == DType::kF16);
   return s;
 }
 
-std::vector<Tensor> TrainingSession::GraphParams() const {
-  std::vector<Tensor> out;
-  for (size_t p = 0; p < exec_->graph().params().size(); ++p) out.push_back(exec_->param(p));
-  return out;
+Tensor TrainingSession::FullWeights() const {
+  Tensor full = Tensor::Zeros({exec_->flat_params().numel()}, DType::kF32);
+  shard_->CopyMasterInto(full);
+  return full;
+}
+
+std::vector<Tensor> TrainingSession::ParamViews(const Tensor& full) const {
+  const graph::MemoryPlan& plan = exec_->memory_plan();
+  std::vector<Tensor> views;
+  for (size_t p = 0; p < plan.param_offset.size(); ++p) {
+    const Shape& shape = exec_->graph().value(exec_->graph().params()[p]).type.shape;
+    views.push_back(Tensor::FromStorage(full.storage(), shape, DType::kF32,
+                                        full.offset() + plan.param_offset[p]));
+  }
+  return views;
 }
 
 void TrainingSession::FillBatch(data::BatchLoader* loader, const graph::Executor& exec,
@@ -187,12 +200,10 @@ absl::StatusOr<StepMetrics> TrainingSession::Step() {
   }
   StepMetrics m;
   m.loss = loss_sum / grad_accum_;
-  float* grads = exec_->flat_grads().data<float>();
-  float* params = exec_->flat_params().data<float>();
-  const int64_t n = exec_->flat_grads().numel();
-  const bool finite = !scaler_.enabled() || optim::AllFinite(grads, n);
+  const Tensor& grads = exec_->flat_grads();
+  const bool finite = !scaler_.enabled() || optim::AllFinite(grads);
   const double inv_scale = 1.0 / scaler_.scale();
-  m.grad_norm = finite ? std::sqrt(optim::SquaredNorm(grads, n)) * inv_scale : INFINITY;
+  m.grad_norm = finite ? std::sqrt(optim::SquaredNorm(grads)) * inv_scale : INFINITY;
   m.loss_scale = scaler_.scale();
   m.lr = optim::LearningRate(schedule_, step_);
   const bool apply = scaler_.Update(finite);
@@ -204,8 +215,7 @@ absl::StatusOr<StepMetrics> TrainingSession::Step() {
   if (apply) {
     const float factor = static_cast<float>(
         inv_scale * optim::ClipFactor(m.grad_norm, spec_.train().grad_clip()));
-    if (factor != 1.0f) optim::ScaleInPlace(grads, n, factor);
-    optimizer_->Step(params, grads, static_cast<float>(m.lr), ++optimizer_steps_);
+    shard_->Step(grads, factor, static_cast<float>(m.lr));
   }
   m.skipped = !apply;
   ++step_;

@@ -14,6 +14,7 @@
 #include "engine/optim/loss_scaler.h"
 #include "engine/optim/optimizer.h"
 #include "engine/optim/schedule.h"
+#include "engine/train/optimizer_shard.h"
 #include "engine/train/trainer.h"
 #include "kiln/v1/job.pb.h"
 
@@ -51,7 +52,10 @@ class TrainingSession {
   const nn::ModelConfig& model_config() const { return config_; }
   graph::Executor& executor() { return *exec_; }
   const nn::ParamTable& param_table() const { return params_; }
-  std::vector<Tensor> GraphParams() const;
+  // The model's weights in f32 (the master copy), laid out like the flat parameter buffer.
+  Tensor FullWeights() const;
+  // Per graph parameter, an f32 view into `full` (a FullWeights-shaped tensor).
+  std::vector<Tensor> ParamViews(const Tensor& full) const;
 
  private:
   TrainingSession() = default;
@@ -73,8 +77,7 @@ class TrainingSession {
   graph::ValueId inputs_ = graph::kNoValue, targets_ = graph::kNoValue, rng_ = graph::kNoValue;
   graph::ValueId loss_ = graph::kNoValue, loss_seed_ = graph::kNoValue;
   std::unique_ptr<graph::Executor> exec_;
-  std::vector<optim::Segment> segments_;
-  std::unique_ptr<optim::Optimizer> optimizer_;
+  std::unique_ptr<OptimizerShard> shard_;
   optim::ScheduleConfig schedule_;
   optim::LossScaler scaler_{false};
   std::shared_ptr<const data::TokenFile> train_file_, val_file_;
@@ -82,8 +85,7 @@ class TrainingSession {
   // Evaluation and sampling graphs share the training executor's parameters.
   std::unique_ptr<graph::Executor> eval_exec_, sample_exec_;
   graph::ValueId eval_inputs_, eval_targets_, eval_loss_, sample_inputs_, sample_logits_;
-  int64_t step_ = 0;             // optimizer steps taken (applied or skipped)
-  int64_t optimizer_steps_ = 0;  // updates applied (AdamW's bias-correction count)
+  int64_t step_ = 0;  // optimizer steps taken (applied or skipped by the fp16 loss scaler)
   uint64_t seed_ = 1234;
 };
 

@@ -42,9 +42,13 @@ nlohmann::json ModelSignature(const nn::ModelConfig& c) {
 absl::Status TrainingSession::InitializeWeights() {
   const std::string init_from =
       !options_.init_from.empty() ? options_.init_from : spec_.model().init_from();
-  const std::vector<Tensor> params = GraphParams();
+  const Tensor full = Tensor::Zeros({exec_->flat_params().numel()}, DType::kF32);
+  const std::vector<Tensor> params = ParamViews(full);
   if (!init_from.empty()) {
-    return ckpt::LoadModelWeights(ckpt::WeightsPathFor(init_from), params_, params);
+    KILN_RETURN_IF_ERROR(
+        ckpt::LoadModelWeights(ckpt::WeightsPathFor(init_from), params_, params));
+    shard_->SetWeights(full);
+    return absl::OkStatus();
   }
   for (const nn::ParamEntry& e : params_.entries) {
     float* dst = params[e.graph_param].data<float>() + e.offset;
@@ -66,6 +70,7 @@ absl::Status TrainingSession::InitializeWeights() {
       }
     }
   }
+  shard_->SetWeights(full);
   return absl::OkStatus();
 }
 
@@ -73,7 +78,7 @@ std::string TrainingSession::StateJson() const {
   nlohmann::json j;
   j["format"] = 1;
   j["step"] = step_;
-  j["optimizer_steps"] = optimizer_steps_;
+  j["optimizer_steps"] = shard_->applied_steps();
   j["seed"] = seed_;
   j["world_size"] = options_.world_size;
   j["precision"] = std::string(DTypeName(compute_));
@@ -89,25 +94,22 @@ std::string TrainingSession::StateJson() const {
 }
 
 absl::StatusOr<std::string> TrainingSession::SaveCheckpoint() {
-  const std::vector<Tensor> params = GraphParams();
+  const std::vector<Tensor> params = ParamViews(FullWeights());
+  const graph::MemoryPlan& plan = exec_->memory_plan();
   ckpt::CheckpointFiles files;
   auto& model = files.safetensors["model.safetensors"];
   auto& optimizer = files.safetensors["optimizer.safetensors"];
-  // State tensors cover the segments in order; find each graph parameter's start in them.
-  std::vector<int64_t> state_offset(segments_.size(), 0);
-  for (size_t p = 1; p < segments_.size(); ++p) {
-    state_offset[p] = state_offset[p - 1] + segments_[p - 1].length;
-  }
-  const auto state = optimizer_->State();
+  const auto state = shard_->optimizer().State();
   for (const nn::ParamEntry& e : params_.entries) {
     const Tensor& gp = params[e.graph_param];
     model.emplace_back(e.name, Tensor::FromStorage(gp.storage(), e.shape, DType::kF32,
                                                    gp.offset() + e.offset));
+    const int64_t index = shard_->StateIndex(plan.param_offset[e.graph_param] + e.offset);
+    KILN_CHECK_GE(index, 0) << e.name;
     for (const auto& [state_name, tensor] : state) {
       optimizer.emplace_back(state_name + "/" + e.name,
                              Tensor::FromStorage(tensor.storage(), e.shape, DType::kF32,
-                                                 tensor.offset() + state_offset[e.graph_param] +
-                                                     e.offset));
+                                                 tensor.offset() + index));
     }
   }
   files.state_json = StateJson();
@@ -127,17 +129,15 @@ absl::Status TrainingSession::Resume(const std::string& path) {
         "checkpoint ", dir, " holds a different model: ", j["model"].dump(), " vs ",
         ModelSignature(config_).dump()));
   }
-  const std::vector<Tensor> params = GraphParams();
+  const Tensor full = Tensor::Zeros({exec_->flat_params().numel()}, DType::kF32);
   KILN_RETURN_IF_ERROR(ckpt::LoadModelWeights(
-      (std::filesystem::path(dir) / "model.safetensors").string(), params_, params));
+      (std::filesystem::path(dir) / "model.safetensors").string(), params_, ParamViews(full)));
+  shard_->SetWeights(full);
   KILN_ASSIGN_OR_RETURN(auto opt_file, ckpt::SafetensorsFile::Open(
                                            (std::filesystem::path(dir) / "optimizer.safetensors")
                                                .string()));
-  std::vector<int64_t> state_offset(segments_.size(), 0);
-  for (size_t p = 1; p < segments_.size(); ++p) {
-    state_offset[p] = state_offset[p - 1] + segments_[p - 1].length;
-  }
-  for (const auto& [state_name, tensor] : optimizer_->State()) {
+  const graph::MemoryPlan& plan = exec_->memory_plan();
+  for (const auto& [state_name, tensor] : shard_->optimizer().State()) {
     for (const nn::ParamEntry& e : params_.entries) {
       const std::string name = state_name + "/" + e.name;
       const ckpt::SafetensorsEntry* entry = opt_file->Find(name);
@@ -145,12 +145,12 @@ absl::Status TrainingSession::Resume(const std::string& path) {
         return absl::InvalidArgumentError(absl::StrCat(dir, "/optimizer.safetensors: ", name,
                                                        " is missing or has the wrong shape"));
       }
-      std::memcpy(tensor.data<float>() + state_offset[e.graph_param] + e.offset, entry->data,
-                  entry->bytes);
+      const int64_t index = shard_->StateIndex(plan.param_offset[e.graph_param] + e.offset);
+      std::memcpy(tensor.data<float>() + index, entry->data, entry->bytes);
     }
   }
   step_ = j.value("step", int64_t{0});
-  optimizer_steps_ = j.value("optimizer_steps", int64_t{0});
+  shard_->set_applied_steps(j.value("optimizer_steps", int64_t{0}));
   if (train_loader_ != nullptr && j.contains("loader")) {
     data::LoaderState l;
     l.position = j["loader"].value("position", int64_t{0});
@@ -169,7 +169,7 @@ absl::Status TrainingSession::SaveFinal(const std::string& path) {
   std::error_code ec;
   const std::filesystem::path parent = std::filesystem::path(path).parent_path();
   if (!parent.empty()) std::filesystem::create_directories(parent, ec);
-  KILN_RETURN_IF_ERROR(ckpt::SaveModelWeights(path, params_, GraphParams()));
+  KILN_RETURN_IF_ERROR(ckpt::SaveModelWeights(path, params_, ParamViews(FullWeights())));
   if (config_.family != "mlp") {
     KILN_RETURN_IF_ERROR(ckpt::WriteHfConfig((parent / "config.json").string(), config_));
   }

@@ -71,10 +71,10 @@ void RunBinary(const KernelContext& ctx) {
 void RunAccumulateGrad(const KernelContext& ctx) {
   const Tensor& g = ctx.input(0);
   const Tensor& acc = ctx.output(0);
-  CheckTensor(acc, DType::kF32, "accumulate_grad G");
+  KILN_CHECK(IsFloating(acc.dtype())) << "accumulate_grad G is " << acc.dtype();
   KILN_CHECK_EQ(acc.numel(), g.numel());
   if (g.numel() == 0) return;
-  Isa().binary({BinaryOp::kAdd, DType::kF32, g.dtype(), acc.raw_data(), g.raw_data(),
+  Isa().binary({BinaryOp::kAdd, acc.dtype(), g.dtype(), acc.raw_data(), g.raw_data(),
                 acc.raw_data(), g.numel(), g.numel()});
 }
 

@@ -62,7 +62,7 @@ kiln::v1::JobSpec MakeSpec(const Fixture& f, const std::string& precision) {
   t->set_grad_clip(1.0);
   auto* o = t->mutable_optimizer();
   o->set_name("adamw");
-  o->set_lr(1e-3);
+  o->set_lr(3e-3);
   o->set_beta1(0.9);
   o->set_beta2(0.95);
   o->set_eps(1e-8);

@@ -178,7 +178,7 @@ def main():
     ap.add_argument("--seq", type=int, default=20)
     ap.add_argument("--batch", type=int, default=3)
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--min_lr", type=float, default=1e-4)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--weight_decay", type=float, default=0.1)
@@ -196,7 +196,11 @@ def main():
     write_safetensors(os.path.join(a.out, "init.safetensors"), model.p)
     B, T = a.batch, a.seq
     n_tokens = (a.steps + 2) * B * T + 1
-    tokens = torch.randint(0, a.vocab, (n_tokens,), generator=g)
+    # A learnable stream (a repeated random phrase with 10 % noise), so the 20 steps move the loss.
+    phrase = torch.randint(0, a.vocab, (47,), generator=g)
+    tokens = phrase.repeat(n_tokens // 47 + 1)[:n_tokens].clone()
+    noise = torch.rand(n_tokens, generator=g) < 0.1
+    tokens[noise] = torch.randint(0, a.vocab, (int(noise.sum()),), generator=g)
     write_tokens(os.path.join(a.out, "train.bin"), tokens.tolist())
 
     def batch(i):

@@ -8,7 +8,7 @@
 //   swiglu(gu), swiglu_backward(dy, gu): gu is (..., 2F) = [gate | up]; out (..., F) =
 //     silu(gate) * up; the backward returns d(gu) (..., 2F).
 //   cast(x): to `dtype` (round to nearest even).
-//   accumulate_grad(g) -> G: G (f32, a gradient slot) += g (any float dtype).
+//   accumulate_grad(g) -> G: G (a gradient slot, any float dtype) += g (any float dtype), in f32.
 //   sum_to(dy): sums the leading axes of dy away, leaving `shape` (a suffix of dy's shape); out has
 //     dy's dtype; accumulation in f32.
 //   sum(x) / mean(x): all elements -> f32 [1].
