@@ -94,7 +94,8 @@ std::vector<ValueId> GraphBuilder::AddNode(const OpSchema* schema, std::vector<V
   const std::vector<ValueId> failed(schema->num_outputs, kNoValue);
   if (!status_.ok()) return failed;
   const std::string node_name = QualifiedName(schema->name);
-  if (static_cast<int>(inputs.size()) != schema->num_inputs()) {
+  if (schema->variadic ? inputs.empty()
+                       : static_cast<int>(inputs.size()) != schema->num_inputs()) {
     Fail(absl::InvalidArgumentError(absl::StrCat(
         "op ", schema->name, " (node ", node_name, "): expected ", schema->num_inputs(),
         " inputs (", absl::StrJoin(schema->input_names, ", "), "), got ", inputs.size())));

@@ -131,6 +131,7 @@ absl::StatusOr<MemoryPlan> PlanMemory(const Graph& graph,
   // (a reshaped parameter) is recorded in `alias_region`.
   std::vector<int> group_of(num_values, -1);
   std::vector<ValueId> view_root(num_values, kNoValue);  // for views of non-arena values
+  std::vector<size_t> delta(num_values, 0);  // bytes from the start of the group / view root
   std::vector<Group> groups;
   for (int n = 0; n < num_nodes; ++n) {
     const Node& node = graph.node(n);
@@ -143,8 +144,13 @@ absl::StatusOr<MemoryPlan> PlanMemory(const Graph& graph,
       }
       int alias_group = -1;
       ValueId alias_value = kNoValue;
+      size_t view_bytes = 0;
       if (node.op->is_view && o == 0) {
         alias_value = node.inputs[0];
+        if (node.op->view_offset) {
+          view_bytes = static_cast<size_t>(node.op->view_offset(node.attrs)) *
+                       DTypeSize(v.type.dtype);
+        }
       } else if (options.allow_inplace && node.op->inplace_input >= 0 &&
                  node.op->inplace_output == o) {
         const ValueId in = node.inputs[node.op->inplace_input];
@@ -156,6 +162,7 @@ absl::StatusOr<MemoryPlan> PlanMemory(const Graph& graph,
       }
       if (alias_value != kNoValue) {
         alias_group = group_of[alias_value];
+        delta[out] = delta[alias_value] + view_bytes;
         if (alias_group < 0) {  // a view of a parameter, input or constant
           const ValueId root =
               view_root[alias_value] != kNoValue ? view_root[alias_value] : alias_value;
@@ -195,10 +202,11 @@ absl::StatusOr<MemoryPlan> PlanMemory(const Graph& graph,
 
   for (ValueId v = 0; v < num_values; ++v) {
     if (group_of[v] >= 0) {
-      plan.values[v] = {Region::kArena, groups[group_of[v]].offset};
+      plan.values[v] = {Region::kArena, groups[group_of[v]].offset + delta[v]};
       plan.placed[v] = true;
     } else if (view_root[v] != kNoValue) {
       plan.values[v] = plan.values[view_root[v]];
+      plan.values[v].offset += delta[v];
       plan.placed[v] = true;
     }
   }

@@ -34,12 +34,18 @@ struct OpSchema {
   // input's last reader and the byte sizes match (-1: never). The kernel must tolerate the aliasing.
   int inplace_input = -1;
   int inplace_output = 0;
-  // Output 0 is a reshaped view of input 0: no kernel runs and no memory is planned for it.
+  // Output 0 is a view of input 0: no kernel runs and no memory is planned for it. It starts
+  // view_offset(attrs) elements into input 0 (null: at its start) and is contiguous.
   bool is_view = false;
+  std::function<int64_t(const std::any& attrs)> view_offset;
+  // The node does something beyond its outputs (communication): dead-code elimination keeps it.
+  bool has_side_effects = false;
+  // Any number (>= 1) of inputs, all named input_names[0].
+  bool variadic = false;
   // Which input's dtype selects the kernel.
   int dispatch_input = 0;
 
-  int num_inputs() const { return static_cast<int>(input_names.size()); }
+  int num_inputs() const { return variadic ? -1 : static_cast<int>(input_names.size()); }
 };
 
 class OpRegistry {

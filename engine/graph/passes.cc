@@ -1,6 +1,8 @@
 // Dead-code elimination (more passes — recompute, fusion — join here as they arrive).
 #include "engine/graph/passes.h"
 
+#include "engine/graph/op_schema.h"
+
 namespace kiln::graph {
 
 int EliminateDeadCode(Graph& graph) {
@@ -9,7 +11,7 @@ int EliminateDeadCode(Graph& graph) {
   std::vector<bool> keep(graph.num_nodes(), false);
   for (int n = graph.num_nodes() - 1; n >= 0; --n) {
     const Node& node = graph.node(n);
-    bool live = false;
+    bool live = node.op->has_side_effects;
     for (ValueId out : node.outputs) {
       live = live || live_value[out] || graph.value(out).kind == ValueKind::kParamGrad;
     }

@@ -6,8 +6,8 @@
 
 namespace kiln::graph {
 
-// Removes nodes none of whose outputs reach a graph output or a gradient slot. Returns the number
-// of nodes removed.
+// Removes nodes none of whose outputs reach a graph output or a gradient slot (nodes with side
+// effects stay). Returns the number of nodes removed.
 int EliminateDeadCode(Graph& graph);
 
 }  // namespace kiln::graph

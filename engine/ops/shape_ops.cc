@@ -50,10 +50,40 @@ graph::OpSchema ReshapeSchema() {
 
 KILN_REGISTER_OP(ReshapeSchema());
 
+absl::StatusOr<std::vector<TensorType>> InferFlatSlice(const std::vector<TensorType>& in,
+                                                       const std::any& attrs) {
+  const auto& a = std::any_cast<const FlatSliceAttrs&>(attrs);
+  const int64_t n = NumElements(a.shape);
+  if (a.offset < 0 || a.offset + n > in[0].numel()) {
+    return absl::InvalidArgumentError(absl::StrCat("slice [", a.offset, ", ", a.offset + n,
+                                                   ") is outside argument x of ", in[0].numel(),
+                                                   " elements"));
+  }
+  return std::vector<TensorType>{{a.shape, in[0].dtype}};
+}
+
+graph::OpSchema FlatSliceSchema() {
+  graph::OpSchema s;
+  s.name = "flat_slice";
+  s.input_names = {"x"};
+  s.infer = InferFlatSlice;
+  s.is_view = true;
+  s.view_offset = [](const std::any& attrs) {
+    return std::any_cast<const FlatSliceAttrs&>(attrs).offset;
+  };
+  return s;
+}
+
+KILN_REGISTER_OP(FlatSliceSchema());
+
 }  // namespace
 
 graph::ValueId Reshape(graph::GraphBuilder& b, graph::ValueId x, Shape shape) {
   return b.Apply1("reshape", {x}, ReshapeAttrs{std::move(shape)});
+}
+
+graph::ValueId FlatSlice(graph::GraphBuilder& b, graph::ValueId x, int64_t offset, Shape shape) {
+  return b.Apply1("flat_slice", {x}, FlatSliceAttrs{offset, std::move(shape)});
 }
 
 }  // namespace kiln::ops

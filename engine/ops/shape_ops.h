@@ -1,4 +1,4 @@
-// reshape: a view with a new shape (no kernel, no memory).
+// View ops (no kernel, no memory): reshape, and flat_slice (a shaped window into a buffer).
 #pragma once
 
 #include "engine/graph/builder.h"
@@ -7,5 +7,7 @@
 namespace kiln::ops {
 
 graph::ValueId Reshape(graph::GraphBuilder& b, graph::ValueId x, Shape shape);
+// Elements [offset, offset + numel(shape)) of x as a `shape` view.
+graph::ValueId FlatSlice(graph::GraphBuilder& b, graph::ValueId x, int64_t offset, Shape shape);
 
 }  // namespace kiln::ops

@@ -7,6 +7,7 @@
 #include "engine/ops/attrs/loss.h"
 #include "engine/ops/attrs/matmul.h"
 #include "engine/ops/attrs/norm.h"
+#include "engine/ops/attrs/shape_ops.h"
 #include "tests/engine/ops/gradcheck.h"
 #include "tests/testing.h"
 
@@ -117,6 +118,22 @@ TEST_CASE("forward: sum_to, broadcast_scalar, accumulate-free reductions", "[for
   Tensor s = Tensor::FromFloats({2.0f}, {1});
   REQUIRE(Run("broadcast_scalar", {s}, ops::BroadcastScalarAttrs{{2, 2}, DType::kF32, 0.5f})[0]
               .ToFloats() == std::vector<float>{1, 1, 1, 1});
+}
+
+}  // namespace
+}  // namespace kiln::testing
+
+namespace kiln::testing {
+namespace {
+
+TEST_CASE("forward: flat_slice is a shaped window sharing its input's memory", "[forward]") {
+  Tensor x = Tensor::FromFloats({0, 1, 2, 3, 4, 5, 6, 7}, {2, 4});
+  const std::vector<Tensor> out = Run("flat_slice", {x}, ops::FlatSliceAttrs{3, {2, 2}});
+  REQUIRE(out[0].sizes() == Shape{2, 2});
+  REQUIRE(out[0].ToFloats() == std::vector<float>{3, 4, 5, 6});
+  auto bad = graph::RunOp("flat_slice", {x}, ops::FlatSliceAttrs{6, {2, 2}});
+  REQUIRE_FALSE(bad.ok());
+  REQUIRE(std::string(bad.status().message()).find("outside argument x") != std::string::npos);
 }
 
 }  // namespace
