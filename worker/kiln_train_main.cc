@@ -6,6 +6,7 @@
 //   kiln-train JOB.yaml [--steps N] [--init-from PATH] [--metrics-out FILE.jsonl]
 //              [--save-final PATH.safetensors] [--resume DIR] [--threads N]
 //              [--sample [--prompt TEXT] [--sample-tokens N] [--top-k K] [--temperature T]]
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -116,6 +117,8 @@ int Fail(const absl::Status& status) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A file-size limit (a full quota) must surface as a write error with a message, not a signal.
+  std::signal(SIGXFSZ, SIG_IGN);
   absl::StatusOr<Args> args = ParseArgs(argc, argv);
   if (!args.ok()) {
     std::fprintf(stderr, "kiln-train: %s\n%s", std::string(args.status().message()).c_str(), kUsage);
