@@ -124,8 +124,12 @@ absl::Status Executor::Bind() {
     const Value& val = graph_.value(v);
     if (val.kind == ValueKind::kConstant && plan_.placed[v]) values_[v].CopyFrom(val.constant);
   }
-  flat_params_ = Tensor::FromStorage(params_, {plan_.param_elements}, plan_.param_dtype);
-  flat_grads_ = Tensor::FromStorage(grads_, {plan_.param_elements}, plan_.param_dtype);
+  if (plan_.params_bytes > 0) {
+    flat_params_ = Tensor::FromStorage(params_, {plan_.param_elements}, plan_.param_dtype);
+  }
+  if (plan_.grads_bytes > 0) {
+    flat_grads_ = Tensor::FromStorage(grads_, {plan_.param_elements}, plan_.param_dtype);
+  }
   for (int n = 0; n < num_nodes; ++n) {
     BoundNode& bn = nodes_[n];
     if (!bn.kernel) continue;
@@ -174,7 +178,7 @@ const Tensor& Executor::value(ValueId id) const {
 
 void Executor::ZeroGrads() {
   KILN_CHECK(options_.device.is_cpu()) << "ZeroGrads on a device needs its backend";
-  std::memset(grads_.data(), 0, grads_.nbytes());
+  if (plan_.grads_bytes > 0) std::memset(grads_.data(), 0, plan_.grads_bytes);
 }
 
 std::string Executor::ProfileReport() const {

@@ -42,7 +42,8 @@ class Executor {
   const Tensor& value(ValueId id) const;
   const Tensor& param(int index) const { return value(graph_.params()[index]); }
   // Flat views of every parameter and gradient (padding included; the parameters' dtype), for
-  // optimizers and collectives.
+  // optimizers and collectives. Undefined when the plan has no such region (external parameters,
+  // or no gradient slots).
   const Tensor& flat_params() const { return flat_params_; }
   const Storage& params_storage() const { return params_; }
   const Tensor& flat_grads() const { return flat_grads_; }

@@ -95,9 +95,14 @@ absl::StatusOr<MemoryPlan> PlanMemory(const Graph& graph,
           graph.value(graph.params()[0]).name, " is ",
           std::string(DTypeName(plan.param_dtype)), ": the flat parameter buffer has one dtype"));
     }
-    plan.param_offset[p] = param_elems;
+    plan.param_offset[p] = options.param_offsets.empty() ? param_elems : options.param_offsets[p];
     plan.param_numel[p] = v.type.numel();
     param_elems += (v.type.numel() + elem_align - 1) / elem_align * elem_align;
+    if (!options.param_offsets.empty() &&
+        plan.param_offset[p] + v.type.numel() > options.param_elements) {
+      return absl::InvalidArgumentError(absl::StrCat("parameter ", v.name,
+                                                     " does not fit the given layout"));
+    }
     plan.values[graph.params()[p]] = {Region::kParams, plan.param_offset[p] * param_size};
     plan.placed[graph.params()[p]] = true;
     const ValueId grad = p < static_cast<int>(graph.grads().size()) ? graph.grads()[p] : kNoValue;
@@ -106,8 +111,29 @@ absl::StatusOr<MemoryPlan> PlanMemory(const Graph& graph,
       plan.placed[grad] = true;
     }
   }
+  if (!options.param_offsets.empty()) {
+    if (static_cast<int>(options.param_offsets.size()) != num_params) {
+      return absl::InvalidArgumentError("the parameter layout has the wrong number of offsets");
+    }
+    param_elems = options.param_elements;
+  }
   plan.param_elements = param_elems;
-  plan.params_bytes = plan.grads_bytes = static_cast<size_t>(param_elems) * param_size;
+  plan.params_bytes = static_cast<size_t>(param_elems) * param_size;
+  bool any_grad = false;
+  for (ValueId gv : graph.grads()) any_grad = any_grad || gv != kNoValue;
+  plan.grads_bytes = any_grad ? plan.params_bytes : 0;
+  if (options.external_params) {
+    plan.params_bytes = 0;
+    for (int p = 0; p < num_params; ++p) plan.placed[graph.params()[p]] = false;
+    const std::vector<std::vector<NodeId>> readers = graph.Consumers();
+    for (int p = 0; p < num_params; ++p) {
+      if (!readers[graph.params()[p]].empty()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "parameter ", graph.value(graph.params()[p]).name,
+            " is read by a node, but parameters are external (a ZeRO-3 gather is missing)"));
+      }
+    }
+  }
   for (ValueId in : graph.inputs()) {
     plan.values[in] = {Region::kInputs, plan.inputs_bytes};
     plan.placed[in] = true;

@@ -48,6 +48,14 @@ struct MemoryPlan {
 struct PlannerOptions {
   bool allow_inplace = true;
   size_t alignment = 64;
+  // The flat parameter layout, when the caller fixes it (data parallelism pads buckets; see
+  // engine/dist/bucket_layout.h): an element offset per parameter and the buffer length. Empty:
+  // parameters follow each other in order, each aligned.
+  std::vector<int64_t> param_offsets;
+  int64_t param_elements = 0;
+  // The parameters live outside the executor (ZeRO-3 keeps only a shard): no parameter region is
+  // planned and no graph node may read a parameter value directly.
+  bool external_params = false;
 };
 
 // `workspace_bytes` is indexed by node (empty = none).
