@@ -3,8 +3,11 @@
 // gloo's unbound buffers, and converts gloo's exceptions into absl::Status.
 #include "engine/dist/gloo_backend.h"
 
+#include <signal.h>
+
 #include <chrono>
 #include <cstring>
+#include <mutex>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -284,10 +287,27 @@ class GlooBackend : public Backend {
   const int world_;
 };
 
+// Note [SIGPIPE]
+// Gloo writes to its sockets with writev(2), which raises SIGPIPE when the peer has died; the
+// default action would kill this process instead of letting the failure surface as a Status.
+// Before the first Gloo connection we therefore ignore SIGPIPE process-wide, but only when its
+// disposition is still the default (a program that installed its own handler keeps it). Writes
+// to a dead peer then fail with EPIPE, which gloo reports as an IoException.
+void IgnoreDefaultSigpipe() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction current;
+    if (::sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_DFL) {
+      ::signal(SIGPIPE, SIG_IGN);
+    }
+  });
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Backend>> MakeGlooBackend(Store* store, int rank, int world,
                                                          const CommunicatorOptions& options) {
+  IgnoreDefaultSigpipe();
   gloo::transport::tcp::attr attr;
   if (!options.tcp_interface.empty()) {
     attr.iface = options.tcp_interface;
