@@ -73,6 +73,15 @@ struct CommunicatorOptions {
 // ranks) and also name their peer and tag. Issuing from several threads is safe; the order is
 // the order in which the calls took the communicator's lock.
 
+// Note [Reduction order]
+// Reductions are deterministic: the same inputs on the same world size and backend give the same
+// bits, run after run, on every rank. Gloo all-reduce uses gloo's ring: the buffer is cut into
+// segments by (world, size) alone and each segment's partial sum travels the ring in a fixed
+// order; reduce-scatter uses our ring (Note [Ring reduce-scatter] in gloo_backend.cc). The
+// in-process backend reduces in rank order, ((x0 + x1) + x2) + .... Results may differ in the
+// last bits between backends or world sizes; bf16/f16 round once per partial sum
+// (Note [16-bit reduction] in reduce.h); avg is that sum divided by world_size in f32.
+
 // Note [Chunked collectives and padding]
 // ReduceScatter, AllGather and AllToAll move equal chunks: k elements per rank. A caller whose
 // flat buffer has n elements pads it to world * PaddedChunk(n, world) elements (zeros for sums)
