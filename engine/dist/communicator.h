@@ -174,8 +174,9 @@ class Communicator {
 // Builds a communicator for `rank` of `world` on `backend` ("gloo" or "inprocess"), meeting the
 // other ranks through `store`. Every rank must create its communicators in the same order: each
 // gets its own key space in the store (a per-rank counter numbers them), so communicators never
-// read each other's rendezvous keys. Fails (never hangs) when peers do not show up within
-// options.timeout.
+// read each other's rendezvous keys. Give each job attempt its own key space (a PrefixStore with
+// JobScope) so that a restarted gang never meets the previous attempt's addresses. Fails (never
+// hangs) when peers do not show up within options.timeout.
 absl::StatusOr<std::unique_ptr<Communicator>> MakeCommunicator(absl::string_view backend,
                                                                Store* store, int rank, int world,
                                                                const CommunicatorOptions& options);

@@ -49,7 +49,7 @@ absl::StatusOr<Process> Process::Spawn(const ProcessOptions& options) {
 
 Process& Process::operator=(Process&& other) noexcept {
   if (this != &other) {
-    this->~Process();
+    KillAndReap();
     pid_ = other.pid_;
     reaped_ = other.reaped_;
     exit_code_ = other.exit_code_;
@@ -59,7 +59,9 @@ Process& Process::operator=(Process&& other) noexcept {
   return *this;
 }
 
-Process::~Process() {
+Process::~Process() { KillAndReap(); }
+
+void Process::KillAndReap() {
   if (reaped_ || pid_ <= 0) return;
   ::kill(pid_, SIGKILL);
   int status = 0;

@@ -34,6 +34,8 @@ class Process {
   absl::Status Signal(int signal);
 
  private:
+  void KillAndReap();  // no-op once reaped
+
   pid_t pid_ = -1;
   bool reaped_ = true;
   int exit_code_ = 0;
