@@ -138,8 +138,8 @@ int RunRank(int rank, int world, int port, int max_mib) {
     std::vector<float> plain(static_cast<size_t>(n), 1.0f);  // (n) f32, through gloo directly
     // One sample times `batch` back-to-back all-reduces (a loop, as a training step issues
     // them), so that millisecond scheduling noise does not swamp small sizes.
-    const int batch = static_cast<int>(std::clamp<int64_t>((int64_t{16} << 20) / bytes, 1, 64));
-    const int iterations = bytes <= (16 << 20) ? 15 : (bytes <= (64 << 20) ? 7 : 5);
+    const int batch = static_cast<int>(std::clamp<int64_t>((int64_t{64} << 20) / bytes, 1, 64));
+    const int iterations = bytes <= (16 << 20) ? 25 : (bytes <= (64 << 20) ? 9 : 5);
     const int warmup = 2;
     std::vector<double> ours_s, plain_s;
     for (int it = 0; it < warmup + iterations; ++it) {
