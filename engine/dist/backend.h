@@ -1,0 +1,55 @@
+// The interface a communication library implements to become a Communicator backend. Backends do
+// the transfers only: the Communicator validates arguments, orders operations on its thread,
+// numbers them, turns kAvg into a sum and a division, and reports failures (communicator.h).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "engine/core/tensor.h"
+#include "engine/dist/reduce.h"
+
+namespace kiln::dist {
+
+// Every method runs on the communicator's communication thread, one at a time, in issue order.
+// Tensors are contiguous CPU tensors whose sizes and dtypes were checked against each other (not
+// across ranks). `seq` is the collective's sequence number, the same on every rank; `deadline`
+// bounds every wait inside the call. `op` is kSum or kMax. A collective returns once this rank's
+// part is done (its outputs final) or with the error that stopped it.
+class Backend {
+ public:
+  // Finishes a posted point-to-point transfer by `deadline`; runs on the completion thread.
+  using Completion = std::function<absl::Status(absl::Time deadline)>;
+
+  virtual ~Backend() = default;
+
+  virtual absl::Status AllReduce(const Tensor& tensor, ReduceOp op, uint64_t seq,
+                                 absl::Time deadline) = 0;
+  // input: (world * k), output: (k)
+  virtual absl::Status ReduceScatter(const Tensor& input, const Tensor& output, ReduceOp op,
+                                     uint64_t seq, absl::Time deadline) = 0;
+  // input: (k), output: (world * k)
+  virtual absl::Status AllGather(const Tensor& input, const Tensor& output, uint64_t seq,
+                                 absl::Time deadline) = 0;
+  virtual absl::Status Broadcast(const Tensor& tensor, int root, uint64_t seq,
+                                 absl::Time deadline) = 0;
+  // input, output: (world * k); chunk j of input goes to rank j, chunk j of output came from it.
+  virtual absl::Status AllToAll(const Tensor& input, const Tensor& output, uint64_t seq,
+                                absl::Time deadline) = 0;
+  virtual absl::Status Barrier(uint64_t seq, absl::Time deadline) = 0;
+
+  // Point-to-point: start the transfer without waiting for the peer (so that two ranks may each
+  // send before they receive) and return what finishes it. The tensor must stay alive until the
+  // completion has run; the Communicator keeps a reference.
+  virtual absl::StatusOr<Completion> PostSend(const Tensor& tensor, int dst, int tag) = 0;
+  virtual absl::StatusOr<Completion> PostRecv(const Tensor& tensor, int src, int tag) = 0;
+
+  // Called once, after this rank's first failure: make peers blocked on this rank fail fast
+  // (close connections) instead of waiting out their timeouts.
+  virtual void Abort() {}
+};
+
+}  // namespace kiln::dist
