@@ -48,8 +48,11 @@ std::vector<std::string> CommittedCheckpoints(const std::string& run_dir) {
 
 }  // namespace
 
-absl::StatusOr<std::string> CommitCheckpoint(const std::string& run_dir, int64_t step,
-                                             const CheckpointFiles& files, int keep) {
+std::string CheckpointTempDir(const std::string& run_dir, int64_t step) {
+  return (fs::path(run_dir) / (".tmp-" + CheckpointDirName(step))).string();
+}
+
+absl::StatusOr<std::string> BeginCheckpoint(const std::string& run_dir, int64_t step) {
   std::error_code ec;
   fs::create_directories(run_dir, ec);
   if (ec) {
@@ -60,20 +63,23 @@ absl::StatusOr<std::string> CommitCheckpoint(const std::string& run_dir, int64_t
   for (const auto& e : fs::directory_iterator(run_dir, ec)) {
     if (absl::StartsWith(e.path().filename().string(), ".tmp-")) fs::remove_all(e.path(), ec);
   }
-  const std::string name = CheckpointDirName(step);
-  const std::string tmp = (fs::path(run_dir) / (".tmp-" + name)).string();
-  const std::string final_dir = (fs::path(run_dir) / name).string();
+  const std::string tmp = CheckpointTempDir(run_dir, step);
   fs::create_directories(tmp, ec);
   if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create ", tmp, ": ", ec.message()));
+  return tmp;
+}
+
+absl::StatusOr<std::string> FinishCheckpoint(const std::string& run_dir, int64_t step,
+                                             const std::string& state_json, int keep) {
+  const std::string name = CheckpointDirName(step);
+  const std::string tmp = CheckpointTempDir(run_dir, step);
+  const std::string final_dir = (fs::path(run_dir) / name).string();
+  std::error_code ec;
   auto fail = [&](const absl::Status& s) {
     fs::remove_all(tmp, ec);
     return absl::Status(s.code(), absl::StrCat("writing checkpoint ", final_dir, ": ", s.message()));
   };
-  for (const auto& [file, tensors] : files.safetensors) {
-    const absl::Status s = WriteSafetensors((fs::path(tmp) / file).string(), tensors);
-    if (!s.ok()) return fail(s);
-  }
-  absl::Status s = WriteFileAtomically((fs::path(tmp) / "state.json").string(), files.state_json);
+  absl::Status s = WriteFileAtomically((fs::path(tmp) / "state.json").string(), state_json);
   if (!s.ok()) return fail(s);
   s = FsyncPath(tmp);
   if (!s.ok()) return fail(s);
@@ -89,6 +95,22 @@ absl::StatusOr<std::string> CommitCheckpoint(const std::string& run_dir, int64_t
     }
   }
   return final_dir;
+}
+
+absl::StatusOr<std::string> CommitCheckpoint(const std::string& run_dir, int64_t step,
+                                             const CheckpointFiles& files, int keep) {
+  KILN_ASSIGN_OR_RETURN(const std::string tmp, BeginCheckpoint(run_dir, step));
+  for (const auto& [file, tensors] : files.safetensors) {
+    const absl::Status s = WriteSafetensors((fs::path(tmp) / file).string(), tensors);
+    if (!s.ok()) {
+      std::error_code ec;
+      fs::remove_all(tmp, ec);
+      return absl::Status(s.code(), absl::StrCat("writing checkpoint ",
+                                                 (fs::path(run_dir) / CheckpointDirName(step)).string(),
+                                                 ": ", s.message()));
+    }
+  }
+  return FinishCheckpoint(run_dir, step, files.state_json, keep);
 }
 
 absl::StatusOr<std::string> ResolveCheckpoint(const std::string& path) {

@@ -103,7 +103,7 @@ struct KernelRegistrar {
 
 // KILN_REGISTER_KERNEL("layer_norm", kCPU, kF32, MyKernelClass);
 #define KILN_REGISTER_KERNEL(op, device, dtype, KernelClass)                                 \
-  static ::kiln::internal::KernelRegistrar KILN_KERNEL_UNIQUE(__LINE__)(                     \
+  static ::kiln::internal::KernelRegistrar KILN_KERNEL_UNIQUE(__COUNTER__)(                     \
       op, ::kiln::DeviceType::device, ::kiln::DType::dtype,                                  \
       []() -> std::unique_ptr<::kiln::Kernel> { return std::make_unique<KernelClass>(); })
 

@@ -46,7 +46,10 @@ absl::Status Executor::Bind() {
   for (int n = 0; n < num_nodes; ++n) {
     const Node& node = graph_.node(n);
     if (node.op->is_view) continue;
-    const DType dtype = graph_.value(node.inputs.at(node.op->dispatch_input)).type.dtype;
+    // Ops without inputs (a collective that fills a buffer) dispatch on their output.
+    const DType dtype = node.inputs.empty()
+                            ? graph_.value(node.outputs.at(0)).type.dtype
+                            : graph_.value(node.inputs.at(node.op->dispatch_input)).type.dtype;
     KernelFactory factory = KernelRegistry::Global().Find(node.op->name, device.type, dtype);
     if (factory == nullptr) {
       return absl::UnimplementedError(absl::StrCat(

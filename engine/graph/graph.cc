@@ -88,6 +88,20 @@ void Graph::RetainNodes(const std::vector<bool>& keep) {
   }
 }
 
+void Graph::SetNodeOrder(const std::vector<NodeId>& order) {
+  std::vector<Node> reordered;
+  reordered.reserve(order.size());
+  for (NodeId n : order) reordered.push_back(std::move(nodes_.at(n)));
+  for (Value& v : values_) v.producer = kNoNode;
+  nodes_ = std::move(reordered);
+  for (size_t n = 0; n < nodes_.size(); ++n) {
+    for (size_t o = 0; o < nodes_[n].outputs.size(); ++o) {
+      values_[nodes_[n].outputs[o]].producer = static_cast<NodeId>(n);
+      values_[nodes_[n].outputs[o]].producer_output = static_cast<int>(o);
+    }
+  }
+}
+
 std::vector<std::vector<NodeId>> Graph::Consumers() const {
   std::vector<std::vector<NodeId>> consumers(values_.size());
   for (size_t n = 0; n < nodes_.size(); ++n) {

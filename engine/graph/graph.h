@@ -86,6 +86,8 @@ class Graph {
 
   // Keeps only the nodes for which keep[i] is true, preserving order, and fixes producer links.
   void RetainNodes(const std::vector<bool>& keep);
+  // Makes `order` (node ids, each at most once) the node list; nodes left out are dropped.
+  void SetNodeOrder(const std::vector<NodeId>& order);
 
   // For each value, the nodes that read it, in node order.
   std::vector<std::vector<NodeId>> Consumers() const;

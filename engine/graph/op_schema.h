@@ -42,7 +42,7 @@ struct OpSchema {
   bool has_side_effects = false;
   // Any number (>= 1) of inputs, all named input_names[0].
   bool variadic = false;
-  // Which input's dtype selects the kernel.
+  // Which input's dtype selects the kernel (ops without inputs: output 0's dtype).
   int dispatch_input = 0;
 
   int num_inputs() const { return variadic ? -1 : static_cast<int>(input_names.size()); }
@@ -71,4 +71,4 @@ struct OpRegistrar {
 #define KILN_OP_UNIQUE(line) KILN_OP_UNIQUE_(line)
 // KILN_REGISTER_OP(MakeLayerNormSchema());
 #define KILN_REGISTER_OP(schema_expr) \
-  static ::kiln::graph::internal::OpRegistrar KILN_OP_UNIQUE(__LINE__)(schema_expr)
+  static ::kiln::graph::internal::OpRegistrar KILN_OP_UNIQUE(__COUNTER__)(schema_expr)

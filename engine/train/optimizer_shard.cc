@@ -1,74 +1,91 @@
-// OptimizerShard: master weights and the fused update over one range of the flat buffers.
+// OptimizerShard: master weights and the fused update over one rank's ranges of the flat buffers.
 #include "engine/train/optimizer_shard.h"
-
-#include <cstring>
 
 namespace kiln::train {
 
 absl::StatusOr<std::unique_ptr<OptimizerShard>> OptimizerShard::Create(
     const optim::OptimizerConfig& config, const std::vector<optim::Segment>& segments,
-    const Tensor& flat_params, int64_t begin, int64_t end) {
-  KILN_CHECK(0 <= begin && begin <= end && end <= flat_params.numel());
+    ShardSpec spec) {
   std::unique_ptr<OptimizerShard> s(new OptimizerShard());
-  s->begin_ = begin;
-  s->end_ = end;
-  s->flat_params_ = flat_params;
-  int64_t state = 0;
-  for (const optim::Segment& full : segments) {
-    const int64_t lo = std::max(full.offset, begin);
-    const int64_t hi = std::min(full.offset + full.length, end);
-    if (lo >= hi) continue;
-    optim::Segment clipped = full;
-    clipped.offset = lo - begin;
-    clipped.length = hi - lo;
-    s->segments_.push_back(clipped);
-    s->state_base_.push_back(state);
-    state += clipped.length;
+  s->spec_ = std::move(spec);
+  int64_t shard = 0;
+  for (const auto& [begin, end] : s->spec_.ranges) {
+    std::vector<optim::Segment> clipped;
+    for (const optim::Segment& full : segments) {
+      const int64_t lo = std::max(full.offset, begin);
+      const int64_t hi = std::min(full.offset + full.length, end);
+      if (lo >= hi) continue;
+      optim::Segment c = full;
+      c.offset = lo - begin;
+      c.length = hi - lo;
+      clipped.push_back(c);
+    }
+    Range r;
+    r.shard_begin = shard;
+    KILN_ASSIGN_OR_RETURN(r.optimizer, optim::MakeOptimizer(config, std::move(clipped)));
+    s->ranges_.push_back(std::move(r));
+    shard += end - begin;
   }
-  s->separate_master_ = flat_params.dtype() != DType::kF32;
-  s->master_ = s->separate_master_ ? Tensor::Zeros({end - begin}, DType::kF32)
-                                   : flat_params.Slice(0, begin, end);
-  KILN_ASSIGN_OR_RETURN(s->optimizer_, optim::MakeOptimizer(config, s->segments_));
+  s->separate_master_ = s->spec_.params.dtype() != DType::kF32;
+  if (s->separate_master_) {
+    s->master_ = Tensor::Zeros({shard}, DType::kF32);
+  } else if (s->spec_.params_by_shard) {
+    s->master_ = s->spec_.params;  // ZeRO-3 in f32: the parameter shard is the master
+  }
   return s;
 }
 
+Tensor OptimizerShard::Master(int r) const {
+  const auto [begin, end] = spec_.ranges[r];
+  if (master_.defined()) {
+    return master_.Slice(0, ranges_[r].shard_begin, ranges_[r].shard_begin + (end - begin));
+  }
+  return spec_.params.Slice(0, begin, end);
+}
+
 void OptimizerShard::SetWeights(const Tensor& full_f32) {
-  KILN_CHECK_EQ(full_f32.numel(), flat_params_.numel());
-  flat_params_.CopyFrom(full_f32);  // rounds to the model's dtype
-  if (separate_master_) master_.CopyFrom(full_f32.Slice(0, begin_, end_));
+  if (!spec_.params_by_shard) spec_.params.CopyFrom(full_f32);  // every rank holds all weights
+  for (int r = 0; r < num_ranges(); ++r) {
+    const auto [begin, end] = spec_.ranges[r];
+    const Tensor src = full_f32.Slice(0, begin, end);
+    if (spec_.params_by_shard) {
+      spec_.params.Slice(0, ParamIndex(r), ParamIndex(r) + (end - begin)).CopyFrom(src);
+    }
+    if (separate_master_) Master(r).CopyFrom(src);
+  }
 }
 
 void OptimizerShard::CopyMasterInto(const Tensor& full_f32) const {
-  Tensor dst = full_f32.Slice(0, begin_, end_);
-  dst.CopyFrom(master_);
+  for (int r = 0; r < num_ranges(); ++r) {
+    const auto [begin, end] = spec_.ranges[r];
+    full_f32.Slice(0, begin, end).CopyFrom(Master(r));
+  }
 }
 
-void OptimizerShard::Step(const Tensor& flat_grads, float grad_scale, float lr) {
-  optim::StepArgs a;
-  a.master = master_.data<float>();
-  a.grads = static_cast<const char*>(flat_grads.raw_data()) + begin_ * flat_grads.element_size();
-  a.grad_dtype = flat_grads.dtype();
-  if (separate_master_) {
-    a.params = static_cast<char*>(flat_params_.raw_data()) + begin_ * flat_params_.element_size();
-    a.param_dtype = flat_params_.dtype();
+void OptimizerShard::Step(const Tensor& grads, float grad_scale, float lr) {
+  ++applied_steps_;
+  for (int r = 0; r < num_ranges(); ++r) {
+    const int64_t grad_index = spec_.grads_by_shard ? ranges_[r].shard_begin : spec_.ranges[r].first;
+    optim::StepArgs a;
+    a.master = Master(r).data<float>();
+    a.grads = static_cast<const char*>(grads.raw_data()) + grad_index * grads.element_size();
+    a.grad_dtype = grads.dtype();
+    if (separate_master_) {
+      a.params = static_cast<char*>(spec_.params.raw_data()) +
+                 ParamIndex(r) * spec_.params.element_size();
+      a.param_dtype = spec_.params.dtype();
+    }
+    a.grad_scale = grad_scale;
+    a.lr = lr;
+    a.step = applied_steps_;
+    ranges_[r].optimizer->Step(a);
   }
-  a.grad_scale = grad_scale;
-  a.lr = lr;
-  a.step = ++applied_steps_;
-  optimizer_->Step(a);
-}
-
-int64_t OptimizerShard::StateIndex(int64_t flat_offset) const {
-  const int64_t rel = flat_offset - begin_;
-  for (size_t i = 0; i < segments_.size(); ++i) {
-    const optim::Segment& s = segments_[i];
-    if (rel >= s.offset && rel < s.offset + s.length) return state_base_[i] + rel - s.offset;
-  }
-  return -1;
 }
 
 int64_t OptimizerShard::Bytes() const {
-  return optimizer_->StateBytes() + (separate_master_ ? master_.numel() * 4 : 0);
+  int64_t n = separate_master_ ? master_.numel() * 4 : 0;
+  for (const Range& r : ranges_) n += r.optimizer->StateBytes();
+  return n;
 }
 
 }  // namespace kiln::train

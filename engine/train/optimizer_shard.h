@@ -1,9 +1,10 @@
-// The weights an optimizer owns and updates: a range [begin, end) of the model's flat parameter
-// buffer (all of it without ZeRO, this rank's shard with it), its f32 master copy and optimizer
-// state. See Note [Master weights].
+// The weights one rank's optimizer owns and updates: a list of ranges of the model's flat
+// parameter buffer (all of it without ZeRO; this rank's chunk of every bucket with it), their f32
+// master copy and the optimizer state. See Note [Master weights].
 #pragma once
 
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -14,47 +15,64 @@ namespace kiln::train {
 
 // Note [Master weights]
 // In fp32 training the model's parameters are the weights the optimizer updates: the master is a
-// view of the flat parameter buffer. In bf16/fp16 the model computes with a low-precision flat
-// buffer while the optimizer keeps f32 master weights; each step updates the master and writes the
-// rounded copy into the model's buffer in the same fused pass. Checkpoints and exports read the
-// master, so nothing is lost to rounding. With ZeRO the master and the optimizer state cover only
-// this rank's shard of the flat buffer (the ZeRO paper's 12 bytes per parameter, divided by N).
+// view of the model's buffer. In bf16/fp16 the model computes with a low-precision buffer while
+// the optimizer keeps f32 master weights; each step updates the master and writes the rounded copy
+// into the model's buffer in the same fused pass. Checkpoints and exports read the master, so
+// nothing is lost to rounding. With ZeRO the master and the optimizer state cover only this rank's
+// ranges (the ZeRO paper's 12 bytes per parameter, divided by N).
+
+struct ShardSpec {
+  std::vector<std::pair<int64_t, int64_t>> ranges;  // flat [begin, end), in flat order
+  Tensor params;                 // the model's weights for these ranges (model dtype)
+  bool params_by_shard = false;  // params indexed by position in the shard, not by flat offset
+  bool grads_by_shard = false;   // Step's gradients likewise (ZeRO 2/3 reduced chunks)
+};
 
 class OptimizerShard {
  public:
-  // `segments` use offsets into the full flat buffer; they are clipped to [begin, end).
+  // `segments` use offsets into the full flat buffer; they are clipped to the ranges.
   static absl::StatusOr<std::unique_ptr<OptimizerShard>> Create(
       const optim::OptimizerConfig& config, const std::vector<optim::Segment>& segments,
-      const Tensor& flat_params, int64_t begin, int64_t end);
+      ShardSpec spec);
 
-  // Sets the master (and the model's copy of the whole buffer) from full f32 weights laid out like
-  // the flat parameter buffer: (flat elements) f32.
+  // Sets the master and the model's copy from full f32 weights in flat layout: (flat elements).
   void SetWeights(const Tensor& full_f32);
-  // Writes the master into [begin, end) of `full_f32`.
+  // Writes the master into its ranges of `full_f32`.
   void CopyMasterInto(const Tensor& full_f32) const;
-  // One update of [begin, end) from the flat gradient buffer (model dtype).
-  void Step(const Tensor& flat_grads, float grad_scale, float lr);
+  // One update from `grads` (model dtype; flat-indexed, or shard-indexed per the spec).
+  void Step(const Tensor& grads, float grad_scale, float lr);
 
-  int64_t begin() const { return begin_; }
-  int64_t end() const { return end_; }
+  const ShardSpec& spec() const { return spec_; }
+  int num_ranges() const { return static_cast<int>(ranges_.size()); }
+  std::pair<int64_t, int64_t> range(int r) const { return spec_.ranges[r]; }
+  int64_t shard_offset(int r) const { return ranges_[r].shard_begin; }
+  // The optimizer state tensors of range r (each (range length) f32).
+  std::vector<std::pair<std::string, Tensor>> State(int r) { return ranges_[r].optimizer->State(); }
+  // The f32 master of range r.
+  Tensor Master(int r) const;
+  // The whole master as one shard-ordered tensor when it is stored that way (bf16/fp16, or ZeRO-3);
+  // undefined when the master is a set of views into the model's flat buffer.
+  const Tensor& master_concat() const { return master_; }
   int64_t applied_steps() const { return applied_steps_; }
   void set_applied_steps(int64_t n) { applied_steps_ = n; }
-  const Tensor& master() const { return master_; }
-  optim::Optimizer& optimizer() { return *optimizer_; }
-  // Index into the optimizer state arrays of flat element `flat_offset` (-1: not in this shard).
-  int64_t StateIndex(int64_t flat_offset) const;
-  // Bytes this shard holds beyond the model's own buffers: master copy (when separate) and state.
+  // Bytes held beyond the model's own buffers: a separate master copy and the optimizer state.
   int64_t Bytes() const;
 
  private:
+  struct Range {
+    int64_t shard_begin = 0;
+    std::unique_ptr<optim::Optimizer> optimizer;
+  };
   OptimizerShard() = default;
-  std::vector<optim::Segment> segments_;  // shard-relative
-  std::vector<int64_t> state_base_;       // per segment: first index into the state arrays
-  Tensor flat_params_;                    // the model's buffer (compute dtype)
-  Tensor master_;                         // (end - begin) f32
+  int64_t ParamIndex(int r) const {
+    return spec_.params_by_shard ? ranges_[r].shard_begin : spec_.ranges[r].first;
+  }
+
+  ShardSpec spec_;
+  std::vector<Range> ranges_;
+  Tensor master_;  // (shard elements) f32, when separate
   bool separate_master_ = false;
-  std::unique_ptr<optim::Optimizer> optimizer_;
-  int64_t begin_ = 0, end_ = 0, applied_steps_ = 0;
+  int64_t applied_steps_ = 0;
 };
 
 }  // namespace kiln::train

@@ -8,6 +8,7 @@
 #include "engine/core/parallel.h"
 #include "engine/core/rng.h"
 #include "engine/optim/grad_utils.h"
+#include "engine/dist/zero_pass.h"
 #include "engine/train/spec_config.h"
 
 namespace kiln::train {
@@ -83,9 +84,20 @@ absl::StatusOr<std::unique_ptr<TrainingSession>> TrainingSession::Create(
   s->rng_ = model.rng;
   s->loss_ = model.loss;
   s->loss_seed_ = model.backward.loss_seed;
-  const std::vector<graph::ValueId> grads = model.graph.grads();
+  std::vector<bool> has_grad;
+  for (graph::ValueId g : model.graph.grads()) has_grad.push_back(g != graph::kNoValue);
+  s->stage_ = spec.parallel().zero_stage();
+  s->distributed_ = options.world_size > 1 || s->stage_ > 0;
+  if (s->distributed_) KILN_RETURN_IF_ERROR(s->SetUpDistributed(model.graph));
   graph::ExecutorOptions eo;
+  eo.planner = s->planner_;
   KILN_ASSIGN_OR_RETURN(s->exec_, graph::Executor::Create(std::move(model.graph), eo));
+  if (s->distributed_ && s->stage_ <= 1) {
+    TrainingSession* self = s.get();
+    s->exec_->SetGradReadyCallback([self](int param) {
+      if (self->reduce_now_) self->zero_->OnGradReady(param, self->exec_->flat_grads());
+    });
+  }
 
   // Optimizer segments: one per graph parameter, at its offset in the flat buffers.
   const graph::MemoryPlan& plan = s->exec_->memory_plan();
@@ -94,15 +106,23 @@ absl::StatusOr<std::unique_ptr<TrainingSession>> TrainingSession::Create(
     optim::Segment seg;
     seg.offset = plan.param_offset[p];
     seg.length = plan.param_numel[p];
-    seg.has_grad = grads[p] != graph::kNoValue;
+    seg.has_grad = has_grad[p];
     for (const nn::ParamEntry& e : s->params_.entries) {
       if (e.graph_param == static_cast<int>(p)) seg.weight_decay = e.weight_decay;
     }
     segments.push_back(seg);
   }
-  KILN_ASSIGN_OR_RETURN(s->shard_, OptimizerShard::Create(OptimizerConfigFromSpec(t), segments,
-                                                          s->exec_->flat_params(), 0,
-                                                          plan.param_elements));
+  ShardSpec shard;
+  if (s->stage_ >= 1) {
+    shard.ranges = s->zero_->layout().OwnedRanges(options.rank);
+  } else {
+    shard.ranges = {{0, plan.param_elements}};
+  }
+  shard.params = s->stage_ >= 3 ? s->zero_->param_shard() : s->exec_->flat_params();
+  shard.params_by_shard = s->stage_ >= 3;
+  shard.grads_by_shard = s->stage_ >= 2;
+  KILN_ASSIGN_OR_RETURN(s->shard_,
+                        OptimizerShard::Create(OptimizerConfigFromSpec(t), segments, shard));
   s->schedule_ = ScheduleFromSpec(t, s->total_steps_);
   KILN_RETURN_IF_ERROR(optim::ValidateSchedule(s->schedule_));
   s->scaler_ = optim::LossScaler(s->compute_ == DType::kF16);
@@ -110,8 +130,12 @@ absl::StatusOr<std::unique_ptr<TrainingSession>> TrainingSession::Create(
 }
 
 Tensor TrainingSession::FullWeights() const {
-  Tensor full = Tensor::Zeros({exec_->flat_params().numel()}, DType::kF32);
-  shard_->CopyMasterInto(full);
+  Tensor full = Tensor::Zeros({exec_->memory_plan().param_elements}, DType::kF32);
+  if (stage_ >= 1 && options_.world_size > 1) {
+    GatherFullWeights(full);
+  } else {
+    shard_->CopyMasterInto(full);
+  }
   return full;
 }
 
@@ -183,7 +207,7 @@ void TrainingSession::FillSyntheticBatch(const graph::Executor& exec, graph::Val
 
 absl::StatusOr<StepMetrics> TrainingSession::Step() {
   const auto start = std::chrono::steady_clock::now();
-  exec_->ZeroGrads();
+  if (exec_->flat_grads().defined()) exec_->ZeroGrads();
   double loss_sum = 0;
   Tensor seed = exec_->value(loss_seed_);
   for (int micro = 0; micro < grad_accum_; ++micro) {
@@ -195,15 +219,24 @@ absl::StatusOr<StepMetrics> TrainingSession::Step() {
       rng[0] = static_cast<int64_t>(seed_);
       rng[1] = batch_index;
     }
+    if (distributed_) {
+      zero_->BeginMicroBatch(micro);
+      reduce_now_ = micro == grad_accum_ - 1;  // ZeRO 0/1 communicate on the last micro-batch
+    }
     exec_->Run();
     loss_sum += exec_->value(loss_).Item();
+    if (distributed_ && (stage_ >= 2 || reduce_now_)) KILN_RETURN_IF_ERROR(zero_->FinishBackward());
   }
   StepMetrics m;
   m.loss = loss_sum / grad_accum_;
-  const Tensor& grads = exec_->flat_grads();
-  const bool finite = !scaler_.enabled() || optim::AllFinite(grads);
-  const double inv_scale = 1.0 / scaler_.scale();
-  m.grad_norm = finite ? std::sqrt(optim::SquaredNorm(grads)) * inv_scale : INFINITY;
+  // ZeRO 2/3 hold only this rank's reduced chunks; otherwise the whole (reduced) buffer.
+  const Tensor& grads = stage_ >= 2 ? zero_->grad_shard() : exec_->flat_grads();
+  bool finite = !scaler_.enabled() || optim::AllFinite(grads);
+  double squared_norm = finite ? optim::SquaredNorm(grads) : INFINITY;
+  // Data parallel gradients hold sums over ranks: the mean divides by the world size.
+  if (distributed_) KILN_RETURN_IF_ERROR(ReduceAcrossRanks(m, finite, squared_norm));
+  const double inv_scale = 1.0 / scaler_.scale() / options_.world_size;
+  m.grad_norm = finite ? std::sqrt(squared_norm) * inv_scale : INFINITY;
   m.loss_scale = scaler_.scale();
   m.lr = optim::LearningRate(schedule_, step_);
   const bool apply = scaler_.Update(finite);
@@ -216,6 +249,9 @@ absl::StatusOr<StepMetrics> TrainingSession::Step() {
     const float factor = static_cast<float>(
         inv_scale * optim::ClipFactor(m.grad_norm, spec_.train().grad_clip()));
     shard_->Step(grads, factor, static_cast<float>(m.lr));
+    if (distributed_ && (stage_ == 1 || stage_ == 2)) {
+      KILN_RETURN_IF_ERROR(zero_->GatherUpdatedParams(exec_->flat_params()));
+    }
   }
   m.skipped = !apply;
   ++step_;
@@ -238,6 +274,7 @@ absl::StatusOr<std::unique_ptr<graph::Executor>> TrainingSession::BuildForwardEx
   go.backward = false;
   go.logits_output = logits;
   KILN_ASSIGN_OR_RETURN(nn::ModelGraph model, nn::BuildModel(config_, go));
+  if (stage_ >= 3) KILN_RETURN_IF_ERROR(dist::ApplyZeroPass(model.graph, zero_));
   if (logits) {
     sample_inputs_ = model.inputs;
     sample_logits_ = model.logits;
@@ -247,7 +284,8 @@ absl::StatusOr<std::unique_ptr<graph::Executor>> TrainingSession::BuildForwardEx
     eval_loss_ = model.loss;
   }
   graph::ExecutorOptions eo;
-  eo.shared_params = exec_->params_storage();
+  eo.planner = planner_;
+  if (stage_ < 3) eo.shared_params = exec_->params_storage();
   return graph::Executor::Create(std::move(model.graph), eo);
 }
 
@@ -274,6 +312,12 @@ absl::StatusOr<double> TrainingSession::Evaluate() {
               synthetic ? (int64_t{1} << 40) + i : i);
     eval_exec_->Run();
     total += eval_exec_->value(eval_loss_).Item();
+  }
+  if (distributed_) {
+    const Tensor sum = Tensor::FromFloats({static_cast<float>(total)}, {1});
+    KILN_RETURN_IF_ERROR(zero_->AllReduceSum(sum));
+    KILN_RETURN_IF_ERROR(zero_->failure());
+    total = sum.Item() / options_.world_size;
   }
   return total / eval_steps;
 }

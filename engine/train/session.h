@@ -9,6 +9,8 @@
 
 #include "absl/status/statusor.h"
 #include "engine/data/batch_loader.h"
+#include "engine/dist/communicator.h"
+#include "engine/dist/zero_runtime.h"
 #include "engine/graph/executor.h"
 #include "engine/nn/model.h"
 #include "engine/optim/loss_scaler.h"
@@ -46,6 +48,17 @@ class TrainingSession {
   absl::StatusOr<std::vector<int32_t>> Generate(const std::vector<int32_t>& prompt, int new_tokens,
                                                 int top_k, float temperature, uint64_t seed);
 
+  // Per-rank bytes of model states and buffers (compare with the ZeRO paper's formulas).
+  struct MemoryReport {
+    int64_t parameters = 0;   // the model's weights as this rank holds them
+    int64_t gradients = 0;
+    int64_t optimizer = 0;    // f32 master weights and moments
+    int64_t buffers = 0;      // communication staging and receive buffers
+    int64_t activations = 0;  // the planned arena (ZeRO-3 gathered weights live here)
+    int64_t num_params = 0;   // parameters counted without padding (the paper's psi)
+  };
+  MemoryReport Memory() const;
+
   int64_t step() const { return step_; }
   int64_t total_steps() const { return total_steps_; }
   bool has_validation() const { return val_file_ != nullptr; }
@@ -66,6 +79,16 @@ class TrainingSession {
   absl::StatusOr<std::unique_ptr<graph::Executor>> BuildForwardExecutor(int batch, int seq_len,
                                                                         bool logits);
   std::string StateJson() const;
+  absl::Status SetUpDistributed(graph::Graph& graph);
+  // Data parallelism: averages the loss over ranks and agrees on finiteness and (ZeRO 2/3, whose
+  // ranks each hold a shard) the squared gradient norm.
+  absl::Status ReduceAcrossRanks(StepMetrics& m, bool& finite, double& squared_norm);
+  // ZeRO: every rank's master ranges into `full` (a collective).
+  void GatherFullWeights(const Tensor& full) const;
+  // Each rank's optimizer state, by range, for sharded checkpoints.
+  absl::Status WriteOptimizerShard(const std::string& dir) const;
+  absl::Status ReadOptimizerShards(const std::string& dir, const std::string& state_json);
+  bool rank0() const { return options_.rank == 0; }
 
   kiln::v1::JobSpec spec_;
   TrainOptions options_;
@@ -78,6 +101,15 @@ class TrainingSession {
   graph::ValueId loss_ = graph::kNoValue, loss_seed_ = graph::kNoValue;
   std::unique_ptr<graph::Executor> exec_;
   std::unique_ptr<OptimizerShard> shard_;
+  graph::PlannerOptions planner_;
+  // Data parallelism (world > 1 or ZeRO): see engine/dist/zero_runtime.h.
+  bool distributed_ = false;
+  int stage_ = 0;
+  std::unique_ptr<dist::Store> owned_store_;
+  std::unique_ptr<dist::Communicator> owned_comm_;
+  dist::Communicator* comm_ = nullptr;
+  std::shared_ptr<dist::ZeroRuntime> zero_;
+  bool reduce_now_ = false;  // ZeRO 0/1: reduce buckets in this micro-batch (the last one)
   optim::ScheduleConfig schedule_;
   optim::LossScaler scaler_{false};
   std::shared_ptr<const data::TokenFile> train_file_, val_file_;

@@ -15,11 +15,10 @@
 namespace kiln::train {
 
 // Note [What a checkpoint holds]
-// model.safetensors: every parameter under its Hugging Face name (f32). optimizer.safetensors: each
-// optimizer state tensor sliced per parameter, named "<state>/<hf name>", so the file does not
-// depend on the flat-buffer layout (and can be resharded). state.json: step counts, the data
-// loader's position, the loss scale, the seed and the model's shape (checked on resume). With
-// these, N steps straight and N/2 + resume + N/2 give bit-identical weights.
+// model.safetensors: every parameter under its Hugging Face name (f32 master weights). One
+// optimizer shard per rank (Note [Sharded checkpoints]). state.json: step counts, the data loader's
+// position, the loss scale, the seed, the model's shape (checked on resume) and the flat layout.
+// With these, N steps straight and N/2 + resume + N/2 give bit-identical weights.
 
 namespace {
 
@@ -42,7 +41,7 @@ nlohmann::json ModelSignature(const nn::ModelConfig& c) {
 absl::Status TrainingSession::InitializeWeights() {
   const std::string init_from =
       !options_.init_from.empty() ? options_.init_from : spec_.model().init_from();
-  const Tensor full = Tensor::Zeros({exec_->flat_params().numel()}, DType::kF32);
+  const Tensor full = Tensor::Zeros({exec_->memory_plan().param_elements}, DType::kF32);
   const std::vector<Tensor> params = ParamViews(full);
   if (!init_from.empty()) {
     KILN_RETURN_IF_ERROR(
@@ -76,11 +75,12 @@ absl::Status TrainingSession::InitializeWeights() {
 
 std::string TrainingSession::StateJson() const {
   nlohmann::json j;
-  j["format"] = 1;
+  j["format"] = 2;
   j["step"] = step_;
   j["optimizer_steps"] = shard_->applied_steps();
   j["seed"] = seed_;
   j["world_size"] = options_.world_size;
+  j["zero_stage"] = stage_;
   j["precision"] = std::string(DTypeName(compute_));
   j["model"] = ModelSignature(config_);
   if (train_loader_ != nullptr) {
@@ -90,38 +90,147 @@ std::string TrainingSession::StateJson() const {
   j["loss_scale"] = {{"scale", scaler_.state().scale},
                      {"clean_steps", scaler_.state().clean_steps}};
   j["job"] = spec_.name();
+  // Where every tensor sits in the flat buffers, so optimizer shards reshard onto any layout.
+  const graph::MemoryPlan& plan = exec_->memory_plan();
+  nlohmann::json layout = nlohmann::json::object();
+  for (const nn::ParamEntry& e : params_.entries) {
+    layout[e.name] = {plan.param_offset[e.graph_param] + e.offset, e.numel()};
+  }
+  j["layout"] = layout;
+  j["flat_elements"] = plan.param_elements;
   return j.dump(2) + "\n";
 }
 
-absl::StatusOr<std::string> TrainingSession::SaveCheckpoint() {
-  const std::vector<Tensor> params = ParamViews(FullWeights());
-  const graph::MemoryPlan& plan = exec_->memory_plan();
-  ckpt::CheckpointFiles files;
-  auto& model = files.safetensors["model.safetensors"];
-  auto& optimizer = files.safetensors["optimizer.safetensors"];
-  const auto state = shard_->optimizer().State();
-  for (const nn::ParamEntry& e : params_.entries) {
-    const Tensor& gp = params[e.graph_param];
-    model.emplace_back(e.name, Tensor::FromStorage(gp.storage(), e.shape, DType::kF32,
-                                                   gp.offset() + e.offset));
-    const int64_t index = shard_->StateIndex(plan.param_offset[e.graph_param] + e.offset);
-    KILN_CHECK_GE(index, 0) << e.name;
-    for (const auto& [state_name, tensor] : state) {
-      optimizer.emplace_back(state_name + "/" + e.name,
-                             Tensor::FromStorage(tensor.storage(), e.shape, DType::kF32,
-                                                 tensor.offset() + index));
+namespace {
+
+std::string ShardFileName(int rank, int world) {
+  char name[64];
+  std::snprintf(name, sizeof(name), "optimizer-%05d-of-%05d.safetensors", rank, world);
+  return name;
+}
+
+}  // namespace
+
+// Note [Sharded checkpoints]
+// Every rank writes optimizer-RRRRR-of-WWWWW.safetensors holding, for each flat range it owns,
+// "<state>@<flat offset>" tensors; rank 0 writes model.safetensors (the full f32 weights under
+// Hugging Face names, gathered from every rank's master) and state.json (with each tensor's flat
+// offset). One rank creates the temporary directory and commits it after every rank reported
+// success, so a checkpoint is complete or absent. Loading rebuilds each state array in the saved
+// flat layout from all shard files, moves every tensor to its offset in the new layout, and keeps
+// the ranges this rank owns: any world size, any ZeRO stage.
+absl::Status TrainingSession::WriteOptimizerShard(const std::string& dir) const {
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (int r = 0; r < shard_->num_ranges(); ++r) {
+    const int64_t begin = shard_->range(r).first;
+    for (const auto& [name, t] : const_cast<OptimizerShard&>(*shard_).State(r)) {
+      tensors.emplace_back(absl::StrCat(name, "@", begin), t);
     }
   }
-  files.state_json = StateJson();
+  return ckpt::WriteSafetensors(
+      (std::filesystem::path(dir) / ShardFileName(options_.rank, options_.world_size)).string(),
+      tensors);
+}
+
+absl::StatusOr<std::string> TrainingSession::SaveCheckpoint() {
+  const Tensor full = FullWeights();  // a collective under ZeRO
+  const std::string& run_dir = spec_.checkpoint().dir();
   const int keep = spec_.checkpoint().has_keep() ? spec_.checkpoint().keep() : 3;
-  return ckpt::CommitCheckpoint(spec_.checkpoint().dir(), step_, files, keep);
+  // Rank 0 prepares the directory; everyone writes; everyone learns whether anyone failed.
+  auto agree = [&](absl::Status s) -> absl::Status {
+    if (!distributed_ || options_.world_size == 1) return s;
+    const Tensor flag = Tensor::FromVector(std::vector<int32_t>{s.ok() ? 0 : 1}, {1});
+    KILN_RETURN_IF_ERROR(zero_->AllReduceMax(flag));
+    if (s.ok() && flag.data<int32_t>()[0] != 0) {
+      return absl::AbortedError(absl::StrCat("checkpoint for step ", step_,
+                                             " failed on another rank"));
+    }
+    return s;
+  };
+  absl::Status begun = absl::OkStatus();
+  if (rank0()) begun = ckpt::BeginCheckpoint(run_dir, step_).status();
+  KILN_RETURN_IF_ERROR(agree(begun));
+  const std::string tmp = ckpt::CheckpointTempDir(run_dir, step_);
+  absl::Status written = WriteOptimizerShard(tmp);
+  if (written.ok() && rank0()) {
+    std::vector<std::pair<std::string, Tensor>> model;
+    const std::vector<Tensor> params = ParamViews(full);
+    for (const nn::ParamEntry& e : params_.entries) {
+      const Tensor& gp = params[e.graph_param];
+      model.emplace_back(e.name, Tensor::FromStorage(gp.storage(), e.shape, DType::kF32,
+                                                     gp.offset() + e.offset));
+    }
+    written = ckpt::WriteSafetensors((std::filesystem::path(tmp) / "model.safetensors").string(),
+                                     model);
+  }
+  if (!written.ok()) {
+    written = absl::Status(written.code(), absl::StrCat("writing checkpoint ", run_dir, "/",
+                                                        ckpt::CheckpointDirName(step_), ": ",
+                                                        written.message()));
+  }
+  KILN_RETURN_IF_ERROR(agree(written));
+  absl::StatusOr<std::string> committed = ckpt::CheckpointDirName(step_);
+  if (rank0()) committed = ckpt::FinishCheckpoint(run_dir, step_, StateJson(), keep);
+  KILN_RETURN_IF_ERROR(agree(committed.status()));
+  return (std::filesystem::path(run_dir) / ckpt::CheckpointDirName(step_)).string();
+}
+
+absl::Status TrainingSession::ReadOptimizerShards(const std::string& dir,
+                                                  const std::string& state_json) {
+  const nlohmann::json j = nlohmann::json::parse(state_json, nullptr, false);
+  const int old_world = j.value("world_size", 1);
+  const int64_t old_elements = j.value("flat_elements", int64_t{0});
+  const nlohmann::json& layout = j["layout"];
+  std::vector<std::unique_ptr<ckpt::SafetensorsFile>> files;
+  for (int r = 0; r < old_world; ++r) {
+    KILN_ASSIGN_OR_RETURN(auto f, ckpt::SafetensorsFile::Open(
+                                      (std::filesystem::path(dir) / ShardFileName(r, old_world))
+                                          .string()));
+    files.push_back(std::move(f));
+  }
+  const graph::MemoryPlan& plan = exec_->memory_plan();
+  for (const auto& [state_name, unused] : shard_->State(0)) {
+    // The state array in the saved flat layout, then in this run's.
+    const Tensor old_full = Tensor::Zeros({std::max<int64_t>(old_elements, 1)}, DType::kF32);
+    for (const auto& f : files) {
+      for (const ckpt::SafetensorsEntry& e : f->entries()) {
+        const size_t at = e.name.find('@');
+        if (at == std::string::npos || e.name.substr(0, at) != state_name) continue;
+        const int64_t begin = std::stoll(e.name.substr(at + 1));
+        const int64_t n = NumElements(e.shape);
+        if (e.dtype != DType::kF32 || begin < 0 || begin + n > old_elements) {
+          return absl::InvalidArgumentError(absl::StrCat(f->path(), ": ", e.name,
+                                                         " does not fit the saved layout"));
+        }
+        std::memcpy(old_full.data<float>() + begin, e.data, e.bytes);
+      }
+    }
+    const Tensor new_full = Tensor::Zeros({plan.param_elements}, DType::kF32);
+    for (const nn::ParamEntry& e : params_.entries) {
+      if (!layout.contains(e.name)) {
+        return absl::InvalidArgumentError(absl::StrCat(dir, "/state.json has no layout for ",
+                                                       e.name));
+      }
+      const int64_t from = layout[e.name][0].get<int64_t>();
+      const int64_t to = plan.param_offset[e.graph_param] + e.offset;
+      std::memcpy(new_full.data<float>() + to, old_full.data<float>() + from,
+                  static_cast<size_t>(e.numel()) * 4);
+    }
+    for (int r = 0; r < shard_->num_ranges(); ++r) {
+      for (const auto& [name, t] : shard_->State(r)) {
+        if (name != state_name) continue;
+        t.CopyFrom(new_full.Slice(0, shard_->range(r).first, shard_->range(r).second));
+      }
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status TrainingSession::Resume(const std::string& path) {
   KILN_ASSIGN_OR_RETURN(const std::string dir, ckpt::ResolveCheckpoint(path));
   KILN_ASSIGN_OR_RETURN(const std::string text, ckpt::ReadCheckpointState(dir));
   const nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
-  if (j.is_discarded() || !j.is_object() || j.value("format", 0) != 1) {
+  if (j.is_discarded() || !j.is_object() || j.value("format", 0) != 2) {
     return absl::InvalidArgumentError(absl::StrCat(dir, "/state.json is not a Kiln checkpoint"));
   }
   if (j["model"] != ModelSignature(config_)) {
@@ -129,26 +238,11 @@ absl::Status TrainingSession::Resume(const std::string& path) {
         "checkpoint ", dir, " holds a different model: ", j["model"].dump(), " vs ",
         ModelSignature(config_).dump()));
   }
-  const Tensor full = Tensor::Zeros({exec_->flat_params().numel()}, DType::kF32);
+  const Tensor full = Tensor::Zeros({exec_->memory_plan().param_elements}, DType::kF32);
   KILN_RETURN_IF_ERROR(ckpt::LoadModelWeights(
       (std::filesystem::path(dir) / "model.safetensors").string(), params_, ParamViews(full)));
   shard_->SetWeights(full);
-  KILN_ASSIGN_OR_RETURN(auto opt_file, ckpt::SafetensorsFile::Open(
-                                           (std::filesystem::path(dir) / "optimizer.safetensors")
-                                               .string()));
-  const graph::MemoryPlan& plan = exec_->memory_plan();
-  for (const auto& [state_name, tensor] : shard_->optimizer().State()) {
-    for (const nn::ParamEntry& e : params_.entries) {
-      const std::string name = state_name + "/" + e.name;
-      const ckpt::SafetensorsEntry* entry = opt_file->Find(name);
-      if (entry == nullptr || entry->shape != e.shape || entry->dtype != DType::kF32) {
-        return absl::InvalidArgumentError(absl::StrCat(dir, "/optimizer.safetensors: ", name,
-                                                       " is missing or has the wrong shape"));
-      }
-      const int64_t index = shard_->StateIndex(plan.param_offset[e.graph_param] + e.offset);
-      std::memcpy(tensor.data<float>() + index, entry->data, entry->bytes);
-    }
-  }
+  KILN_RETURN_IF_ERROR(ReadOptimizerShards(dir, text));
   step_ = j.value("step", int64_t{0});
   shard_->set_applied_steps(j.value("optimizer_steps", int64_t{0}));
   if (train_loader_ != nullptr && j.contains("loader")) {

@@ -11,6 +11,7 @@
 #include "kiln/v1/job.pb.h"
 
 namespace kiln::dist {
+class Communicator;
 class Store;
 }
 
@@ -50,9 +51,13 @@ struct TrainOptions {
   std::string save_final;            // safetensors with Hugging Face names, written at the end
   int threads = 0;                   // CPU threads; 0 = all
   // Distributed: rank and world size, and the store ranks rendezvous through (null when world = 1).
+  // A communicator may be given instead (tests with in-process ranks); it is not owned.
   int rank = 0;
   int world_size = 1;
   dist::Store* store = nullptr;
+  dist::Communicator* communicator = nullptr;
+  std::string dist_backend = "gloo";
+  double collective_timeout_s = 300;
 };
 
 // Trains `spec` to completion. Returns InvalidArgument / NotFound / FailedPrecondition for bad

@@ -173,7 +173,7 @@ TEST_CASE("killed at random moments while checkpointing, the run always resumes"
     if (!ckpt.ok()) continue;  // killed before the first checkpoint
     REQUIRE(std::filesystem::exists(*ckpt + "/model.safetensors"));
     REQUIRE(ckpt::SafetensorsFile::Open(*ckpt + "/model.safetensors").ok());
-    REQUIRE(ckpt::SafetensorsFile::Open(*ckpt + "/optimizer.safetensors").ok());
+    REQUIRE(ckpt::SafetensorsFile::Open(*ckpt + "/optimizer-00000-of-00001.safetensors").ok());
   }
   REQUIRE(kills > 0);
   const Result r = Run(KilnTrain() + " " + spec + " --resume " + dir + "/run");

@@ -86,7 +86,7 @@ void CheckExactResume(const std::string& precision) {
   const absl::Status resumed = train::RunTraining(TinySpec(dir, "split", precision), resume, nullptr);
   INFO(resumed);
   REQUIRE(resumed.ok());
-  for (const char* file : {"model.safetensors", "optimizer.safetensors"}) {
+  for (const char* file : {"model.safetensors", "optimizer-00000-of-00001.safetensors"}) {
     INFO(file);
     const auto a = ReadAll(dir + "/straight/step-00000012/" + file);
     const auto b = ReadAll(dir + "/split/step-00000012/" + file);
