@@ -1,5 +1,7 @@
 // TrainingSession's data parallelism: communicator and ZeRO runtime set-up, the per-step agreement
 // across ranks, gathering the full weights, and the per-rank memory report.
+#include <cstring>
+
 #include "absl/strings/str_cat.h"
 #include "engine/dist/zero_pass.h"
 #include "engine/train/session.h"
@@ -58,15 +60,30 @@ absl::Status TrainingSession::SetUpDistributed(graph::Graph& graph) {
 
 absl::Status TrainingSession::ReduceAcrossRanks(StepMetrics& m, bool& finite,
                                                 double& squared_norm) {
-  const Tensor v = Tensor::FromFloats(
-      {static_cast<float>(m.loss), finite ? 0.0f : 1.0f,
-       stage_ >= 2 && finite ? static_cast<float>(squared_norm) : 0.0f},
-      {3});
+  const int world = options_.world_size;
+  const Tensor v = Tensor::FromFloats({static_cast<float>(m.loss), finite ? 0.0f : 1.0f}, {2});
   KILN_RETURN_IF_ERROR(zero_->AllReduceSum(v));
-  const std::vector<float> r = v.ToFloats();
-  m.loss = r[0] / options_.world_size;
-  finite = r[1] == 0.0f;
-  if (stage_ >= 2) squared_norm = finite ? r[2] : INFINITY;
+  m.loss = v.ToFloats()[0] / world;
+  finite = v.ToFloats()[1] == 0.0f;
+  if (stage_ >= 2) {
+    // Note [Exact norms across shards]: each rank's squared norm travels as the bits of a double
+    // and every rank adds them in rank order, so the total is the same on every rank and, on one
+    // rank, equal to the unsharded computation.
+    double mine = finite ? squared_norm : 0.0;
+    int64_t bits;
+    std::memcpy(&bits, &mine, sizeof(bits));
+    const Tensor all = Tensor::Zeros({world}, DType::kI64);
+    KILN_RETURN_IF_ERROR(
+        comm_->AllGather(Tensor::FromVector(std::vector<int64_t>{bits}, {1}), all)
+            ->Wait(absl::Seconds(options_.collective_timeout_s)));
+    squared_norm = 0;
+    for (int r = 0; r < world; ++r) {
+      double part;
+      std::memcpy(&part, all.data<int64_t>() + r, sizeof(part));
+      squared_norm += part;
+    }
+    if (!finite) squared_norm = INFINITY;
+  }
   return absl::OkStatus();
 }
 
