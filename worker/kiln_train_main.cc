@@ -4,14 +4,19 @@
 // other failures.
 //
 //   kiln-train JOB.yaml [--steps N] [--init-from PATH] [--metrics-out FILE.jsonl]
-//              [--save-final PATH.safetensors] [--resume DIR] [--threads N]
+//              [--save-final PATH.safetensors] [--resume DIR] [--threads N] [--nproc N]
 //              [--sample [--prompt TEXT] [--sample-tokens N] [--top-k K] [--temperature T]]
+//
+// --nproc N starts N local rank processes (data parallel, parallel.dp must be N) that meet through
+// a TCP store this launcher hosts; if one fails the others are stopped and its exit code returned.
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 
 #include "absl/strings/numbers.h"
+#include "engine/dist/process.h"
+#include "engine/dist/tcp_store.h"
 #include "absl/strings/str_cat.h"
 #include "engine/train/session.h"
 #include "engine/train/trainer.h"
@@ -21,6 +26,9 @@ namespace {
 
 struct Args {
   std::string spec_path;
+  int nproc = 1;            // launcher: start this many ranks
+  std::string store_addr;   // a rank: the launcher's store, "host:port"
+  std::vector<std::string> passthrough;  // arguments every rank receives
   kiln::train::TrainOptions train;
   bool sample = false;
   std::string prompt = "\n";
@@ -31,7 +39,7 @@ struct Args {
 
 constexpr const char* kUsage =
     "usage: kiln-train JOB.yaml [--steps N] [--init-from PATH] [--metrics-out FILE.jsonl]\n"
-    "                  [--save-final PATH.safetensors] [--resume DIR] [--threads N]\n"
+    "                  [--save-final PATH.safetensors] [--resume DIR] [--threads N] [--nproc N]\n"
     "                  [--sample [--prompt TEXT] [--sample-tokens N] [--top-k K] "
     "[--temperature T]]\n";
 
@@ -51,7 +59,24 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
       }
       return n;
     };
-    if (flag == "--steps") {
+    const size_t before = static_cast<size_t>(i);
+    bool rank_only = false;
+    if (flag == "--nproc") {
+      KILN_ASSIGN_OR_RETURN(int64_t n, integer(1));
+      a.nproc = static_cast<int>(n);
+      continue;
+    } else if (flag == "--rank") {
+      KILN_ASSIGN_OR_RETURN(int64_t n, integer(0));
+      a.train.rank = static_cast<int>(n);
+      rank_only = true;
+    } else if (flag == "--world-size") {
+      KILN_ASSIGN_OR_RETURN(int64_t n, integer(1));
+      a.train.world_size = static_cast<int>(n);
+      rank_only = true;
+    } else if (flag == "--store") {
+      KILN_ASSIGN_OR_RETURN(a.store_addr, value());
+      rank_only = true;
+    } else if (flag == "--steps") {
       KILN_ASSIGN_OR_RETURN(int64_t n, integer(1));
       a.train.steps = n;
     } else if (flag == "--init-from") {
@@ -90,6 +115,9 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
     } else {
       return absl::InvalidArgumentError(absl::StrCat("unexpected argument ", flag));
     }
+    if (!rank_only) {
+      for (size_t k = before; k <= static_cast<size_t>(i); ++k) a.passthrough.push_back(argv[k]);
+    }
   }
   if (a.spec_path.empty()) return absl::InvalidArgumentError("missing JOB.yaml");
   return a;
@@ -114,6 +142,59 @@ int Fail(const absl::Status& status) {
   return kiln::train::ExitCodeFor(status);
 }
 
+// --nproc: host the store, start one process per rank, and stop them all when one fails.
+int Launch(const Args& args) {
+  kiln::dist::TcpStoreOptions so;
+  so.is_host = true;
+  auto host = kiln::dist::TcpStore::Create(so);
+  if (!host.ok()) return Fail(host.status());
+  const std::string addr = absl::StrCat("127.0.0.1:", (*host)->port());
+  std::vector<kiln::dist::Process> ranks;
+  for (int r = 0; r < args.nproc; ++r) {
+    kiln::dist::ProcessOptions po;
+    po.argv = {kiln::dist::SelfExecutable()};
+    for (const std::string& a : args.passthrough) {
+      if (a != "--sample") po.argv.push_back(a);
+    }
+    for (const std::string& a : {std::string("--rank"), std::to_string(r), std::string("--world-size"),
+                                 std::to_string(args.nproc), std::string("--store"), addr}) {
+      po.argv.push_back(a);
+    }
+    auto p = kiln::dist::Process::Spawn(po);
+    if (!p.ok()) return Fail(p.status());
+    ranks.push_back(std::move(*p));
+  }
+  int result = 0;
+  std::vector<int> codes(ranks.size(), -1);
+  for (size_t finished = 0; finished < ranks.size();) {
+    for (size_t r = 0; r < ranks.size(); ++r) {
+      if (codes[r] >= 0) continue;
+      auto code = ranks[r].Wait(absl::Milliseconds(50));
+      if (!code.ok()) continue;  // still running
+      codes[r] = *code;
+      ++finished;
+      if (*code != 0 && result == 0) {
+        result = *code;
+        std::fprintf(stderr, "kiln-train: rank %zu exited with %d; stopping the other ranks\n", r,
+                     *code);
+        for (size_t o = 0; o < ranks.size(); ++o) {
+          if (codes[o] < 0) (void)ranks[o].Signal(SIGTERM);
+        }
+      }
+    }
+  }
+  if (result != 0) {
+    for (size_t r = 0; r < ranks.size(); ++r) {
+      if (codes[r] > 128) {
+        std::fprintf(stderr, "kiln-train: rank %zu: killed by signal %d\n", r, codes[r] - 128);
+      } else {
+        std::fprintf(stderr, "kiln-train: rank %zu: exit code %d\n", r, codes[r]);
+      }
+    }
+  }
+  return result;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -126,12 +207,34 @@ int main(int argc, char** argv) {
   }
   absl::StatusOr<kiln::v1::JobSpec> spec = kiln::spec::LoadSpecFile(args->spec_path);
   if (!spec.ok()) return Fail(spec.status());
-  const absl::Status trained = kiln::train::RunTraining(*spec, args->train, nullptr);
-  if (!trained.ok()) return Fail(trained);
+  if (args->nproc > 1) {
+    const int code = Launch(*args);
+    if (code != 0 || !args->sample) return code;
+  } else {
+    std::unique_ptr<kiln::dist::TcpStore> store;
+    if (!args->store_addr.empty()) {
+      kiln::dist::TcpStoreOptions so;
+      const size_t colon = args->store_addr.rfind(':');
+      so.host = args->store_addr.substr(0, colon);
+      so.port = std::atoi(args->store_addr.substr(colon + 1).c_str());
+      auto client = kiln::dist::TcpStore::Create(so);
+      if (!client.ok()) return Fail(client.status());
+      store = std::move(*client);
+      args->train.store = store.get();
+    }
+    const absl::Status trained = kiln::train::RunTraining(*spec, args->train, nullptr);
+    if (!trained.ok()) return Fail(trained);
+    if (args->train.world_size > 1) return 0;  // the launcher samples
+  }
   if (args->sample) {
     // Sampling reloads the final checkpoint (or the saved weights) into a fresh session.
     kiln::train::TrainOptions o = args->train;
     o.metrics_out.clear();
+    o.rank = 0;
+    o.world_size = 1;
+    o.store = nullptr;
+    spec->mutable_parallel()->clear_dp();  // one process samples, whatever layout trained
+    spec->mutable_parallel()->set_zero_stage(0);
     auto session = kiln::train::TrainingSession::Create(*spec, o);
     if (!session.ok()) return Fail(session.status());
     absl::Status loaded;

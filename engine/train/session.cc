@@ -129,10 +129,10 @@ absl::StatusOr<std::unique_ptr<TrainingSession>> TrainingSession::Create(
   return s;
 }
 
-Tensor TrainingSession::FullWeights() const {
+absl::StatusOr<Tensor> TrainingSession::FullWeights() const {
   Tensor full = Tensor::Zeros({exec_->memory_plan().param_elements}, DType::kF32);
   if (stage_ >= 1 && options_.world_size > 1) {
-    GatherFullWeights(full);
+    KILN_RETURN_IF_ERROR(GatherFullWeights(full));
   } else {
     shard_->CopyMasterInto(full);
   }

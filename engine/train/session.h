@@ -41,7 +41,8 @@ class TrainingSession {
   absl::StatusOr<double> Evaluate();
   // Commits a checkpoint for the current step; returns its directory.
   absl::StatusOr<std::string> SaveCheckpoint();
-  // The trained weights with Hugging Face names (and config.json beside them).
+  // The trained weights with Hugging Face names (and config.json beside them), written by rank 0;
+  // every rank must call it.
   absl::Status SaveFinal(const std::string& path);
 
   // Continues `prompt` by `new_tokens` tokens: greedy when top_k <= 1, else top-k sampling.
@@ -65,8 +66,9 @@ class TrainingSession {
   const nn::ModelConfig& model_config() const { return config_; }
   graph::Executor& executor() { return *exec_; }
   const nn::ParamTable& param_table() const { return params_; }
-  // The model's weights in f32 (the master copy), laid out like the flat parameter buffer.
-  Tensor FullWeights() const;
+  // The model's weights in f32 (the master copy), laid out like the flat parameter buffer. Under
+  // ZeRO every rank must call it (it gathers the shards).
+  absl::StatusOr<Tensor> FullWeights() const;
   // Per graph parameter, an f32 view into `full` (a FullWeights-shaped tensor).
   std::vector<Tensor> ParamViews(const Tensor& full) const;
 
@@ -84,7 +86,7 @@ class TrainingSession {
   // ranks each hold a shard) the squared gradient norm.
   absl::Status ReduceAcrossRanks(StepMetrics& m, bool& finite, double& squared_norm);
   // ZeRO: every rank's master ranges into `full` (a collective).
-  void GatherFullWeights(const Tensor& full) const;
+  absl::Status GatherFullWeights(const Tensor& full) const;
   // Each rank's optimizer state, by range, for sharded checkpoints.
   absl::Status WriteOptimizerShard(const std::string& dir) const;
   absl::Status ReadOptimizerShards(const std::string& dir, const std::string& state_json);

@@ -87,10 +87,10 @@ absl::Status TrainingSession::ReduceAcrossRanks(StepMetrics& m, bool& finite,
   return absl::OkStatus();
 }
 
-void TrainingSession::GatherFullWeights(const Tensor& full) const {
+absl::Status TrainingSession::GatherFullWeights(const Tensor& full) const {
   if (!shard_->master_concat().defined()) {  // f32, ZeRO 1/2: the model's buffer is complete
     full.CopyFrom(exec_->flat_params());
-    return;
+    return absl::OkStatus();
   }
   const Tensor& master = shard_->master_concat();  // (shard elements) f32
   std::vector<std::shared_ptr<dist::Work>> works;
@@ -101,7 +101,12 @@ void TrainingSession::GatherFullWeights(const Tensor& full) const {
     works.push_back(comm_->AllGather(master.Slice(0, at, at + bucket.chunk),
                                      full.Slice(0, bucket.offset, bucket.offset + bucket.length)));
   }
-  for (auto& w : works) KILN_CHECK_OK(w->Wait(absl::Seconds(options_.collective_timeout_s)));
+  absl::Status first;
+  for (auto& w : works) {
+    const absl::Status s = w->Wait(absl::Seconds(options_.collective_timeout_s));
+    if (!s.ok() && first.ok()) first = s;
+  }
+  return first;
 }
 
 TrainingSession::MemoryReport TrainingSession::Memory() const {

@@ -133,7 +133,7 @@ absl::Status TrainingSession::WriteOptimizerShard(const std::string& dir) const 
 }
 
 absl::StatusOr<std::string> TrainingSession::SaveCheckpoint() {
-  const Tensor full = FullWeights();  // a collective under ZeRO
+  KILN_ASSIGN_OR_RETURN(const Tensor full, FullWeights());  // a collective under ZeRO
   const std::string& run_dir = spec_.checkpoint().dir();
   const int keep = spec_.checkpoint().has_keep() ? spec_.checkpoint().keep() : 3;
   // Rank 0 prepares the directory; everyone writes; everyone learns whether anyone failed.
@@ -263,7 +263,9 @@ absl::Status TrainingSession::SaveFinal(const std::string& path) {
   std::error_code ec;
   const std::filesystem::path parent = std::filesystem::path(path).parent_path();
   if (!parent.empty()) std::filesystem::create_directories(parent, ec);
-  KILN_RETURN_IF_ERROR(ckpt::SaveModelWeights(path, params_, ParamViews(FullWeights())));
+  KILN_ASSIGN_OR_RETURN(const Tensor full, FullWeights());  // a collective under ZeRO
+  if (!rank0()) return absl::OkStatus();
+  KILN_RETURN_IF_ERROR(ckpt::SaveModelWeights(path, params_, ParamViews(full)));
   if (config_.family != "mlp") {
     KILN_RETURN_IF_ERROR(ckpt::WriteHfConfig((parent / "config.json").string(), config_));
   }

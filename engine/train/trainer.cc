@@ -118,9 +118,7 @@ absl::Status RunTraining(const kiln::v1::JobSpec& input_spec, const TrainOptions
       observer->OnCheckpoint(m.step, dir);
     }
   }
-  if (!options.save_final.empty() && rank0) {
-    KILN_RETURN_IF_ERROR(session->SaveFinal(options.save_final));
-  }
+  if (!options.save_final.empty()) KILN_RETURN_IF_ERROR(session->SaveFinal(options.save_final));
   return absl::OkStatus();
 }
 

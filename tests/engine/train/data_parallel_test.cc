@@ -100,7 +100,7 @@ RunResult RunRanks(const std::function<kiln::v1::JobSpec(int world)>& spec, int 
         results[r].losses.push_back(m->loss);
       }
       // Layouts differ with the world size: compare weights by name.
-      const std::vector<float> full = (*session)->FullWeights().ToFloats();
+      const std::vector<float> full = (*session)->FullWeights()->ToFloats();
       const graph::MemoryPlan& plan = (*session)->executor().memory_plan();
       for (const nn::ParamEntry& e : (*session)->param_table().entries) {
         const int64_t at = plan.param_offset[e.graph_param] + e.offset;
