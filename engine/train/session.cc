@@ -205,27 +205,32 @@ void TrainingSession::FillSyntheticBatch(const graph::Executor& exec, graph::Val
   }
 }
 
+absl::StatusOr<double> TrainingSession::RunMicroBatch(int micro, bool reduce) {
+  const int64_t batch_index = step_ * grad_accum_ + micro;
+  FillBatch(train_loader_.get(), *exec_, inputs_, targets_, batch_index);
+  exec_->value(loss_seed_).data<float>()[0] = static_cast<float>(scaler_.scale() / grad_accum_);
+  if (rng_ != graph::kNoValue) {
+    int64_t* rng = exec_->value(rng_).data<int64_t>();
+    rng[0] = static_cast<int64_t>(seed_);
+    rng[1] = batch_index;
+  }
+  if (distributed_) {
+    zero_->BeginMicroBatch(micro);
+    reduce_now_ = reduce;
+  }
+  exec_->Run();
+  if (distributed_ && (stage_ >= 2 || reduce_now_)) KILN_RETURN_IF_ERROR(zero_->FinishBackward());
+  return static_cast<double>(exec_->value(loss_).Item());
+}
+
 absl::StatusOr<StepMetrics> TrainingSession::Step() {
   const auto start = std::chrono::steady_clock::now();
   if (exec_->flat_grads().defined()) exec_->ZeroGrads();
   double loss_sum = 0;
-  Tensor seed = exec_->value(loss_seed_);
   for (int micro = 0; micro < grad_accum_; ++micro) {
-    const int64_t batch_index = step_ * grad_accum_ + micro;
-    FillBatch(train_loader_.get(), *exec_, inputs_, targets_, batch_index);
-    seed.data<float>()[0] = static_cast<float>(scaler_.scale() / grad_accum_);
-    if (rng_ != graph::kNoValue) {
-      int64_t* rng = exec_->value(rng_).data<int64_t>();
-      rng[0] = static_cast<int64_t>(seed_);
-      rng[1] = batch_index;
-    }
-    if (distributed_) {
-      zero_->BeginMicroBatch(micro);
-      reduce_now_ = micro == grad_accum_ - 1;  // ZeRO 0/1 communicate on the last micro-batch
-    }
-    exec_->Run();
-    loss_sum += exec_->value(loss_).Item();
-    if (distributed_ && (stage_ >= 2 || reduce_now_)) KILN_RETURN_IF_ERROR(zero_->FinishBackward());
+    // ZeRO 0/1 communicate on the last micro-batch only; ZeRO 2/3 on every one.
+    KILN_ASSIGN_OR_RETURN(const double loss, RunMicroBatch(micro, micro == grad_accum_ - 1));
+    loss_sum += loss;
   }
   StepMetrics m;
   m.loss = loss_sum / grad_accum_;

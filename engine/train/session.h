@@ -37,6 +37,12 @@ class TrainingSession {
 
   // One optimizer step (grad_accum micro-batches). Returns this step's metrics.
   absl::StatusOr<StepMetrics> Step();
+  // One micro-batch's forward and backward on the next batch of this step (no update): with
+  // `reduce`, ZeRO 0/1 reduce gradient buckets as backward finishes them and wait for them
+  // (ZeRO 2/3 always do). Returns the micro-batch's local loss. Step is made of these; the overlap
+  // benchmark times them with and without reduction.
+  absl::StatusOr<double> RunMicroBatch(int micro, bool reduce);
+  dist::ZeroRuntime* zero_runtime() const { return zero_.get(); }
   // Mean loss over eval_steps batches of the validation file (from its start).
   absl::StatusOr<double> Evaluate();
   // Commits a checkpoint for the current step; returns its directory.
