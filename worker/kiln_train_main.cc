@@ -4,8 +4,11 @@
 // other failures.
 //
 //   kiln-train JOB.yaml [--steps N] [--init-from PATH] [--metrics-out FILE.jsonl]
-//              [--save-final PATH.safetensors] [--resume DIR] [--threads N] [--nproc N]
-//              [--sample [--prompt TEXT] [--sample-tokens N] [--top-k K] [--temperature T]]
+//              [--save-final PATH.safetensors] [--resume DIR] [--threads N] [--nproc N] [--profile]
+//              [--sample | --sample-only] [--prompt TEXT] [--sample-tokens N] [--top-k K]
+//              [--temperature T]
+// --sample generates text after training; --sample-only skips training and generates from the
+// newest checkpoint in checkpoint.dir (or --resume DIR).
 //
 // --nproc N starts N local rank processes (data parallel, parallel.dp must be N) that meet through
 // a TCP store this launcher hosts; if one fails the others are stopped and its exit code returned.
@@ -31,6 +34,7 @@ struct Args {
   std::vector<std::string> passthrough;  // arguments every rank receives
   kiln::train::TrainOptions train;
   bool sample = false;
+  bool sample_only = false;  // no training: sample from the newest checkpoint
   std::string prompt = "\n";
   int sample_tokens = 300;
   int top_k = 1;
@@ -40,8 +44,9 @@ struct Args {
 constexpr const char* kUsage =
     "usage: kiln-train JOB.yaml [--steps N] [--init-from PATH] [--metrics-out FILE.jsonl]\n"
     "                  [--save-final PATH.safetensors] [--resume DIR] [--threads N] [--nproc N]\n"
-    "                  [--sample [--prompt TEXT] [--sample-tokens N] [--top-k K] "
-    "[--temperature T]]\n";
+    "                  [--profile]\n"
+    "                  [--sample | --sample-only] [--prompt TEXT] [--sample-tokens N] [--top-k K]\n"
+    "                  [--temperature T]\n";
 
 absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
   Args a;
@@ -90,8 +95,12 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
     } else if (flag == "--threads") {
       KILN_ASSIGN_OR_RETURN(int64_t n, integer(1));
       a.train.threads = static_cast<int>(n);
+    } else if (flag == "--profile") {
+      a.train.profile = true;
     } else if (flag == "--sample") {
       a.sample = true;
+    } else if (flag == "--sample-only") {
+      a.sample = a.sample_only = true;
     } else if (flag == "--prompt") {
       KILN_ASSIGN_OR_RETURN(a.prompt, value());
     } else if (flag == "--sample-tokens") {
@@ -207,7 +216,9 @@ int main(int argc, char** argv) {
   }
   absl::StatusOr<kiln::v1::JobSpec> spec = kiln::spec::LoadSpecFile(args->spec_path);
   if (!spec.ok()) return Fail(spec.status());
-  if (args->nproc > 1) {
+  if (args->sample_only) {
+    // Sample below, from what a finished run (any world size or ZeRO stage) left behind.
+  } else if (args->nproc > 1) {
     const int code = Launch(*args);
     if (code != 0 || !args->sample) return code;
   } else {
@@ -238,8 +249,9 @@ int main(int argc, char** argv) {
     auto session = kiln::train::TrainingSession::Create(*spec, o);
     if (!session.ok()) return Fail(session.status());
     absl::Status loaded;
-    if (!spec->checkpoint().dir().empty()) {
-      loaded = (*session)->Resume(spec->checkpoint().dir());
+    if (!args->train.resume_dir.empty() || !spec->checkpoint().dir().empty()) {
+      loaded = (*session)->Resume(!args->train.resume_dir.empty() ? args->train.resume_dir
+                                                                   : spec->checkpoint().dir());
     } else if (!args->train.save_final.empty()) {
       o.init_from = args->train.save_final;
       session = kiln::train::TrainingSession::Create(*spec, o);

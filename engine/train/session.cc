@@ -91,6 +91,7 @@ absl::StatusOr<std::unique_ptr<TrainingSession>> TrainingSession::Create(
   if (s->distributed_) KILN_RETURN_IF_ERROR(s->SetUpDistributed(model.graph));
   graph::ExecutorOptions eo;
   eo.planner = s->planner_;
+  eo.profile = options.profile;
   KILN_ASSIGN_OR_RETURN(s->exec_, graph::Executor::Create(std::move(model.graph), eo));
   if (s->distributed_ && s->stage_ <= 1) {
     TrainingSession* self = s.get();

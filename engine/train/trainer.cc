@@ -119,6 +119,10 @@ absl::Status RunTraining(const kiln::v1::JobSpec& input_spec, const TrainOptions
     }
   }
   if (!options.save_final.empty()) KILN_RETURN_IF_ERROR(session->SaveFinal(options.save_final));
+  if (options.profile && rank0) {
+    std::fprintf(stderr, "per-op time over the run (training graph):\n%s",
+                 session->executor().ProfileReport().c_str());
+  }
   return absl::OkStatus();
 }
 

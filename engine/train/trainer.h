@@ -50,6 +50,7 @@ struct TrainOptions {
   std::string metrics_out;           // JSON lines, one per optimizer step
   std::string save_final;            // safetensors with Hugging Face names, written at the end
   int threads = 0;                   // CPU threads; 0 = all
+  bool profile = false;              // time every op; RunTraining prints the totals at the end
   // Distributed: rank and world size, and the store ranks rendezvous through (null when world = 1).
   // A communicator may be given instead (tests with in-process ranks); it is not owned.
   int rank = 0;
