@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/train/trainer.h"
 #include "worker/coordinator_link.h"
+#include "worker/kv_client.h"
 #include "worker/reporter.h"
 #include "worker/reporting_observer.h"
 
@@ -67,6 +68,25 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
   return f;
 }
 
+// Every rank publishes its host and waits for all the others before training: the gang starts
+// together or not at all, and a rank that never arrives turns into a hang the coordinator sees.
+absl::Status Rendezvous(KvClient* kv, const v1::Assignment& a, const Reporter& reporter) {
+  if (absl::Status s = kv->Set(absl::StrCat("rank/", a.rank(), "/host"), a.peers(a.rank()));
+      !s.ok()) {
+    return s;
+  }
+  std::vector<std::string> keys;
+  for (int r = 0; r < a.world_size(); ++r) keys.push_back(absl::StrCat("rank/", r, "/host"));
+  const absl::Duration timeout = absl::Seconds(a.spec().fault().hang_timeout_s());
+  const absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    // Short waits, so that a stop request (cancel, coordinator loss) is noticed.
+    absl::Status s = kv->Wait(keys, std::min(absl::Seconds(5), timeout));
+    if (s.ok() || !absl::IsDeadlineExceeded(s) || absl::Now() > deadline) return s;
+    if (reporter.ShouldStop()) return absl::CancelledError("stopped during rendezvous");
+  }
+}
+
 // Registers, retrying while kilnd is unreachable for up to the grace period.
 absl::StatusOr<v1::Assignment> RegisterWithRetry(CoordinatorLink* link, absl::Duration grace) {
   const absl::Time deadline = absl::Now() + grace;
@@ -109,6 +129,17 @@ int Run(int argc, char** argv) {
   Reporter reporter(link->get(), absl::Milliseconds(a.heartbeat_interval_ms()), grace,
                     a.rank() == 0);
   reporter.Start();
+  if (a.world_size() > 1) {
+    reporter.SetPhase("rendezvous");
+    KvClient kv(link->get());
+    if (absl::Status s = Rendezvous(&kv, a, reporter); !s.ok()) {
+      Say("rendezvous failed: " + s.ToString());
+      reporter.Finish(kExitFailure, "rendezvous failed: " + s.ToString());
+      return kExitFailure;
+    }
+    Say(absl::StrCat("rendezvous: all ", a.world_size(), " ranks present"));
+    reporter.SetPhase("init");
+  }
   ReportingObserver observer(&reporter);
   train::TrainOptions options;
   options.rank = a.rank();
