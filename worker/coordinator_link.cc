@@ -44,7 +44,6 @@ absl::StatusOr<std::unique_ptr<CoordinatorLink>> CoordinatorLink::Create(
   // Reconnect quickly once kilnd is back (the default backoff grows to two minutes).
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   std::unique_ptr<CoordinatorLink> link(new CoordinatorLink(options));
   link->stub_ =
       v1::ClusterService::NewStub(grpc::CreateCustomChannel(options.server, credentials, args));
@@ -55,6 +54,10 @@ std::unique_ptr<grpc::ClientContext> CoordinatorLink::Context(absl::Duration tim
   auto context = std::make_unique<grpc::ClientContext>();
   context->AddMetadata("authorization", "Bearer " + options_.token);
   context->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  // Wait for a connection (up to the deadline) instead of failing fast on the channel's last
+  // error: after kilnd restarts, a fail-fast call can keep reporting the stale "connection
+  // refused" of a subchannel that is still backing off.
+  context->set_wait_for_ready(true);
   return context;
 }
 
@@ -74,13 +77,14 @@ absl::StatusOr<v1::Assignment> CoordinatorLink::Register(bool reconnect) {
 }
 
 absl::StatusOr<v1::HeartbeatResponse> CoordinatorLink::Heartbeat(int64_t step,
-                                                                 const std::string& phase) {
+                                                                 const std::string& phase,
+                                                                 absl::Duration timeout) {
   v1::HeartbeatRequest request;
   *request.mutable_worker() = options_.worker;
   request.set_step(step);
   request.set_phase(phase);
   v1::HeartbeatResponse response;
-  auto context = Context(options_.rpc_timeout);
+  auto context = Context(std::min(timeout, options_.rpc_timeout));
   absl::Status s = FromGrpc(stub_->Heartbeat(context.get(), request, &response));
   if (!s.ok()) return s;
   return response;

@@ -31,7 +31,9 @@ class CoordinatorLink {
   static absl::StatusOr<std::unique_ptr<CoordinatorLink>> Create(const LinkOptions& options);
 
   absl::StatusOr<v1::Assignment> Register(bool reconnect);
-  absl::StatusOr<v1::HeartbeatResponse> Heartbeat(int64_t step, const std::string& phase);
+  // `timeout` bounds how long the loss of kilnd can go unnoticed.
+  absl::StatusOr<v1::HeartbeatResponse> Heartbeat(int64_t step, const std::string& phase,
+                                                  absl::Duration timeout);
   absl::Status ReportMetrics(const std::vector<v1::MetricPoint>& points);
   absl::StatusOr<bool> ReportCheckpoint(int64_t step, const std::string& path);
   absl::Status ReportExit(int exit_code, const std::string& message);

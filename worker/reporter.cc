@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
@@ -92,7 +93,8 @@ void Reporter::RequestStop(const std::string& reason) {
 void Reporter::NoteFailure(const absl::Status& status) {
   const absl::Time now = absl::Now();
   if (lost_since_ == absl::InfiniteFuture()) {
-    lost_since_ = now;
+    // The coordinator was last known alive at the last successful call, not at this failure.
+    lost_since_ = std::min(last_ok_, now);
     Say(absl::StrCat(IsTransient(status) ? "lost contact with kilnd: " : "kilnd refused us: ",
                      status.ToString()));
   }
@@ -162,7 +164,13 @@ void Reporter::Loop() {
       absl::MutexLock lock(&mu_);
       phase = phase_;
     }
-    absl::StatusOr<v1::HeartbeatResponse> hb = link_->Heartbeat(step_.load(), phase);
+    // While kilnd is lost, never block past the moment the worker must exit.
+    absl::Duration timeout = std::max(interval_, absl::Milliseconds(500));
+    if (lost_since_ != absl::InfiniteFuture()) {
+      timeout = std::clamp(lost_since_ + grace_ - absl::Now(), absl::Milliseconds(100), timeout);
+    }
+    absl::StatusOr<v1::HeartbeatResponse> hb = link_->Heartbeat(step_.load(), phase, timeout);
+    if (hb.ok()) last_ok_ = absl::Now();
     absl::Status s = hb.status();
     if (s.ok() && lost_since_ != absl::InfiniteFuture()) {
       // kilnd is back (perhaps a new one): register again so it knows us, then resume.

@@ -76,6 +76,7 @@ class Reporter {
 
   // Loop thread only.
   absl::Time lost_since_ = absl::InfiniteFuture();
+  absl::Time last_ok_ = absl::Now();
   bool refused_ = false;
   bool told_parent_died_ = false;
   std::thread thread_;
