@@ -7,7 +7,7 @@
 #include "absl/status/statusor.h"
 
 namespace grpc {
-class ServerContext;
+class ServerContextBase;
 }
 
 namespace kiln::scheduler {
@@ -17,7 +17,7 @@ namespace kiln::scheduler {
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
 
 // The token of an `authorization: Bearer <token>` header, or "" when absent or malformed.
-std::string BearerToken(const grpc::ServerContext& context);
+std::string BearerToken(const grpc::ServerContextBase& context);
 
 // Constant-time equality (the length is not secret).
 bool TokensEqual(const std::string& a, const std::string& b);

@@ -22,16 +22,6 @@ grpc::Status ClusterServiceImpl::Register(grpc::ServerContext* context,
   return scope.Done(a.status());
 }
 
-grpc::Status ClusterServiceImpl::Heartbeat(grpc::ServerContext* context,
-                                           const v1::HeartbeatRequest* request,
-                                           v1::HeartbeatResponse* response) {
-  RpcScope scope(metrics_, "Heartbeat");
-  absl::StatusOr<v1::HeartbeatResponse> r =
-      coordinator_->Heartbeat(BearerToken(*context), *request);
-  if (r.ok()) *response = *std::move(r);
-  return scope.Done(r.status());
-}
-
 grpc::Status ClusterServiceImpl::ReportMetrics(grpc::ServerContext* context,
                                                const v1::ReportMetricsRequest* request,
                                                v1::ReportMetricsResponse* response) {

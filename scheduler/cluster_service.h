@@ -1,5 +1,6 @@
 // ClusterService over the Coordinator and the KvStore: every call carries the per-job worker token,
-// checked against the job's current attempt before anything else.
+// checked against the job's current attempt before anything else. Heartbeat, the hot path, is
+// served asynchronously by HeartbeatServer (heartbeat_server.h, Note [Heartbeat cost]).
 #pragma once
 
 #include <atomic>
@@ -11,7 +12,8 @@
 
 namespace kiln::scheduler {
 
-class ClusterServiceImpl final : public v1::ClusterService::Service {
+class ClusterServiceImpl final
+    : public v1::ClusterService::WithAsyncMethod_Heartbeat<v1::ClusterService::Service> {
  public:
   ClusterServiceImpl(Coordinator* coordinator, KvStore* kv, Metrics* metrics,
                      std::atomic<int>* streams, std::atomic<bool>* shutting_down)
@@ -23,8 +25,6 @@ class ClusterServiceImpl final : public v1::ClusterService::Service {
 
   grpc::Status Register(grpc::ServerContext* context, const v1::RegisterRequest* request,
                         v1::RegisterResponse* response) override;
-  grpc::Status Heartbeat(grpc::ServerContext* context, const v1::HeartbeatRequest* request,
-                         v1::HeartbeatResponse* response) override;
   grpc::Status ReportMetrics(grpc::ServerContext* context, const v1::ReportMetricsRequest* request,
                              v1::ReportMetricsResponse* response) override;
   grpc::Status ReportCheckpoint(grpc::ServerContext* context,

@@ -301,7 +301,10 @@ absl::StatusOr<v1::SubmitJobResponse> Coordinator::Submit(const v1::SubmitJobReq
   response.set_created(true);
   active_[id] = std::move(job);
   schedule_dirty_ = true;
-  wake_.Signal();
+  // Wake the monitor only when the job might start now; otherwise its queue position and reason
+  // are refreshed on the next tick (so a burst of submissions costs one scheduling pass a tick,
+  // not one per job).
+  if (slots_.free() > 0) wake_.Signal();
   return response;
 }
 

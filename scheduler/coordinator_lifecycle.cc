@@ -315,10 +315,23 @@ void Coordinator::Schedule() {
     }
     queue.push_back({id, JobStore::SeqOf(id), j.priority(), j.workers()});
   }
-  SchedulePlan plan = PlanSchedule(queue, slots_.free(), slots_.total(), draining_);
+  // Planning (and formatting the reasons of a long queue) happens without the lock, so that a
+  // burst of submissions is not held up by the queue it builds; starts are re-checked after.
+  const int free = slots_.free();
+  const int total = slots_.total();
+  const bool draining = draining_;
+  mu_.Unlock();
+  SchedulePlan plan = PlanSchedule(std::move(queue), free, total, draining);
+  mu_.Lock();
   for (const std::string& id : plan.start) {
-    ActiveJob& job = *active_[id];
+    auto it = active_.find(id);
+    if (it == active_.end() || it->second->rec.job().state() != v1::QUEUED) continue;
+    ActiveJob& job = *it->second;
     const std::vector<int> slots = slots_.Allocate(id, job.rec.job().workers());
+    if (slots.empty()) {
+      schedule_dirty_ = true;  // taken meanwhile: plan again next tick
+      continue;
+    }
     job.rec.clear_slots();
     for (int s : slots) job.rec.add_slots(s);
     LaunchAttempt(job);

@@ -69,7 +69,35 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path
   std::unique_ptr<JobStore> store(new JobStore(std::move(db)));
   KILN_RETURN_IF_ERROR(store->Migrate());
   KILN_RETURN_IF_ERROR(store->Prepare());
+  {
+    absl::MutexLock lock(&store->mu_);
+    KILN_RETURN_IF_ERROR(store->db_->Exec("PRAGMA wal_autocheckpoint = 0"));
+  }
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<Database> checkpoint_db, Database::Open(path));
+  JobStore* raw = store.get();
+  store->checkpointer_ = std::thread(
+      [raw, db = std::move(checkpoint_db)]() mutable { raw->CheckpointLoop(std::move(db)); });
   return store;
+}
+
+JobStore::~JobStore() {
+  {
+    absl::MutexLock lock(&stop_mu_);
+    stop_ = true;
+  }
+  if (checkpointer_.joinable()) checkpointer_.join();
+}
+
+void JobStore::CheckpointLoop(std::unique_ptr<Database> db) {
+  auto stopping = [this] { return stop_; };
+  while (true) {
+    {
+      absl::MutexLock lock(&stop_mu_);
+      if (stop_mu_.AwaitWithTimeout(absl::Condition(&stopping), absl::Seconds(1))) break;
+    }
+    (void)db->Exec("PRAGMA wal_checkpoint(PASSIVE)");
+  }
+  (void)db->Exec("PRAGMA wal_checkpoint(TRUNCATE)");
 }
 
 absl::Status JobStore::Migrate() {

@@ -11,6 +11,7 @@
 #include "scheduler/cluster_service.h"
 #include "scheduler/config.h"
 #include "scheduler/coordinator.h"
+#include "scheduler/heartbeat_server.h"
 #include "scheduler/job_service.h"
 #include "scheduler/metrics_http.h"
 
@@ -51,6 +52,7 @@ class Kilnd {
   std::unique_ptr<Coordinator> coordinator_;
   std::unique_ptr<JobServiceImpl> job_service_;
   std::unique_ptr<ClusterServiceImpl> cluster_service_;
+  std::unique_ptr<HeartbeatServer> heartbeats_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<MetricsHttpServer> metrics_http_;
 };

@@ -1,0 +1,45 @@
+// Heartbeats served on gRPC's asynchronous API by one dedicated thread. See Note [Heartbeat cost].
+#pragma once
+
+#include <memory>
+#include <thread>
+
+#include "grpcpp/server_builder.h"
+#include "scheduler/cluster_service.h"
+#include "scheduler/coordinator.h"
+#include "scheduler/metrics.h"
+
+namespace kiln::scheduler {
+
+// Note [Heartbeat cost]
+// Every worker calls Heartbeat every second, so its per-call overhead is most of what kilnd spends
+// when nothing else happens. The synchronous and callback server APIs hand each call from the
+// thread that polled the socket to another thread (several context switches per call, which on a
+// small VM cost more than the call itself). Heartbeat is therefore served on the asynchronous API:
+// one thread polls its own completion queue and answers inline, the classic pattern with one
+// wakeup per batch of calls. The handler is short: a token check and a few field updates under the
+// coordinator's lock; nothing touches the disk.
+class HeartbeatServer {
+ public:
+  // Call before BuildAndStart: registers the completion queue with the builder.
+  HeartbeatServer(grpc::ServerBuilder* builder, ClusterServiceImpl* service,
+                  Coordinator* coordinator, Metrics* metrics);
+  ~HeartbeatServer();
+
+  // After BuildAndStart.
+  void Start();
+  // After the server's Shutdown: drains the queue and joins the thread.
+  void Stop();
+
+ private:
+  class Call;
+  void Loop();
+
+  ClusterServiceImpl* service_;
+  Coordinator* coordinator_;
+  Metrics* metrics_;
+  std::unique_ptr<grpc::ServerCompletionQueue> cq_;
+  std::thread thread_;
+};
+
+}  // namespace kiln::scheduler
