@@ -411,8 +411,8 @@ absl::StatusOr<v1::Job> Coordinator::Cancel(const std::string& job_id, double gr
         job.rec.mutable_job()->set_cancel_requested(true);
         Finish(job, v1::CANCELLED, why);  // erases the job from active_
       } else if (job.rec.stop() != internal::STOP_FAIL && job.rec.stop() != internal::STOP_CANCEL) {
-        BeginStop(job, internal::STOP_CANCEL, why, grace);
-        KILN_RETURN_IF_ERROR(Persist(job));
+        BeginStop(job, internal::STOP_CANCEL, why, grace);  // persists the request and its event
+        if (job.unsaved) return absl::UnavailableError("kilnd could not record the cancel");
         wake_.Signal();
         return Snapshot(job);
       } else {
@@ -436,7 +436,6 @@ void Coordinator::BeginDrain() {
         job->rec.stop() == internal::STOP_NONE && LiveRanks(*job) > 0) {
       BeginStop(*job, internal::STOP_DRAIN, "kilnd is shutting down",
                 absl::Seconds(options_.grace_s));
-      (void)Persist(*job);
     }
   }
   LogInfo("draining: no new jobs; running gangs checkpoint and stop");

@@ -3,6 +3,7 @@
 // (per-job tokens), and the Prometheus endpoint.
 #include <sys/stat.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -196,6 +197,32 @@ TEST_CASE("with a token file, user calls need the token and workers need their j
   CHECK(Heartbeat(stub.get(), token_a, *ra).error_code() == grpc::StatusCode::UNAUTHENTICATED);
   REQUIRE(user->Cancel(b->id()).ok());
   CHECK(WaitForState(user.get(), b->id(), v1::CANCELLED, absl::Seconds(10)).ok());
+}
+
+TEST_CASE("with a certificate, kilnd serves TLS to clients and to its workers",
+          "[integration][api]") {
+  KilndOptions options = Options("tls");
+  options.tls_cert = options.state_dir + "/cert.pem";
+  options.tls_key = options.state_dir + "/key.pem";
+  const std::string openssl = absl::StrCat(
+      "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=kilnd -addext "
+      "subjectAltName=IP:127.0.0.1 -keyout ", options.tls_key, " -out ", options.tls_cert,
+      " >/dev/null 2>&1");
+  if (std::system(openssl.c_str()) != 0) KILN_SKIP("the openssl command is not available");
+  KilndProcess kilnd(options);
+  REQUIRE(kilnd.Start().ok());
+  auto client = kilnd.Client();  // trusts the certificate
+  REQUIRE(client->Nodes().ok());
+  // A plaintext client cannot talk to it.
+  client::ClientOptions plain;
+  plain.server = kilnd.address();
+  CHECK(absl::IsUnavailable((*client::KilnClient::Connect(plain))->Nodes().status()));
+  // Workers are told to trust the same certificate: a two-rank job runs over TLS.
+  auto job = Submit(client.get(), ScriptedSpec(5, 2, {}));
+  REQUIRE(job.ok());
+  auto done = WaitForState(client.get(), job->id(), v1::SUCCEEDED, absl::Seconds(30));
+  INFO(kilnd.Log());
+  CHECK(done.ok());
 }
 
 TEST_CASE("the metrics endpoint serves Prometheus text", "[integration][api]") {

@@ -66,6 +66,9 @@ absl::Status KilndProcess::Start() {
     args.push_back("--metrics-listen");
     args.push_back(metrics_port_ == 0 ? "127.0.0.1:0" : absl::StrCat("127.0.0.1:", metrics_port_));
   }
+  if (!options_.tls_cert.empty()) {
+    args.insert(args.end(), {"--tls-cert", options_.tls_cert, "--tls-key", options_.tls_key});
+  }
   for (const std::string& f : options_.extra_flags) args.push_back(f);
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
@@ -123,6 +126,7 @@ std::unique_ptr<client::KilnClient> KilndProcess::Client(const std::string& toke
   client::ClientOptions options;
   options.server = address();
   options.token = token;
+  options.tls_ca = options_.tls_cert;
   return *client::KilnClient::Connect(options);
 }
 

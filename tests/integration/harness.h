@@ -29,6 +29,7 @@ struct KilndOptions {
   double grace_s = 3;
   std::string auth_token_file;
   bool metrics = false;
+  std::string tls_cert, tls_key;  // serve TLS; clients trust tls_cert
   std::vector<std::string> extra_flags;
 };
 
