@@ -40,9 +40,13 @@ absl::StatusOr<std::unique_ptr<KilnClient>> KilnClient::Connect(ClientOptions op
   args.SetMaxReceiveMessageSize(8 << 20);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   std::unique_ptr<KilnClient> client(new KilnClient(options));
-  client->stub_ =
-      v1::JobService::NewStub(grpc::CreateCustomChannel(options.server, credentials, args));
+  client->channel_ = grpc::CreateCustomChannel(options.server, credentials, args);
+  client->stub_ = v1::JobService::NewStub(client->channel_);
   return client;
+}
+
+bool KilnClient::WaitForServer(absl::Duration timeout) {
+  return channel_->WaitForConnected(absl::ToChronoTime(absl::Now() + timeout));
 }
 
 std::unique_ptr<grpc::ClientContext> KilnClient::Context(bool unary) const {
@@ -139,10 +143,12 @@ absl::StatusOr<v1::ListNodesResponse> KilnClient::Nodes() {
 }
 
 absl::Status KilnClient::Watch(const std::string& job_id, bool history,
-                               const std::function<bool(const v1::JobUpdate&)>& on_message) {
+                               const std::function<bool(const v1::JobUpdate&)>& on_message,
+                               int64_t after_event_seq) {
   v1::WatchJobRequest request;
   request.set_job_id(job_id);
   request.set_history(history);
+  request.set_after_event_seq(after_event_seq);
   auto context = Context(false);
   auto reader = stub_->WatchJob(context.get(), request);
   v1::JobUpdate update;

@@ -41,10 +41,17 @@ class KilnClient {
   absl::StatusOr<v1::ListNodesResponse> Nodes();
 
   // Streams: `on_message` returns false to stop early. The status is the stream's end.
+  // `after_event_seq` > 0 resumes after that event (a watcher reconnecting).
   absl::Status Watch(const std::string& job_id, bool history,
-                     const std::function<bool(const v1::JobUpdate&)>& on_message);
+                     const std::function<bool(const v1::JobUpdate&)>& on_message,
+                     int64_t after_event_seq = 0);
   absl::Status StreamLogs(const v1::StreamLogsRequest& request,
                           const std::function<bool(const v1::LogChunk&)>& on_message);
+
+  // Asks the channel to (re)connect and waits up to `timeout` for it; true once connected. Calls
+  // fail fast while kilnd is down, and a channel that saw kilnd go away may keep failing fast
+  // until something asks it to reconnect: followers call this before retrying.
+  bool WaitForServer(absl::Duration timeout);
 
   // Converts a gRPC status, naming the server when it cannot be reached.
   absl::Status Convert(const grpc::Status& status) const;
@@ -54,6 +61,7 @@ class KilnClient {
   std::unique_ptr<grpc::ClientContext> Context(bool unary) const;
 
   ClientOptions options_;
+  std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::JobService::Stub> stub_;
 };
 

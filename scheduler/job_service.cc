@@ -142,9 +142,14 @@ grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* context,
   v1::JobUpdate first;
   *first.mutable_job() = *job;
   if (!writer->Write(first)) return grpc::Status::OK;
+  if (request->after_event_seq() > 0) last_event = request->after_event_seq();
   v1::Job sent = *std::move(job);
   while (!StreamOver(context)) {
     const uint64_t version = coordinator_->Version();
+    // The snapshot first, then the events: every event up to the snapshot's state is then read
+    // in this round, and the final state goes out after the events that led to it.
+    absl::StatusOr<v1::Job> now = coordinator_->GetJob(request->job_id(), false);
+    if (!now.ok()) return ToGrpc(now.status());
     absl::StatusOr<std::vector<v1::JobEvent>> events =
         store->Events(request->job_id(), last_event, kStreamBatch);
     if (!events.ok()) return ToGrpc(events.status());
@@ -163,15 +168,13 @@ grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* context,
       *update.mutable_metrics() = std::move(row.point);
       if (!writer->Write(update)) return grpc::Status::OK;
     }
-    absl::StatusOr<v1::Job> now = coordinator_->GetJob(request->job_id(), false);
-    if (!now.ok()) return ToGrpc(now.status());
-    if (Changed(sent, *now)) {
+    const bool more = events->size() == kStreamBatch || rows->size() == kStreamBatch;
+    if (Changed(sent, *now) && !more) {
       v1::JobUpdate update;
       *update.mutable_job() = *now;
       if (!writer->Write(update)) return grpc::Status::OK;
       sent = *std::move(now);
     }
-    const bool more = events->size() == kStreamBatch || rows->size() == kStreamBatch;
     if (IsTerminal(sent.state()) && !more) break;
     if (!more) coordinator_->AwaitChange(version, absl::Seconds(1));
   }

@@ -110,8 +110,10 @@ int FollowJob(CliContext& ctx, const std::string& job_id) {
   ProgressView view(isatty(STDOUT_FILENO) && !ctx.json);
   v1::Job last;
   absl::Time lost_since = absl::InfiniteFuture();
+  int64_t last_event = 0;  // to resume after a reconnect without missing events
   while (true) {
     absl::Status s = (*client)->Watch(job_id, /*history=*/false, [&](const v1::JobUpdate& u) {
+      if (u.has_event()) last_event = u.event().seq();
       if (lost_since != absl::InfiniteFuture()) {
         lost_since = absl::InfiniteFuture();
         if (!ctx.json) view.Print("reconnected to kilnd");
@@ -131,7 +133,7 @@ int FollowJob(CliContext& ctx, const std::string& job_id) {
         view.Draw(/*force=*/u.has_job());
       }
       return true;
-    });
+    }, last_event);
     if (client::IsTerminal(last.state())) break;
     const bool retry = s.ok() || absl::IsUnavailable(s) || absl::IsCancelled(s);
     if (!retry) {
@@ -145,7 +147,7 @@ int FollowJob(CliContext& ctx, const std::string& job_id) {
       view.Clear();
       return Fail(s.ok() ? absl::UnavailableError("kilnd went away") : s);
     }
-    absl::SleepFor(absl::Seconds(1));
+    if (!(*client)->WaitForServer(absl::Seconds(1))) absl::SleepFor(absl::Milliseconds(200));
   }
   view.Clear();
   if (!ctx.json) {

@@ -1,6 +1,7 @@
 // The `kiln` CLI as users run it, against a real kilnd: --json on every verb, one-line errors with
 // field paths, "cannot reach kilnd", --follow's exit code equal to the job's outcome, and the
 // table views.
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -19,8 +20,8 @@ struct Run {
   std::string err;
 };
 
-// Runs `kiln args...` with KILN_SERVER unset and captures its output.
-Run Kiln(const std::vector<std::string>& args, const std::string& dir) {
+// Starts `kiln args...` with KILN_SERVER unset, output to dir/kiln.{out,err}.
+pid_t StartKiln(const std::vector<std::string>& args, const std::string& dir) {
   const std::string out_path = dir + "/kiln.out", err_path = dir + "/kiln.err";
   std::vector<std::string> argv = {Runfile("client/cli/kiln")};
   argv.insert(argv.end(), args.begin(), args.end());
@@ -36,9 +37,18 @@ Run Kiln(const std::vector<std::string>& args, const std::string& dir) {
     execv(cargv[0], cargv.data());
     _exit(127);
   }
+  return pid;
+}
+
+Run Finish(pid_t pid, const std::string& dir) {
   int status = 0;
   waitpid(pid, &status, 0);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, ReadFile(out_path), ReadFile(err_path)};
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, ReadFile(dir + "/kiln.out"),
+          ReadFile(dir + "/kiln.err")};
+}
+
+Run Kiln(const std::vector<std::string>& args, const std::string& dir) {
+  return Finish(StartKiln(args, dir), dir);
 }
 
 std::string WriteSpec(const std::string& dir, const std::string& name, const std::string& text) {
@@ -130,6 +140,36 @@ TEST_CASE("kiln verbs against a real kilnd", "[integration][cli]") {
   CHECK(r.err == "kiln: no job job-99\n");
   r = Kiln({"--server", server, "frobnicate"}, dir);
   CHECK(r.code == 2);
+}
+
+TEST_CASE("kiln submit --follow survives a kilnd restart", "[integration][cli]") {
+  const std::string dir = TempDir("cli_follow_restart");
+  KilndOptions options;
+  options.state_dir = dir + "/state";
+  options.worker_binary = ScriptedWorkerBinary();
+  options.grace_s = 15;
+  KilndProcess kilnd(options);
+  REQUIRE(kilnd.Start().ok());
+  const std::string spec = WriteSpec(
+      dir, "job.yaml",
+      ScriptedSpec(80, 2, {{"test.step_ms", "50"}}, "checkpoint: {every_steps: 20}\n"));
+  const pid_t follower = StartKiln({"--server", kilnd.address(), "submit", "-f", spec, "--follow"},
+                                   dir);
+  REQUIRE(WaitFor(kilnd.Client().get(), "job-1",
+                  [](const v1::Job& j) { return j.progress().step() >= 10; }, absl::Seconds(30))
+              .ok());
+  kilnd.Signal(SIGKILL);
+  kilnd.Wait();
+  absl::SleepFor(absl::Seconds(1));
+  REQUIRE(kilnd.Start().ok());
+  const Run r = Finish(follower, dir);
+  INFO(r.out << r.err);
+  CHECK(r.code == 0);
+  CHECK(Contains(r.out, "lost kilnd; reconnecting..."));
+  CHECK(Contains(r.out, "reconnected to kilnd"));
+  CHECK(Contains(r.out, "job-1 SUCCEEDED"));
+  // Events that happened while the follower was away are shown after it reconnects.
+  CHECK(Contains(r.out, "checkpoint at step 80 complete"));
 }
 
 }  // namespace

@@ -169,7 +169,17 @@ class Client:
                 return job
             if deadline is not None and time.monotonic() > deadline:
                 raise KilnError("DEADLINE_EXCEEDED", "timed out waiting for " + job_id)
-            time.sleep(1)
+            self.wait_for_server(1.0)
+
+    def wait_for_server(self, timeout):
+        """Asks the channel to reconnect and waits up to `timeout` s; True once connected. (Calls
+        fail fast while kilnd is down, and may keep doing so after it returns until something
+        asks the channel to reconnect.)"""
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout)
+            return True
+        except grpc.FutureTimeoutError:
+            return False
 
     def logs(self, job_id, rank=None, follow=False, offset=0):
         """Yields (rank, text) chunks: one rank's log from `offset`, or all ranks merged by line."""
