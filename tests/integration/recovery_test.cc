@@ -80,6 +80,35 @@ TEST_CASE("kill -9 kilnd mid-run: the job finishes after a restart, history inta
   CHECK(WaitAllGone(pids, absl::Seconds(2)));
 }
 
+TEST_CASE("workers that died while kilnd was down: the gang restarts from its checkpoint",
+          "[integration][recovery]") {
+  KilndProcess kilnd(Options("dead_while_down", 15));
+  REQUIRE(kilnd.Start().ok());
+  auto client = kilnd.Client();
+  auto job = Submit(client.get(), ScriptedSpec(60, 2, {{"test.step_ms", "40"}},
+                                               "checkpoint: {every_steps: 10}\n"
+                                               "fault: {restart_backoff_s: 0.2}\n"));
+  REQUIRE(job.ok());
+  auto mid = WaitFor(client.get(), job->id(),
+                     [](const Job& j) { return j.last_checkpoint().step() >= 10; },
+                     absl::Seconds(30));
+  REQUIRE(mid.ok());
+  kilnd.Signal(SIGKILL);
+  kilnd.Wait();
+  for (pid_t pid : Pids(*mid)) kill(pid, SIGKILL);
+  REQUIRE(WaitAllGone(Pids(*mid), absl::Seconds(5)));
+  REQUIRE(kilnd.Start().ok());
+  client = kilnd.Client();
+  auto done = WaitForState(client.get(), job->id(), v1::SUCCEEDED, absl::Seconds(60));
+  INFO(kilnd.Log());
+  REQUIRE(done.ok());
+  CHECK(HasEvent(*done, "kilnd restarted: adopted 0 of 2 workers of attempt 1"));
+  CHECK(HasEvent(*done, "rank 0 exited while kilnd was down (outcome unknown)"));
+  CHECK(done->restarts() == 1);
+  CHECK(done->attempt() == 2);
+  CHECK(HasEvent(*done, "attempt 2: launching 2 workers on slots 0,1 from checkpoint step"));
+}
+
 TEST_CASE("kill -9 kilnd without a restart: no worker outlives the grace period",
           "[integration][recovery]") {
   const double grace_s = 2;

@@ -79,5 +79,23 @@ TEST_CASE("resources: --slots overrides detection", "[scheduler]") {
   CHECK(zero.slots == 0);
 }
 
+TEST_CASE("resources: GPUs from CUDA_VISIBLE_DEVICES become slots", "[scheduler]") {
+  setenv("CUDA_VISIBLE_DEVICES", "2,3", 1);
+  NodeResources r = DetectResources(0, false);
+  CHECK(r.device == "cuda");
+  CHECK(r.slots == 2);
+  CHECK(r.gpu_ids == std::vector<int>{2, 3});
+  // More slots than GPUs: ranks share GPUs round-robin.
+  r = DetectResources(4, true);
+  CHECK(r.slots == 4);
+  CHECK(r.gpu_ids == std::vector<int>{2, 3, 2, 3});
+  // An empty list hides every GPU: CPU slots.
+  setenv("CUDA_VISIBLE_DEVICES", "", 1);
+  r = DetectResources(0, false);
+  CHECK(r.device == "cpu");
+  CHECK(r.slots == r.cpu_cores);
+  unsetenv("CUDA_VISIBLE_DEVICES");
+}
+
 }  // namespace
 }  // namespace kiln::scheduler
