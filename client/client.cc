@@ -32,8 +32,7 @@ absl::StatusOr<std::unique_ptr<KilnClient>> KilnClient::Connect(ClientOptions op
     std::ifstream in(options.tls_ca);
     if (!in) return absl::NotFoundError(absl::StrCat("--tls-ca ", options.tls_ca, ": cannot read"));
     grpc::SslCredentialsOptions ssl;
-    ssl.pem_root_certs.assign(std::istreambuf_iterator<char>(in),
-                              std::istreambuf_iterator<char>());
+    ssl.pem_root_certs.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
     credentials = grpc::SslCredentials(ssl);
   }
   grpc::ChannelArguments args;
@@ -121,8 +120,7 @@ absl::StatusOr<v1::Job> KilnClient::Cancel(const std::string& job_id, double gra
 }
 
 absl::StatusOr<v1::GetJobMetricsResponse> KilnClient::Metrics(const std::string& job_id,
-                                                              int64_t after_step,
-                                                              int max_points) {
+                                                              int64_t after_step, int max_points) {
   v1::GetJobMetricsRequest request;
   request.set_job_id(job_id);
   request.set_after_step(after_step);

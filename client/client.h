@@ -17,9 +17,9 @@ namespace kiln::client {
 inline constexpr char kDefaultServer[] = "127.0.0.1:7070";
 
 struct ClientOptions {
-  std::string server;   // empty: $KILN_SERVER, else 127.0.0.1:7070
-  std::string token;    // empty: $KILN_TOKEN, else none
-  std::string tls_ca;   // empty: $KILN_TLS_CA, else plaintext
+  std::string server;                          // empty: $KILN_SERVER, else 127.0.0.1:7070
+  std::string token;                           // empty: $KILN_TOKEN, else none
+  std::string tls_ca;                          // empty: $KILN_TLS_CA, else plaintext
   absl::Duration timeout = absl::Seconds(10);  // per unary call
 };
 

@@ -18,8 +18,8 @@ absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
     return absl::NotFoundError(absl::StrCat("--auth-token-file ", path, ": no such file"));
   }
   if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        "--auth-token-file ", path, " is accessible by other users; chmod 600 it"));
+    return absl::PermissionDeniedError(
+        absl::StrCat("--auth-token-file ", path, " is accessible by other users; chmod 600 it"));
   }
   std::ifstream in(path);
   std::string line;

@@ -9,8 +9,8 @@
 namespace kiln::scheduler {
 
 std::vector<std::string> ClusterServiceImpl::MethodNames() {
-  return {"Register", "Heartbeat", "ReportMetrics", "ReportCheckpoint", "ReportExit",
-          "Set",      "Get",       "Add"};
+  return {"Register",   "Heartbeat", "ReportMetrics", "ReportCheckpoint",
+          "ReportExit", "Set",       "Get",           "Add"};
 }
 
 grpc::Status ClusterServiceImpl::Register(grpc::ServerContext* context,
@@ -79,9 +79,8 @@ grpc::Status ClusterServiceImpl::Add(grpc::ServerContext* context, const v1::KvA
   RpcScope scope(metrics_, "Add");
   absl::Status s = coordinator_->AuthorizeWorker(BearerToken(*context), request->worker());
   if (!s.ok()) return scope.Done(s);
-  absl::StatusOr<int64_t> value = kv_->Add(request->worker().job_id(),
-                                           request->worker().attempt(), request->key(),
-                                           request->delta());
+  absl::StatusOr<int64_t> value = kv_->Add(request->worker().job_id(), request->worker().attempt(),
+                                           request->key(), request->delta());
   if (value.ok()) response->set_value(*value);
   return scope.Done(value.status());
 }

@@ -2,8 +2,8 @@
 #include "scheduler/config.h"
 
 #include <cstdlib>
-#include <map>
 #include <functional>
+#include <map>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"

@@ -10,16 +10,16 @@ namespace kiln::scheduler {
 
 struct KilndConfig {
   std::string listen = "127.0.0.1:7070";
-  std::string state_dir;              // default $HOME/.kiln
+  std::string state_dir;  // default $HOME/.kiln
   int slots = 0;
-  bool slots_given = false;           // --slots overrides detection (0 = queue only)
+  bool slots_given = false;  // --slots overrides detection (0 = queue only)
   std::string auth_token_file;
   std::string tls_cert;
   std::string tls_key;
-  std::string metrics_listen;         // empty = no metrics endpoint
-  double grace_s = 30;                // cancel/drain SIGTERM -> SIGKILL; worker coordinator-loss
-  std::string worker_binary;          // default: kiln-worker next to kilnd (or ../worker/)
-  std::string port_file;              // written with "grpc=<port>\nmetrics=<port>\n" once serving
+  std::string metrics_listen;  // empty = no metrics endpoint
+  double grace_s = 30;         // cancel/drain SIGTERM -> SIGKILL; worker coordinator-loss
+  std::string worker_binary;   // default: kiln-worker next to kilnd (or ../worker/)
+  std::string port_file;       // written with "grpc=<port>\nmetrics=<port>\n" once serving
   std::string log_level = "info";
 };
 

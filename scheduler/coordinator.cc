@@ -46,8 +46,7 @@ std::string Fingerprint(const v1::JobSpec& spec) {
 
 }  // namespace
 
-Coordinator::Coordinator(CoordinatorOptions options, JobStore* store, KvStore* kv,
-                         Metrics* metrics)
+Coordinator::Coordinator(CoordinatorOptions options, JobStore* store, KvStore* kv, Metrics* metrics)
     : options_(std::move(options)),
       store_(store),
       kv_(kv),
@@ -195,9 +194,9 @@ absl::Status Coordinator::Recover() {
     active_[j.id()] = std::move(job);
   }
   schedule_dirty_ = true;
-  LogInfo("recovered state", {{"active_jobs", active_.size()},
-                              {"adopted_workers", adopted},
-                              {"next_job", next_seq_ + 1}});
+  LogInfo(
+      "recovered state",
+      {{"active_jobs", active_.size()}, {"adopted_workers", adopted}, {"next_job", next_seq_ + 1}});
   return absl::OkStatus();
 }
 
@@ -261,9 +260,9 @@ absl::StatusOr<v1::SubmitJobResponse> Coordinator::Submit(const v1::SubmitJobReq
     KILN_ASSIGN_OR_RETURN(auto existing, store_->FindBySubmission(request.submission_id()));
     if (existing.has_value()) {
       if (existing->spec_fingerprint() != fingerprint) {
-        return absl::AlreadyExistsError(
-            absl::StrCat("submission_id \"", request.submission_id(), "\" was used for ",
-                         existing->job().id(), " with a different spec"));
+        return absl::AlreadyExistsError(absl::StrCat("submission_id \"", request.submission_id(),
+                                                     "\" was used for ", existing->job().id(),
+                                                     " with a different spec"));
       }
       auto it = active_.find(existing->job().id());
       *response.mutable_job() = it != active_.end() ? Snapshot(*it->second) : existing->job();
@@ -291,8 +290,9 @@ absl::StatusOr<v1::SubmitJobResponse> Coordinator::Submit(const v1::SubmitJobReq
   SetTime(j->mutable_created_at(), now);
   SetTime(j->mutable_updated_at(), now);
   job->rec.set_spec_fingerprint(fingerprint);
-  AddEvent(*job, "state", absl::StrCat("QUEUED: submitted (", j->workers(), " workers, priority ",
-                                       j->priority(), ")"));
+  AddEvent(
+      *job, "state",
+      absl::StrCat("QUEUED: submitted (", j->workers(), " workers, priority ", j->priority(), ")"));
   KILN_RETURN_IF_ERROR(store_->Insert(job->rec, &job->pending));
   ++next_seq_;
   job->pending.clear();
@@ -398,8 +398,7 @@ absl::StatusOr<v1::Job> Coordinator::Cancel(const std::string& job_id, double gr
     return absl::InvalidArgumentError(
         absl::StrCat("reason is at most ", kMaxReasonBytes, " bytes"));
   }
-  const absl::Duration grace =
-      absl::Seconds(grace_s > 0 ? grace_s : options_.grace_s);
+  const absl::Duration grace = absl::Seconds(grace_s > 0 ? grace_s : options_.grace_s);
   const std::string why = reason.empty() ? "cancelled by user" : "cancelled: " + reason;
   {
     absl::MutexLock lock(&mu_);
@@ -432,8 +431,8 @@ void Coordinator::BeginDrain() {
   schedule_dirty_ = true;
   for (auto& [id, job] : active_) {
     const v1::JobState state = job->rec.job().state();
-    if ((state == v1::STARTING || state == v1::RUNNING) &&
-        job->rec.stop() == internal::STOP_NONE && LiveRanks(*job) > 0) {
+    if ((state == v1::STARTING || state == v1::RUNNING) && job->rec.stop() == internal::STOP_NONE &&
+        LiveRanks(*job) > 0) {
       BeginStop(*job, internal::STOP_DRAIN, "kilnd is shutting down",
                 absl::Seconds(options_.grace_s));
     }

@@ -89,8 +89,8 @@ class Coordinator {
 
  private:
   struct RankRuntime {
-    bool child = false;       // forked by this kilnd, so waitpid reports its exit
-    bool gone = true;         // the process no longer exists
+    bool child = false;  // forked by this kilnd, so waitpid reports its exit
+    bool gone = true;    // the process no longer exists
     bool registered = false;
     absl::Time last_heartbeat;
     absl::Time last_progress;
@@ -103,10 +103,10 @@ class Coordinator {
   };
   struct ActiveJob {
     internal::JobRecord rec;
-    std::vector<RankRuntime> ranks;       // the current attempt's
-    std::vector<v1::JobEvent> pending;    // events written with the next Persist
+    std::vector<RankRuntime> ranks;     // the current attempt's
+    std::vector<v1::JobEvent> pending;  // events written with the next Persist
     bool kill_sent = false;
-    bool unsaved = false;                 // a Persist failed; retried every tick
+    bool unsaved = false;  // a Persist failed; retried every tick
   };
 
   // Lifecycle (coordinator_lifecycle.cc).
@@ -138,8 +138,7 @@ class Coordinator {
   // Worker calls (coordinator_workers.cc): the job of a valid token, or UNAUTHENTICATED.
   absl::StatusOr<ActiveJob*> WorkerJob(const std::string& token, const v1::WorkerRef& worker)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  v1::Assignment MakeAssignment(const ActiveJob& job, int rank)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  v1::Assignment MakeAssignment(const ActiveJob& job, int rank) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   absl::StatusOr<v1::JobSpec> AdmitSpec(const v1::SubmitJobRequest& request,
                                         std::string* fingerprint);

@@ -90,8 +90,8 @@ void Coordinator::MarkGone(ActiveJob& job, int rank, int exit_code, int signal) 
   rt.gone = true;
   v1::RankStatus* status = job.rec.mutable_job()->mutable_ranks(rank);
   if (exit_code < 0 && signal == 0 && rt.exit_reported) exit_code = rt.reported_code;
-  if (exit_code < 0 && signal == 0 && (status->state() == v1::RANK_EXITED ||
-                                       status->state() == v1::RANK_FAILED)) {
+  if (exit_code < 0 && signal == 0 &&
+      (status->state() == v1::RANK_EXITED || status->state() == v1::RANK_FAILED)) {
     exit_code = status->exit_code();  // reported before a kilnd restart
   }
   status->set_exit_code(exit_code);
@@ -150,13 +150,13 @@ void Coordinator::CheckJob(ActiveJob& job, absl::Time now) {
       const double stuck = absl::ToDoubleSeconds(now - rt.last_progress);
       if (rt.registered && stuck > fault.hang_timeout_s()) {
         SignalGroup(proc.pid(), proc.start_time(), SIGKILL);
-        FailAttempt(job,
-                    absl::StrCat("rank ", r, " hung: heartbeats but no step progress for ",
-                                 Seconds(std::floor(stuck)), " at step ", std::max<int64_t>(0, rt.step),
-                                 " (phase ", rt.phase.empty() ? "init" : rt.phase,
-                                 "; fault.hang_timeout_s = ", Seconds(fault.hang_timeout_s()),
-                                 ")"),
-                    -1);
+        FailAttempt(
+            job,
+            absl::StrCat("rank ", r, " hung: heartbeats but no step progress for ",
+                         Seconds(std::floor(stuck)), " at step ", std::max<int64_t>(0, rt.step),
+                         " (phase ", rt.phase.empty() ? "init" : rt.phase,
+                         "; fault.hang_timeout_s = ", Seconds(fault.hang_timeout_s()), ")"),
+            -1);
         return;
       }
     }
@@ -171,8 +171,9 @@ void Coordinator::CheckJob(ActiveJob& job, absl::Time now) {
         }
       }
       job.kill_sent = true;
-      AddEvent(job, "info",
-               absl::StrCat("grace period over: SIGKILL to ", live, live == 1 ? " rank" : " ranks"));
+      AddEvent(
+          job, "info",
+          absl::StrCat("grace period over: SIGKILL to ", live, live == 1 ? " rank" : " ranks"));
       (void)Persist(job);
     }
     if (live == 0) FinishStop(job);
@@ -191,8 +192,8 @@ void Coordinator::FailAttempt(ActiveJob& job, const std::string& reason, int exi
   if (exit_code == 2) {
     BeginStop(job, internal::STOP_FAIL, reason + " (bad input: not retried)", grace);
   } else if (exit_code == 126 || exit_code == 127) {
-    BeginStop(job, internal::STOP_FAIL,
-              reason + " (the worker could not be started: not retried)", grace);
+    BeginStop(job, internal::STOP_FAIL, reason + " (the worker could not be started: not retried)",
+              grace);
   } else if (j.restarts() >= max_restarts) {
     BeginStop(job, internal::STOP_FAIL,
               absl::StrCat(reason, "; no restarts left (fault.max_restarts = ", max_restarts, ")"),
@@ -202,8 +203,8 @@ void Coordinator::FailAttempt(ActiveJob& job, const std::string& reason, int exi
   }
 }
 
-void Coordinator::BeginStop(ActiveJob& job, internal::StopIntent intent,
-                            const std::string& reason, absl::Duration grace) {
+void Coordinator::BeginStop(ActiveJob& job, internal::StopIntent intent, const std::string& reason,
+                            absl::Duration grace) {
   job.rec.set_stop(intent);
   job.rec.set_stop_reason(reason);
   job.rec.set_stop_deadline_ms(absl::ToUnixMillis(absl::Now() + grace));
@@ -258,8 +259,8 @@ void Coordinator::FinishStop(ActiveJob& job) {
     case internal::STOP_RESTART: {
       j->set_restarts(j->restarts() + 1);
       metrics_->CountRestart();
-      const double backoff = std::min(
-          300.0, j->spec().fault().restart_backoff_s() * std::pow(2.0, j->restarts() - 1));
+      const double backoff =
+          std::min(300.0, j->spec().fault().restart_backoff_s() * std::pow(2.0, j->restarts() - 1));
       job.rec.set_next_launch_ms(absl::ToUnixMillis(absl::Now() + absl::Seconds(backoff)));
       j->set_reason(absl::StrCat("restart ", j->restarts(), " of ",
                                  j->spec().fault().max_restarts(), " in ", Seconds(backoff),
@@ -359,11 +360,11 @@ void Coordinator::LaunchAttempt(ActiveJob& job) {
   }
   if (!j->has_started_at()) SetTime(j->mutable_started_at(), now);
   std::vector<int> slots(job.rec.slots().begin(), job.rec.slots().end());
-  Transition(job, v1::STARTING,
-             absl::StrCat("attempt ", j->attempt(), ": launching ", workers,
-                          workers == 1 ? " worker" : " workers", " on slot",
-                          workers == 1 ? " " : "s ", absl::StrJoin(slots, ","), " from ",
-                          ResumePoint(*j)));
+  Transition(
+      job, v1::STARTING,
+      absl::StrCat("attempt ", j->attempt(), ": launching ", workers,
+                   workers == 1 ? " worker" : " workers", " on slot", workers == 1 ? " " : "s ",
+                   absl::StrJoin(slots, ","), " from ", ResumePoint(*j)));
   kv_->Drop(j->id(), j->attempt());
   const absl::Status saved = Persist(job);  // the attempt and its token exist before any process
 
@@ -380,8 +381,10 @@ void Coordinator::LaunchAttempt(ActiveJob& job) {
     rt.last_progress = now;
     LaunchRequest request;
     request.binary = options_.worker_binary;
-    request.args = {"--server", options_.worker_server, "--job",   j->id(),
-                    "--rank",   absl::StrCat(r),         "--attempt", absl::StrCat(j->attempt()),
+    request.args = {"--server",  options_.worker_server,
+                    "--job",     j->id(),
+                    "--rank",    absl::StrCat(r),
+                    "--attempt", absl::StrCat(j->attempt()),
                     "--grace-s", absl::StrCat(options_.grace_s)};
     if (!options_.worker_tls_ca.empty()) {
       request.args.push_back("--tls-ca");
@@ -401,10 +404,9 @@ void Coordinator::LaunchAttempt(ActiveJob& job) {
                    absl::StrCat("OMP_NUM_THREADS=", threads),
                    "CUDA_VISIBLE_DEVICES=" + cuda_devices};
     request.log_path = absl::StrCat(j->log_dir(), "/rank-", r, ".log");
-    request.header = absl::StrCat("==== kiln: ", j->id(), " attempt ", j->attempt(), " rank ", r,
-                                  "/", workers, " starting ",
-                                  absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", now, absl::UTCTimeZone()),
-                                  " ====");
+    request.header = absl::StrCat(
+        "==== kiln: ", j->id(), " attempt ", j->attempt(), " rank ", r, "/", workers, " starting ",
+        absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", now, absl::UTCTimeZone()), " ====");
     absl::StatusOr<Launched> launched =
         saved.ok() ? scheduler::Launch(request) : absl::StatusOr<Launched>(saved);
     internal::RankProc* proc = job.rec.add_procs();

@@ -29,9 +29,9 @@ absl::StatusOr<Coordinator::ActiveJob*> Coordinator::WorkerJob(const std::string
   }
   ActiveJob* job = it->second.get();
   if (worker.attempt() != job->rec.job().attempt()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("attempt ", worker.attempt(), " is over; the job is at attempt ",
-                     job->rec.job().attempt()));
+    return absl::FailedPreconditionError(absl::StrCat("attempt ", worker.attempt(),
+                                                      " is over; the job is at attempt ",
+                                                      job->rec.job().attempt()));
   }
   if (worker.rank() < 0 || worker.rank() >= static_cast<int>(job->ranks.size())) {
     return absl::InvalidArgumentError(absl::StrCat("rank ", worker.rank(), " is out of range"));
@@ -214,15 +214,14 @@ absl::StatusOr<bool> Coordinator::ReportCheckpoint(const std::string& token,
     ref->set_attempt(rec.job().attempt());
     SetTime(ref->mutable_time(), absl::Now());
     AddEvent(job, "checkpoint",
-             absl::StrCat("checkpoint at step ", ref->step(), " complete on all ",
-                          job.ranks.size(), " ranks: ", ref->path()));
+             absl::StrCat("checkpoint at step ", ref->step(), " complete on all ", job.ranks.size(),
+                          " ranks: ", ref->path()));
     const int64_t step = request.step();
     auto* votes = rec.mutable_votes();
-    votes->erase(std::remove_if(votes->begin(), votes->end(),
-                                [step](const internal::CheckpointVote& v) {
-                                  return v.step() <= step;
-                                }),
-                 votes->end());
+    votes->erase(
+        std::remove_if(votes->begin(), votes->end(),
+                       [step](const internal::CheckpointVote& v) { return v.step() <= step; }),
+        votes->end());
   }
   absl::Status s = Persist(job);
   if (!s.ok()) return s;

@@ -18,7 +18,8 @@ namespace kiln::scheduler {
 // small VM cost more than the call itself). Heartbeat is therefore served on the asynchronous API:
 // one thread polls its own completion queue and answers inline, the classic pattern with one
 // wakeup per batch of calls. The handler is short: a token check and a few field updates under the
-// coordinator's lock; nothing touches the disk.
+// coordinator's lock; nothing touches the disk. This only pays off if no other thread competes for
+// the poller, which is why kilnd registers no callback-API service (Note [Health service]).
 class HeartbeatServer {
  public:
   // Call before BuildAndStart: registers the completion queue with the builder.

@@ -196,9 +196,8 @@ grpc::Status JobServiceImpl::StreamLogs(grpc::ServerContext* context,
   std::vector<int64_t> offsets;
   if (request->has_rank()) {
     if (request->rank() < 0 || request->rank() >= workers) {
-      return ToGrpc(absl::InvalidArgumentError(
-          absl::StrCat("rank ", request->rank(), " is out of range (the job has ", workers,
-                       " ranks)")));
+      return ToGrpc(absl::InvalidArgumentError(absl::StrCat(
+          "rank ", request->rank(), " is out of range (the job has ", workers, " ranks)")));
     }
     ranks = {request->rank()};
     offsets = {request->offset()};

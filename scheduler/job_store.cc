@@ -107,9 +107,9 @@ absl::Status JobStore::Migrate() {
   const int64_t version = row ? stmt->Int(0) : 0;
   stmt.reset();
   if (version > kSchemaVersion) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("the state store has schema version ", version, ", newer than this kilnd's ",
-                     kSchemaVersion, "; use a newer kilnd"));
+    return absl::FailedPreconditionError(absl::StrCat("the state store has schema version ",
+                                                      version, ", newer than this kilnd's ",
+                                                      kSchemaVersion, "; use a newer kilnd"));
   }
   if (version == kSchemaVersion) return absl::OkStatus();
   // Version 0 is an empty file: create everything. Later versions add migrations here.
@@ -134,8 +134,7 @@ absl::Status JobStore::Prepare() {
   KILN_ASSIGN_OR_RETURN(get_by_submission_,
                         db_->Prepare("SELECT record FROM jobs WHERE submission_id = ?"));
   KILN_ASSIGN_OR_RETURN(
-      insert_metric_,
-      db_->Prepare("INSERT INTO metrics (job_seq, step, point) VALUES (?, ?, ?)"));
+      insert_metric_, db_->Prepare("INSERT INTO metrics (job_seq, step, point) VALUES (?, ?, ?)"));
   return absl::OkStatus();
 }
 
@@ -249,10 +248,10 @@ absl::StatusOr<std::optional<internal::JobRecord>> JobStore::FindBySubmission(
 absl::StatusOr<std::vector<internal::JobRecord>> JobStore::LoadActive() {
   std::vector<internal::JobRecord> out;
   absl::MutexLock lock(&mu_);
-  KILN_ASSIGN_OR_RETURN(auto stmt,
-                        db_->Prepare(absl::StrCat("SELECT record FROM jobs WHERE state NOT IN (",
-                                                  int{v1::SUCCEEDED}, ",", int{v1::FAILED}, ",",
-                                                  int{v1::CANCELLED}, ") ORDER BY seq")));
+  KILN_ASSIGN_OR_RETURN(
+      auto stmt,
+      db_->Prepare(absl::StrCat("SELECT record FROM jobs WHERE state NOT IN (", int{v1::SUCCEEDED},
+                                ",", int{v1::FAILED}, ",", int{v1::CANCELLED}, ") ORDER BY seq")));
   while (true) {
     KILN_ASSIGN_OR_RETURN(bool row, stmt->Step());
     if (!row) break;
@@ -310,8 +309,7 @@ absl::StatusOr<std::vector<v1::JobEvent>> JobStore::Events(const std::string& jo
 
 absl::StatusOr<std::vector<JobStore::MetricRow>> JobStore::Metrics(const std::string& job_id,
                                                                    int64_t after_step,
-                                                                   int64_t after_row,
-                                                                   int limit) {
+                                                                   int64_t after_row, int limit) {
   std::vector<MetricRow> out;
   absl::MutexLock lock(&mu_);
   KILN_ASSIGN_OR_RETURN(
@@ -329,8 +327,7 @@ absl::StatusOr<std::vector<JobStore::MetricRow>> JobStore::Metrics(const std::st
   return out;
 }
 
-absl::Status JobStore::Cursors(const std::string& job_id, int64_t* event_seq,
-                               int64_t* metric_row) {
+absl::Status JobStore::Cursors(const std::string& job_id, int64_t* event_seq, int64_t* metric_row) {
   absl::MutexLock lock(&mu_);
   KILN_ASSIGN_OR_RETURN(
       auto stmt,

@@ -63,8 +63,7 @@ class JobStore {
     bool more = false;
   };
   // Jobs with seq > after_seq in the given states (all when empty), oldest first.
-  absl::StatusOr<Page> List(const std::vector<v1::JobState>& states, int64_t after_seq,
-                            int limit);
+  absl::StatusOr<Page> List(const std::vector<v1::JobState>& states, int64_t after_seq, int limit);
 
   absl::StatusOr<std::vector<v1::JobEvent>> Events(const std::string& job_id, int64_t after_seq,
                                                    int limit);
@@ -81,8 +80,7 @@ class JobStore {
 
   absl::Status KvPut(const std::string& job_id, int attempt, const std::string& key,
                      const std::string& value);
-  absl::StatusOr<std::map<std::string, std::string>> KvLoad(const std::string& job_id,
-                                                            int attempt);
+  absl::StatusOr<std::map<std::string, std::string>> KvLoad(const std::string& job_id, int attempt);
   // Drops the keys of every attempt of the job below `below_attempt` (INT32_MAX: all of them).
   absl::Status KvDrop(const std::string& job_id, int below_attempt);
 

@@ -51,8 +51,8 @@ absl::StatusOr<std::string> KvStore::Get(const std::string& job_id, int attempt,
   return it->second;
 }
 
-absl::StatusOr<int64_t> KvStore::Add(const std::string& job_id, int attempt,
-                                     const std::string& key, int64_t delta) {
+absl::StatusOr<int64_t> KvStore::Add(const std::string& job_id, int attempt, const std::string& key,
+                                     int64_t delta) {
   KILN_RETURN_IF_ERROR(CheckKey(key));
   absl::MutexLock lock(&mu_);
   const Scope scope{job_id, attempt};
@@ -88,9 +88,9 @@ absl::Status KvStore::Wait(const std::string& job_id, int attempt,
     if (cancelled && cancelled()) return absl::CancelledError("wait cancelled");
     const absl::Time now = absl::Now();
     if (now >= deadline) {
-      return absl::DeadlineExceededError(
-          absl::StrCat("waited ", absl::FormatDuration(timeout), " for ", keys.size() - found,
-                       " of ", keys.size(), " keys"));
+      return absl::DeadlineExceededError(absl::StrCat("waited ", absl::FormatDuration(timeout),
+                                                      " for ", keys.size() - found, " of ",
+                                                      keys.size(), " keys"));
     }
     changed_.WaitWithTimeout(&mu_, std::min(deadline - now, absl::Milliseconds(100)));
   }

@@ -28,11 +28,11 @@ namespace kiln::scheduler {
 
 struct LaunchRequest {
   std::string binary;
-  std::vector<std::string> args;   // argv[1..]
-  std::vector<std::string> env;    // KEY=VALUE, added to (and overriding) kilnd's environment
-  std::string log_path;            // stdout and stderr, appended
-  std::string header;              // a line written to the log before the worker starts
-  std::string cwd;                 // empty = kilnd's
+  std::vector<std::string> args;  // argv[1..]
+  std::vector<std::string> env;   // KEY=VALUE, added to (and overriding) kilnd's environment
+  std::string log_path;           // stdout and stderr, appended
+  std::string header;             // a line written to the log before the worker starts
+  std::string cwd;                // empty = kilnd's
 };
 
 struct Launched {

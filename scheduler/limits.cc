@@ -17,9 +17,8 @@ absl::Status CheckJobId(const std::string& job_id) {
 
 absl::Status CheckSubmissionId(const std::string& id) {
   if (id.size() > kMaxSubmissionIdBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("submission_id is ", id.size(), " bytes; the limit is ",
-                     kMaxSubmissionIdBytes));
+    return absl::InvalidArgumentError(absl::StrCat("submission_id is ", id.size(),
+                                                   " bytes; the limit is ", kMaxSubmissionIdBytes));
   }
   for (char c : id) {
     const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||

@@ -23,7 +23,7 @@ inline constexpr int kDefaultMetricPoints = 10000;
 inline constexpr int kMaxReportedPoints = 1000;
 inline constexpr int kMaxLogChunkBytes = 1 << 20;
 inline constexpr int kDefaultLogChunkBytes = 64 << 10;
-inline constexpr int kMaxStreams = 256;          // concurrent WatchJob + StreamLogs + KV Wait
+inline constexpr int kMaxStreams = 256;           // concurrent WatchJob + StreamLogs + KV Wait
 inline constexpr int kMaxMessageBytes = 4 << 20;  // any gRPC message
 
 // "job-<n>" of bounded length.

@@ -27,8 +27,8 @@ absl::StatusOr<std::string> ReadLogChunk(const std::string& path, int64_t offset
   const int read_errno = errno;
   close(fd);
   if (n < 0) {
-    return absl::UnavailableError(absl::StrCat("cannot read ", path, ": ",
-                                               std::strerror(read_errno)));
+    return absl::UnavailableError(
+        absl::StrCat("cannot read ", path, ": ", std::strerror(read_errno)));
   }
   data.resize(static_cast<size_t>(n));
   if (whole_lines && !data.empty() && data.back() != '\n') {

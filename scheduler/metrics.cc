@@ -42,8 +42,7 @@ void Histogram::Observe(double seconds) {
   sum_micros_.fetch_add(static_cast<uint64_t>(seconds * 1e6), std::memory_order_relaxed);
 }
 
-void Histogram::Render(const std::string& name, const std::string& labels,
-                       std::string* out) const {
+void Histogram::Render(const std::string& name, const std::string& labels, std::string* out) const {
   uint64_t cumulative = 0;
   const std::string sep = labels.empty() ? "" : ",";
   for (size_t i = 0; i <= kBounds.size(); ++i) {
@@ -52,8 +51,8 @@ void Histogram::Render(const std::string& name, const std::string& labels,
     absl::StrAppend(out, name, "_bucket{", labels, sep, "le=\"", le, "\"} ", cumulative, "\n");
   }
   const std::string braces = labels.empty() ? "" : absl::StrCat("{", labels, "}");
-  absl::StrAppend(out, name, "_sum", braces, " ",
-                  absl::StrFormat("%.6f", sum_micros_.load() / 1e6), "\n");
+  absl::StrAppend(out, name, "_sum", braces, " ", absl::StrFormat("%.6f", sum_micros_.load() / 1e6),
+                  "\n");
   absl::StrAppend(out, name, "_count", braces, " ", count_.load(), "\n");
 }
 
@@ -74,7 +73,8 @@ std::string Metrics::Render(const ClusterGauges& g) const {
   for (const auto& [state, count] : g.jobs_by_state) {
     absl::StrAppend(&out, "kiln_jobs{state=\"", state, "\"} ", count, "\n");
   }
-  Header(&out, "kiln_jobs_submitted_total", "counter", "Jobs accepted since the store was created.");
+  Header(&out, "kiln_jobs_submitted_total", "counter",
+         "Jobs accepted since the store was created.");
   absl::StrAppend(&out, "kiln_jobs_submitted_total ", g.jobs_total, "\n");
   Header(&out, "kiln_queue_length", "gauge", "Jobs waiting for slots.");
   absl::StrAppend(&out, "kiln_queue_length ", g.queue_length, "\n");

@@ -15,8 +15,7 @@ namespace kiln::scheduler {
 class Histogram {
  public:
   static constexpr std::array<double, 14> kBounds = {
-      0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
-      0.025,  0.05,    0.1,    0.25,  0.5,    1.0,   5.0};
+      0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0};
 
   void Observe(double seconds);
   // Appends `name_bucket{labels,le=...}`, `name_sum`, `name_count` lines.
@@ -31,7 +30,7 @@ class Histogram {
 // The gauges the coordinator reports at scrape time.
 struct ClusterGauges {
   std::map<std::string, int> jobs_by_state;  // state name -> count (active states only)
-  int64_t jobs_total = 0;                     // jobs ever accepted
+  int64_t jobs_total = 0;                    // jobs ever accepted
   int queue_length = 0;
   int live_workers = 0;
   int slots_total = 0;

@@ -20,9 +20,7 @@ class RpcScope {
  public:
   RpcScope(Metrics* metrics, const char* method)
       : metrics_(metrics), method_(method), start_(absl::Now()) {}
-  ~RpcScope() {
-    metrics_->ObserveRpc(method_, absl::ToDoubleSeconds(absl::Now() - start_), code_);
-  }
+  ~RpcScope() { metrics_->ObserveRpc(method_, absl::ToDoubleSeconds(absl::Now() - start_), code_); }
   grpc::Status Done(const absl::Status& s) {
     code_ = static_cast<int>(s.code());
     return ToGrpc(s);

@@ -17,7 +17,7 @@ namespace kiln::scheduler {
 
 struct QueuedJob {
   std::string id;
-  int64_t seq = 0;   // submission order
+  int64_t seq = 0;  // submission order
   int priority = 0;
   int workers = 1;
 };

@@ -16,7 +16,6 @@
 #include "absl/strings/str_cat.h"
 #include "engine/core/status.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
-#include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
 #include "scheduler/auth.h"
@@ -80,8 +79,8 @@ std::string Kilnd::ResolveWorkerBinary() const {
 }
 
 absl::Status Kilnd::Start() {
-  SetLogLevel(config_.log_level == "debug"  ? LogLevel::kDebug
-              : config_.log_level == "warn" ? LogLevel::kWarn
+  SetLogLevel(config_.log_level == "debug"   ? LogLevel::kDebug
+              : config_.log_level == "warn"  ? LogLevel::kWarn
               : config_.log_level == "error" ? LogLevel::kError
                                              : LogLevel::kInfo);
   config_.state_dir = std::filesystem::absolute(config_.state_dir).lexically_normal();
@@ -111,7 +110,7 @@ absl::Status Kilnd::Start() {
   std::string host;
   int port = 0;
   KILN_RETURN_IF_ERROR(SplitHostPort(config_.listen, &host, &port));
-  grpc::EnableDefaultHealthCheckService(true);
+  grpc::EnableDefaultHealthCheckService(false);  // Note [Health service]
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(config_.listen, credentials, &grpc_port_);
@@ -122,6 +121,10 @@ absl::Status Kilnd::Start() {
   // what kilnd's idle CPU is made of. BDP probing (an HTTP/2 PING per burst of reads, for
   // bandwidth estimation that tiny messages do not need) roughly doubles the wakeups per call.
   builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  // Fewer threads taking turns at the poller: each handoff between them is a context switch.
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::NUM_CQS, 1);
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MIN_POLLERS, 1);
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS, 1);
 
   CoordinatorOptions options;
   options.state_dir = config_.state_dir;
@@ -133,11 +136,12 @@ absl::Status Kilnd::Start() {
   coordinator_ = std::make_unique<Coordinator>(options, store_.get(), kv_.get(), metrics_.get());
   job_service_ = std::make_unique<JobServiceImpl>(coordinator_.get(), metrics_.get(), user_token,
                                                   &streams_, &shutting_down_);
-  cluster_service_ = std::make_unique<ClusterServiceImpl>(coordinator_.get(), kv_.get(),
-                                                          metrics_.get(), &streams_,
-                                                          &shutting_down_);
+  cluster_service_ = std::make_unique<ClusterServiceImpl>(
+      coordinator_.get(), kv_.get(), metrics_.get(), &streams_, &shutting_down_);
   builder.RegisterService(job_service_.get());
   builder.RegisterService(cluster_service_.get());
+  health_ = std::make_unique<HealthServiceImpl>(&streams_, &shutting_down_);
+  builder.RegisterService(health_.get());
   heartbeats_ = std::make_unique<HeartbeatServer>(&builder, cluster_service_.get(),
                                                   coordinator_.get(), metrics_.get());
   server_ = builder.BuildAndStart();
@@ -151,18 +155,18 @@ absl::Status Kilnd::Start() {
           : (host.find(':') != std::string::npos ? "[" + host + "]" : host);
   coordinator_->set_worker_server(absl::StrCat(dial_host, ":", grpc_port_));
   KILN_RETURN_IF_ERROR(coordinator_->Recover());
-  server_->GetHealthCheckService()->SetServingStatus(true);
+  health_->SetServing(true);
 
   if (!config_.metrics_listen.empty()) {
     metrics_http_ = std::make_unique<MetricsHttpServer>();
     Coordinator* coordinator = coordinator_.get();
     Metrics* metrics = metrics_.get();
-    KILN_ASSIGN_OR_RETURN(
-        metrics_port_,
-        metrics_http_->Start(
-            config_.metrics_listen,
-            [coordinator, metrics] { return metrics->Render(coordinator->Gauges()); },
-            [coordinator] { return coordinator->draining(); }));
+    KILN_ASSIGN_OR_RETURN(metrics_port_, metrics_http_->Start(
+                                             config_.metrics_listen,
+                                             [coordinator, metrics] {
+                                               return metrics->Render(coordinator->Gauges());
+                                             },
+                                             [coordinator] { return coordinator->draining(); }));
   }
   heartbeats_->Start();
   coordinator_->Start();
@@ -183,7 +187,7 @@ absl::Status Kilnd::Start() {
 }
 
 void Kilnd::BeginDrain() {
-  if (server_ != nullptr) server_->GetHealthCheckService()->SetServingStatus(false);
+  if (health_ != nullptr) health_->SetServing(false);
   if (coordinator_ != nullptr) coordinator_->BeginDrain();
 }
 

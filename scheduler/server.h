@@ -1,5 +1,6 @@
 // Kilnd: assembles the daemon from its flags (state dir and its lock, store, slots, auth, TLS,
-// coordinator, gRPC services with health and reflection, metrics endpoint) and runs its shutdown.
+// coordinator, gRPC services with grpc.health.v1 and reflection, metrics endpoint) and runs its
+// shutdown.
 #pragma once
 
 #include <atomic>
@@ -11,6 +12,7 @@
 #include "scheduler/cluster_service.h"
 #include "scheduler/config.h"
 #include "scheduler/coordinator.h"
+#include "scheduler/health_service.h"
 #include "scheduler/heartbeat_server.h"
 #include "scheduler/job_service.h"
 #include "scheduler/metrics_http.h"
@@ -52,6 +54,7 @@ class Kilnd {
   std::unique_ptr<Coordinator> coordinator_;
   std::unique_ptr<JobServiceImpl> job_service_;
   std::unique_ptr<ClusterServiceImpl> cluster_service_;
+  std::unique_ptr<HealthServiceImpl> health_;
   std::unique_ptr<HeartbeatServer> heartbeats_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<MetricsHttpServer> metrics_http_;

@@ -26,8 +26,7 @@ std::vector<int> DetectGpus() {
   }
   std::error_code ec;
   int count = 0;
-  for (const auto& entry :
-       std::filesystem::directory_iterator("/proc/driver/nvidia/gpus", ec)) {
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/driver/nvidia/gpus", ec)) {
     (void)entry;
     ++count;
   }

@@ -8,9 +8,9 @@
 namespace kiln::scheduler {
 
 struct NodeResources {
-  std::string device;          // "cuda" or "cpu"
+  std::string device;  // "cuda" or "cpu"
   int slots = 0;
-  std::vector<int> gpu_ids;    // slot i -> GPU gpu_ids[i] when device == "cuda"
+  std::vector<int> gpu_ids;  // slot i -> GPU gpu_ids[i] when device == "cuda"
   int cpu_cores = 1;
 };
 

@@ -67,24 +67,23 @@ bool Statement::IsNull(int column) const {
 
 std::string Statement::Text(int column) const {
   const auto* p = sqlite3_column_text(stmt_, column);
-  return p == nullptr ? std::string()
-                      : std::string(reinterpret_cast<const char*>(p),
-                                    sqlite3_column_bytes(stmt_, column));
+  return p == nullptr
+             ? std::string()
+             : std::string(reinterpret_cast<const char*>(p), sqlite3_column_bytes(stmt_, column));
 }
 
 std::string Statement::Blob(int column) const {
   const void* p = sqlite3_column_blob(stmt_, column);
-  return p == nullptr ? std::string()
-                      : std::string(static_cast<const char*>(p),
-                                    sqlite3_column_bytes(stmt_, column));
+  return p == nullptr
+             ? std::string()
+             : std::string(static_cast<const char*>(p), sqlite3_column_bytes(stmt_, column));
 }
 
 absl::StatusOr<std::unique_ptr<Database>> Database::Open(const std::string& path) {
   sqlite3* db = nullptr;
-  const int rc = sqlite3_open_v2(path.c_str(), &db,
-                                 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                                     SQLITE_OPEN_FULLMUTEX,
-                                 nullptr);
+  const int rc =
+      sqlite3_open_v2(path.c_str(), &db,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     absl::Status s = absl::UnavailableError(
         absl::StrCat("cannot open ", path, ": ", db ? sqlite3_errmsg(db) : "out of memory"));
@@ -105,8 +104,8 @@ Database::~Database() { sqlite3_close(db_); }
 absl::Status Database::Exec(const std::string& sql) {
   char* error = nullptr;
   if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &error) != SQLITE_OK) {
-    absl::Status s = absl::InternalError(absl::StrCat("sqlite: ", sql.substr(0, 80), ": ",
-                                                      error ? error : "unknown error"));
+    absl::Status s = absl::InternalError(
+        absl::StrCat("sqlite: ", sql.substr(0, 80), ": ", error ? error : "unknown error"));
     sqlite3_free(error);
     return s;
   }

@@ -36,8 +36,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorLink>> CoordinatorLink::Create(
     std::ifstream in(options.tls_ca);
     if (!in) return absl::NotFoundError(absl::StrCat("--tls-ca ", options.tls_ca, ": cannot read"));
     grpc::SslCredentialsOptions ssl;
-    ssl.pem_root_certs.assign(std::istreambuf_iterator<char>(in),
-                              std::istreambuf_iterator<char>());
+    ssl.pem_root_certs.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
     credentials = grpc::SslCredentials(ssl);
   }
   grpc::ChannelArguments args;

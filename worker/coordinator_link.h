@@ -15,9 +15,9 @@
 namespace kiln::worker {
 
 struct LinkOptions {
-  std::string server;          // host:port of kilnd
-  std::string token;           // the per-job worker token (KILN_WORKER_TOKEN)
-  std::string tls_ca;          // PEM file to trust; empty = plaintext
+  std::string server;  // host:port of kilnd
+  std::string token;   // the per-job worker token (KILN_WORKER_TOKEN)
+  std::string tls_ca;  // PEM file to trust; empty = plaintext
   v1::WorkerRef worker;
   absl::Duration rpc_timeout = absl::Seconds(5);
 };

@@ -1,4 +1,5 @@
-// Reporter: the heartbeat loop, the outbox of metrics and checkpoints, and coordinator-loss handling.
+// Reporter: the heartbeat loop, the outbox of metrics and checkpoints, and coordinator-loss
+// handling.
 #include "worker/reporter.h"
 
 #include <unistd.h>
@@ -23,8 +24,7 @@ void Say(const std::string& line) { std::fprintf(stderr, "kiln-worker: %s\n", li
 
 }  // namespace
 
-Reporter::Reporter(CoordinatorLink* link, absl::Duration interval, absl::Duration grace,
-                   bool rank0)
+Reporter::Reporter(CoordinatorLink* link, absl::Duration interval, absl::Duration grace, bool rank0)
     : link_(link), interval_(interval), grace_(grace), rank0_(rank0) {}
 
 Reporter::~Reporter() {
@@ -150,9 +150,10 @@ void Reporter::Loop() {
   while (!done_.load()) {
     {
       absl::MutexLock lock(&mu_);
-      const absl::Time wake_at = lost_since_ == absl::InfiniteFuture() ? next : absl::Now() + backoff;
-      wake_.WaitWithDeadline(&mu_, g_parent_died.load() && !told_parent_died_ ? absl::Now()
-                                                                              : wake_at);
+      const absl::Time wake_at =
+          lost_since_ == absl::InfiniteFuture() ? next : absl::Now() + backoff;
+      wake_.WaitWithDeadline(&mu_,
+                             g_parent_died.load() && !told_parent_died_ ? absl::Now() : wake_at);
     }
     if (done_.load()) break;
     if (g_parent_died.load() && !told_parent_died_) {

@@ -58,7 +58,8 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
   }
   const char* token = std::getenv("KILN_WORKER_TOKEN");
   if (token == nullptr || *token == '\0') {
-    return absl::InvalidArgumentError("KILN_WORKER_TOKEN is not set (kiln-worker is started by kilnd)");
+    return absl::InvalidArgumentError(
+        "KILN_WORKER_TOKEN is not set (kiln-worker is started by kilnd)");
   }
   f.link.token = token;
   unsetenv("KILN_WORKER_TOKEN");  // the trainer and anything it starts need not see it
@@ -122,8 +123,8 @@ int Run(int argc, char** argv) {
     return kExitFailure;
   }
   const v1::Assignment& a = *assignment;
-  Say(absl::StrCat("registered: ", a.job_id(), " rank ", a.rank(), "/", a.world_size(),
-                   " attempt ", a.attempt(), ", ", a.threads(), " threads, resume from ",
+  Say(absl::StrCat("registered: ", a.job_id(), " rank ", a.rank(), "/", a.world_size(), " attempt ",
+                   a.attempt(), ", ", a.threads(), " threads, resume from ",
                    a.resume_checkpoint().empty() ? "scratch" : a.resume_checkpoint()));
 
   Reporter reporter(link->get(), absl::Milliseconds(a.heartbeat_interval_ms()), grace,
@@ -150,10 +151,10 @@ int Run(int argc, char** argv) {
   // is what the data-parallel trainer will rendezvous through.
   const absl::Status status = train::RunTraining(a.spec(), options, &observer);
   const int code = train::ExitCodeFor(status);
-  Say(status.ok() ? "training finished"
-                  : absl::StrCat("training ended: ", status.ToString(),
-                                 reporter.ShouldStop() ? " (stop: " + reporter.stop_reason() + ")"
-                                                       : ""));
+  Say(status.ok()
+          ? "training finished"
+          : absl::StrCat("training ended: ", status.ToString(),
+                         reporter.ShouldStop() ? " (stop: " + reporter.stop_reason() + ")" : ""));
   reporter.Finish(code, status.ok() ? "" : status.ToString());
   return code;
 }

@@ -13,8 +13,8 @@
 namespace kiln::cli {
 
 struct FlagSpec {
-  std::string name;       // "file"
-  std::string alias;      // "f" (may be empty)
+  std::string name;   // "file"
+  std::string alias;  // "f" (may be empty)
   bool takes_value = false;
 };
 

@@ -39,8 +39,9 @@ int RunSubmit(CliContext& ctx, const std::vector<std::string>& argv) {
                                  {"submission-id", "", true}});
   if (!args.ok()) return Fail(args.status());
   if (!args->Has("file") || !args->positional().empty()) {
-    return Fail(Usage(
-        "usage: kiln submit -f job.yaml [--follow] [--name N] [--priority P] [--submission-id ID]"));
+    return Fail(
+        Usage("usage: kiln submit -f job.yaml [--follow] [--name N] [--priority P] "
+              "[--submission-id ID]"));
   }
   // Validate locally first: the error names the file, line and field path.
   absl::StatusOr<v1::JobSpec> spec = spec::LoadSpecFile(args->Get("file"));
@@ -66,8 +67,8 @@ int RunSubmit(CliContext& ctx, const std::vector<std::string>& argv) {
     return kExitOk;
   }
   if (!ctx.json) {
-    std::cout << job.id() << (response->created() ? " submitted" : " was already submitted")
-              << " (" << job.name() << ", " << job.workers()
+    std::cout << job.id() << (response->created() ? " submitted" : " was already submitted") << " ("
+              << job.name() << ", " << job.workers()
               << (job.workers() == 1 ? " worker" : " workers") << "): " << StateName(job.state())
               << "\n";
   }
@@ -95,8 +96,7 @@ int RunList(CliContext& ctx, const std::vector<std::string>& argv) {
   if (!limit.ok()) return Fail(limit.status());
   absl::StatusOr<client::KilnClient*> client = ctx.Client();
   if (!client.ok()) return Fail(client.status());
-  absl::StatusOr<std::vector<v1::Job>> jobs =
-      (*client)->ListJobs(states, static_cast<int>(*limit));
+  absl::StatusOr<std::vector<v1::Job>> jobs = (*client)->ListJobs(states, static_cast<int>(*limit));
   if (!jobs.ok()) return Fail(jobs.status());
   if (ctx.json) {
     v1::ListJobsResponse all;
@@ -151,17 +151,17 @@ int RunStatus(CliContext& ctx, const std::vector<std::string>& argv) {
   line("created", FormatTime(j.created_at()) + " (" + FormatAge(j.created_at()) + ")");
   line("started", FormatTime(j.started_at()));
   line("finished", FormatTime(j.finished_at()));
-  line("checkpoint", j.has_last_checkpoint()
-                         ? absl::StrCat("step ", j.last_checkpoint().step(), ": ",
-                                        j.last_checkpoint().path())
-                         : "none yet (" + j.checkpoint_dir() + ")");
+  line("checkpoint", j.has_last_checkpoint() ? absl::StrCat("step ", j.last_checkpoint().step(),
+                                                            ": ", j.last_checkpoint().path())
+                                             : "none yet (" + j.checkpoint_dir() + ")");
   line("logs", j.log_dir());
   if (j.ranks_size() > 0) {
     std::cout << "\n";
     Table ranks({"RANK", "STATE", "PID", "STEP", "PHASE", "HEARTBEAT", "EXIT"});
     for (const v1::RankStatus& r : j.ranks()) {
       std::string exit = "-";
-      if (r.signal() != 0) exit = absl::StrCat("signal ", r.signal());
+      if (r.signal() != 0)
+        exit = absl::StrCat("signal ", r.signal());
       else if (r.state() == v1::RANK_EXITED || r.state() == v1::RANK_FAILED)
         exit = absl::StrCat(r.exit_code());
       ranks.Add({absl::StrCat(r.rank()), std::string(v1::RankState_Name(r.state()).substr(5)),
@@ -182,7 +182,8 @@ int RunStatus(CliContext& ctx, const std::vector<std::string>& argv) {
 }
 
 int RunCancel(CliContext& ctx, const std::vector<std::string>& argv) {
-  auto args = Args::Parse(argv, {{"grace", "", true}, {"reason", "", true}, {"no-wait", "", false}});
+  auto args =
+      Args::Parse(argv, {{"grace", "", true}, {"reason", "", true}, {"no-wait", "", false}});
   if (!args.ok()) return Fail(args.status());
   if (args->positional().size() != 1) {
     return Fail(Usage("usage: kiln cancel JOB [--grace S] [--reason TEXT] [--no-wait]"));

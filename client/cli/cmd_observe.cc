@@ -93,20 +93,18 @@ int RunMetrics(CliContext& ctx, const std::vector<std::string>& argv) {
     std::cout << "step,attempt,loss,lr,grad_norm,tokens_per_s,step_ms,loss_scale,skipped,val_loss,"
                  "time\n";
     for (const v1::MetricPoint& p : r->points()) {
-      std::cout << absl::StrFormat("%d,%d,%.8g,%.8g,%.8g,%.8g,%.8g,%.8g,%d,%s,%s\n", p.step(),
-                                   p.attempt(), p.loss(), p.lr(), p.grad_norm(), p.tokens_per_s(),
-                                   p.step_ms(), p.loss_scale(), p.skipped() ? 1 : 0, val(p),
-                                   absl::FormatTime(absl::RFC3339_full, FromProto(p.time()),
-                                                    absl::UTCTimeZone()));
+      std::cout << absl::StrFormat(
+          "%d,%d,%.8g,%.8g,%.8g,%.8g,%.8g,%.8g,%d,%s,%s\n", p.step(), p.attempt(), p.loss(), p.lr(),
+          p.grad_norm(), p.tokens_per_s(), p.step_ms(), p.loss_scale(), p.skipped() ? 1 : 0, val(p),
+          absl::FormatTime(absl::RFC3339_full, FromProto(p.time()), absl::UTCTimeZone()));
     }
     return kExitOk;
   }
   Table table({"STEP", "ATTEMPT", "LOSS", "LR", "GRAD_NORM", "TOK/S", "STEP_MS", "VAL_LOSS"});
   for (const v1::MetricPoint& p : r->points()) {
-    table.Add({absl::StrCat(p.step()), absl::StrCat(p.attempt()),
-               absl::StrFormat("%.4f", p.loss()), absl::StrFormat("%.3g", p.lr()),
-               absl::StrFormat("%.3f", p.grad_norm()), Thousands(p.tokens_per_s()),
-               absl::StrFormat("%.1f", p.step_ms()), val(p)});
+    table.Add({absl::StrCat(p.step()), absl::StrCat(p.attempt()), absl::StrFormat("%.4f", p.loss()),
+               absl::StrFormat("%.3g", p.lr()), absl::StrFormat("%.3f", p.grad_norm()),
+               Thousands(p.tokens_per_s()), absl::StrFormat("%.1f", p.step_ms()), val(p)});
   }
   std::cout << table.Render();
   if (r->truncated()) std::cout << "(more points: use --since)\n";
@@ -128,9 +126,8 @@ int RunNodes(CliContext& ctx, const std::vector<std::string>& argv) {
   for (const v1::Node& n : r->nodes()) {
     std::string jobs;
     for (const std::string& j : n.jobs()) jobs += (jobs.empty() ? "" : ",") + j;
-    table.Add({n.name() + (n.draining() ? " (draining)" : ""), n.device(),
-               absl::StrCat(n.slots()), absl::StrCat(n.used()), absl::StrCat(n.free()),
-               jobs.empty() ? "-" : jobs});
+    table.Add({n.name() + (n.draining() ? " (draining)" : ""), n.device(), absl::StrCat(n.slots()),
+               absl::StrCat(n.used()), absl::StrCat(n.free()), jobs.empty() ? "-" : jobs});
   }
   std::cout << table.Render();
   return kExitOk;

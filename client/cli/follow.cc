@@ -79,8 +79,8 @@ class ProgressView {
     } else if (progress_.step_ms() > 0) {
       per_step_s = progress_.step_ms() / 1000;
     }
-    const int64_t total = progress_.total_steps() > 0 ? progress_.total_steps()
-                                                      : job_.spec().train().steps();
+    const int64_t total =
+        progress_.total_steps() > 0 ? progress_.total_steps() : job_.spec().train().steps();
     if (per_step_s > 0 && progress_.step() > 0 && job_.state() == v1::RUNNING) {
       absl::StrAppend(&out, "  ETA ",
                       ShortDuration(absl::Seconds(per_step_s * (total - progress_.step()))));
@@ -112,28 +112,31 @@ int FollowJob(CliContext& ctx, const std::string& job_id) {
   absl::Time lost_since = absl::InfiniteFuture();
   int64_t last_event = 0;  // to resume after a reconnect without missing events
   while (true) {
-    absl::Status s = (*client)->Watch(job_id, /*history=*/false, [&](const v1::JobUpdate& u) {
-      if (u.has_event()) last_event = u.event().seq();
-      if (lost_since != absl::InfiniteFuture()) {
-        lost_since = absl::InfiniteFuture();
-        if (!ctx.json) view.Print("reconnected to kilnd");
-      }
-      if (ctx.json) {
-        std::cout << ToJson(u, /*pretty=*/false) << "\n" << std::flush;
-      }
-      if (u.has_job()) {
-        last = u.job();
-        view.Job(last);
-      }
-      if (u.has_metrics()) view.Point(u.metrics());
-      if (ctx.json) return true;
-      if (u.has_event()) {
-        view.Print(absl::StrCat(FormatTime(u.event().time()), "  ", u.event().message()));
-      } else {
-        view.Draw(/*force=*/u.has_job());
-      }
-      return true;
-    }, last_event);
+    absl::Status s = (*client)->Watch(
+        job_id, /*history=*/false,
+        [&](const v1::JobUpdate& u) {
+          if (u.has_event()) last_event = u.event().seq();
+          if (lost_since != absl::InfiniteFuture()) {
+            lost_since = absl::InfiniteFuture();
+            if (!ctx.json) view.Print("reconnected to kilnd");
+          }
+          if (ctx.json) {
+            std::cout << ToJson(u, /*pretty=*/false) << "\n" << std::flush;
+          }
+          if (u.has_job()) {
+            last = u.job();
+            view.Job(last);
+          }
+          if (u.has_metrics()) view.Point(u.metrics());
+          if (ctx.json) return true;
+          if (u.has_event()) {
+            view.Print(absl::StrCat(FormatTime(u.event().time()), "  ", u.event().message()));
+          } else {
+            view.Draw(/*force=*/u.has_job());
+          }
+          return true;
+        },
+        last_event);
     if (client::IsTerminal(last.state())) break;
     const bool retry = s.ok() || absl::IsUnavailable(s) || absl::IsCancelled(s);
     if (!retry) {
@@ -153,7 +156,8 @@ int FollowJob(CliContext& ctx, const std::string& job_id) {
   if (!ctx.json) {
     std::string took;
     if (last.started_at().seconds() > 0 && last.finished_at().seconds() > 0) {
-      took = " after " + ShortDuration(FromProto(last.finished_at()) - FromProto(last.started_at()));
+      took =
+          " after " + ShortDuration(FromProto(last.finished_at()) - FromProto(last.started_at()));
     }
     std::cout << last.id() << " " << StateName(last.state()) << took << ": " << last.reason()
               << "\n";

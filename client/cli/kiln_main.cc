@@ -11,7 +11,8 @@
 namespace kiln::cli {
 namespace {
 
-constexpr char kUsage[] = R"(usage: kiln [--server HOST:PORT] [--token T] [--tls-ca FILE] [--json] VERB ...
+constexpr char kUsage[] =
+    R"(usage: kiln [--server HOST:PORT] [--token T] [--tls-ca FILE] [--json] VERB ...
 
 verbs:
   submit -f job.yaml [--follow] [--name N] [--priority P] [--submission-id ID]
@@ -43,8 +44,7 @@ int Fail(const absl::Status& status) {
   std::cout.flush();
   std::fprintf(stderr, "kiln: %s\n", std::string(status.message()).c_str());
   if (absl::IsInvalidArgument(status)) return kExitUsage;
-  if (absl::IsUnavailable(status) &&
-      status.message().rfind("cannot reach kilnd", 0) == 0) {
+  if (absl::IsUnavailable(status) && status.message().rfind("cannot reach kilnd", 0) == 0) {
     return kExitUnreachable;
   }
   return kExitError;
@@ -52,9 +52,12 @@ int Fail(const absl::Status& status) {
 
 int ExitCodeFor(v1::JobState state) {
   switch (state) {
-    case v1::SUCCEEDED: return kExitOk;
-    case v1::CANCELLED: return kExitCancelled;
-    default: return kExitError;
+    case v1::SUCCEEDED:
+      return kExitOk;
+    case v1::CANCELLED:
+      return kExitCancelled;
+    default:
+      return kExitError;
   }
 }
 

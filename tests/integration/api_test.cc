@@ -1,13 +1,12 @@
 // The job API against a real kilnd: idempotent submission, the malformed-spec corpus refused with
 // field paths while kilnd keeps serving, bounded inputs, authentication of users and of workers
 // (per-job tokens), and the Prometheus endpoint.
+#include <httplib.h>
 #include <sys/stat.h>
 
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-
-#include <httplib.h>
 
 #include "absl/strings/str_cat.h"
 #include "tests/integration/harness.h"
@@ -38,8 +37,7 @@ std::string WorkerToken(pid_t pid) {
   return env.substr(at, env.find('\0', at) - at);
 }
 
-grpc::Status Heartbeat(v1::ClusterService::Stub* stub, const std::string& token,
-                       const Job& job) {
+grpc::Status Heartbeat(v1::ClusterService::Stub* stub, const std::string& token, const Job& job) {
   grpc::ClientContext context;
   if (!token.empty()) context.AddMetadata("authorization", "Bearer " + token);
   v1::HeartbeatRequest request;
@@ -91,8 +89,8 @@ TEST_CASE("the malformed-spec corpus is refused with field paths while kilnd kee
     request.set_spec_yaml(text);
     request.set_base_dir("/jobs");
     auto r = client->Submit(request);
-    INFO(entry.path().filename().string() << ": expected \"" << expected << "\", got "
-                                          << r.status());
+    INFO(entry.path().filename().string()
+         << ": expected \"" << expected << "\", got " << r.status());
     REQUIRE_FALSE(r.ok());
     CHECK(absl::IsInvalidArgument(r.status()));
     CHECK(Contains(std::string(r.status().message()), expected));
@@ -135,14 +133,12 @@ TEST_CASE("request fields are bounded", "[integration][api]") {
   v1::StreamLogsRequest logs;
   logs.set_job_id(job->id());
   logs.set_max_bytes(8 << 20);
-  CHECK(absl::IsInvalidArgument(client->StreamLogs(logs, [](const v1::LogChunk&) {
-    return true;
-  })));
+  CHECK(
+      absl::IsInvalidArgument(client->StreamLogs(logs, [](const v1::LogChunk&) { return true; })));
   logs.set_max_bytes(0);
   logs.set_rank(5);
-  CHECK(absl::IsInvalidArgument(client->StreamLogs(logs, [](const v1::LogChunk&) {
-    return true;
-  })));
+  CHECK(
+      absl::IsInvalidArgument(client->StreamLogs(logs, [](const v1::LogChunk&) { return true; })));
   CHECK(absl::IsInvalidArgument(client->Cancel(job->id(), 0, std::string(1000, 'r')).status()));
   CHECK(absl::IsInvalidArgument(client->Metrics(job->id(), 0, 1000000).status()));
 }
@@ -188,8 +184,7 @@ TEST_CASE("with a token file, user calls need the token and workers need their j
     set.mutable_worker()->set_attempt(1);
     set.set_key("k");
     v1::KvSetResponse response;
-    CHECK(stub->Set(&context, set, &response).error_code() ==
-          grpc::StatusCode::UNAUTHENTICATED);
+    CHECK(stub->Set(&context, set, &response).error_code() == grpc::StatusCode::UNAUTHENTICATED);
   }
   // Once its job ends, a worker token is void.
   REQUIRE(user->Cancel(a->id()).ok());
@@ -206,8 +201,8 @@ TEST_CASE("with a certificate, kilnd serves TLS to clients and to its workers",
   options.tls_key = options.state_dir + "/key.pem";
   const std::string openssl = absl::StrCat(
       "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=kilnd -addext "
-      "subjectAltName=IP:127.0.0.1 -keyout ", options.tls_key, " -out ", options.tls_cert,
-      " >/dev/null 2>&1");
+      "subjectAltName=IP:127.0.0.1 -keyout ",
+      options.tls_key, " -out ", options.tls_cert, " >/dev/null 2>&1");
   if (std::system(openssl.c_str()) != 0) KILN_SKIP("the openssl command is not available");
   KilndProcess kilnd(options);
   REQUIRE(kilnd.Start().ok());

@@ -97,8 +97,8 @@ TEST_CASE("kiln verbs against a real kilnd", "[integration][cli]") {
   CHECK(r.code == 0);
   CHECK(Contains(r.out, "job-2 SUCCEEDED"));
   CHECK(Contains(r.out, "logs:"));
-  const std::string failing = WriteSpec(
-      dir, "fail.yaml", ScriptedSpec(10, 1, {{"test.fail", "invalid_argument"}}));
+  const std::string failing =
+      WriteSpec(dir, "fail.yaml", ScriptedSpec(10, 1, {{"test.fail", "invalid_argument"}}));
   r = Kiln({"--server", server, "submit", "-f", failing, "--follow"}, dir);
   CHECK(r.code == 1);
   CHECK(Contains(r.out, "job-3 FAILED"));
@@ -150,13 +150,14 @@ TEST_CASE("kiln submit --follow survives a kilnd restart", "[integration][cli]")
   options.grace_s = 15;
   KilndProcess kilnd(options);
   REQUIRE(kilnd.Start().ok());
-  const std::string spec = WriteSpec(
-      dir, "job.yaml",
-      ScriptedSpec(80, 2, {{"test.step_ms", "50"}}, "checkpoint: {every_steps: 20}\n"));
-  const pid_t follower = StartKiln({"--server", kilnd.address(), "submit", "-f", spec, "--follow"},
-                                   dir);
-  REQUIRE(WaitFor(kilnd.Client().get(), "job-1",
-                  [](const v1::Job& j) { return j.progress().step() >= 10; }, absl::Seconds(30))
+  const std::string spec =
+      WriteSpec(dir, "job.yaml",
+                ScriptedSpec(80, 2, {{"test.step_ms", "50"}}, "checkpoint: {every_steps: 20}\n"));
+  const pid_t follower =
+      StartKiln({"--server", kilnd.address(), "submit", "-f", spec, "--follow"}, dir);
+  REQUIRE(WaitFor(
+              kilnd.Client().get(), "job-1",
+              [](const v1::Job& j) { return j.progress().step() >= 10; }, absl::Seconds(30))
               .ok());
   kilnd.Signal(SIGKILL);
   kilnd.Wait();

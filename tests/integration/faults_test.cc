@@ -93,8 +93,9 @@ TEST_CASE("cancel stops the gang gracefully and leaves no process", "[integratio
   // One rank: scripted ranks are not in lockstep, so two could checkpoint different steps.
   auto job = Submit(client.get(), ScriptedSpec(100000, 1, {}, "checkpoint: {every_steps: 1000}\n"));
   REQUIRE(job.ok());
-  auto running = WaitFor(client.get(), job->id(),
-                         [](const Job& j) { return j.progress().step() >= 5; }, absl::Seconds(20));
+  auto running = WaitFor(
+      client.get(), job->id(), [](const Job& j) { return j.progress().step() >= 5; },
+      absl::Seconds(20));
   REQUIRE(running.ok());
   const std::vector<pid_t> pids = Pids(*running);
   REQUIRE(client->Cancel(job->id(), 0, "test").ok());
@@ -115,8 +116,9 @@ TEST_CASE("a worker that ignores the stop is killed after the grace period", "[i
   auto client = kilnd.Client();
   auto job = Submit(client.get(), ScriptedSpec(100000, 1, {{"test.ignore_stop", "1"}}));
   REQUIRE(job.ok());
-  auto running = WaitFor(client.get(), job->id(),
-                         [](const Job& j) { return j.progress().step() >= 3; }, absl::Seconds(20));
+  auto running = WaitFor(
+      client.get(), job->id(), [](const Job& j) { return j.progress().step() >= 3; },
+      absl::Seconds(20));
   REQUIRE(running.ok());
   const absl::Time start = absl::Now();
   REQUIRE(client->Cancel(job->id(), 1.0, "").ok());
@@ -130,21 +132,19 @@ TEST_CASE("a worker that ignores the stop is killed after the grace period", "[i
   CHECK(WaitAllGone(Pids(*running), absl::Seconds(1)));
 }
 
-TEST_CASE("kill -9 of a worker restarts the whole gang from the last checkpoint",
-          "[integration]") {
+TEST_CASE("kill -9 of a worker restarts the whole gang from the last checkpoint", "[integration]") {
   KilndProcess kilnd(Options("gang_restart"));
   REQUIRE(kilnd.Start().ok());
   auto client = kilnd.Client();
-  auto job = Submit(client.get(),
-                    ScriptedSpec(60, 2, {{"test.step_ms", "40"}},
-                                 "checkpoint: {every_steps: 10}\n"
-                                 "fault: {max_restarts: 2, restart_backoff_s: 0.2}\n"));
+  auto job =
+      Submit(client.get(), ScriptedSpec(60, 2, {{"test.step_ms", "40"}},
+                                        "checkpoint: {every_steps: 10}\n"
+                                        "fault: {max_restarts: 2, restart_backoff_s: 0.2}\n"));
   REQUIRE(job.ok());
-  auto mid = WaitFor(client.get(), job->id(),
-                     [](const Job& j) {
-                       return j.last_checkpoint().step() >= 10 && j.progress().step() >= 12;
-                     },
-                     absl::Seconds(30));
+  auto mid = WaitFor(
+      client.get(), job->id(),
+      [](const Job& j) { return j.last_checkpoint().step() >= 10 && j.progress().step() >= 12; },
+      absl::Seconds(30));
   REQUIRE(mid.ok());
   const std::vector<pid_t> first_pids = Pids(*mid);
   REQUIRE(kill(first_pids[1], SIGKILL) == 0);
@@ -168,11 +168,13 @@ TEST_CASE("a SIGSTOPped worker is detected within its heartbeat timeout", "[inte
   KilndProcess kilnd(Options("sigstop"));
   REQUIRE(kilnd.Start().ok());
   auto client = kilnd.Client();
-  auto job = Submit(client.get(),
-                    ScriptedSpec(100000, 1, {}, "fault: {heartbeat_timeout_s: 2, max_restarts: 0}\n"));
+  auto job =
+      Submit(client.get(),
+             ScriptedSpec(100000, 1, {}, "fault: {heartbeat_timeout_s: 2, max_restarts: 0}\n"));
   REQUIRE(job.ok());
-  auto running = WaitFor(client.get(), job->id(),
-                         [](const Job& j) { return j.progress().step() >= 3; }, absl::Seconds(20));
+  auto running = WaitFor(
+      client.get(), job->id(), [](const Job& j) { return j.progress().step() >= 3; },
+      absl::Seconds(20));
   REQUIRE(running.ok());
   const pid_t pid = running->ranks(0).pid();
   const absl::Time stopped = absl::Now();
@@ -226,17 +228,18 @@ TEST_CASE("a failed attempt is retried after its back-off and resumes", "[integr
   KilndProcess kilnd(Options("retry"));
   REQUIRE(kilnd.Start().ok());
   auto client = kilnd.Client();
-  auto job = Submit(client.get(),
-                    ScriptedSpec(12, 1, {{"test.fail_at_step", "7"}},
-                                 "checkpoint: {every_steps: 3}\n"
-                                 "fault: {max_restarts: 1, restart_backoff_s: 0.5}\n"));
+  auto job =
+      Submit(client.get(), ScriptedSpec(12, 1, {{"test.fail_at_step", "7"}},
+                                        "checkpoint: {every_steps: 3}\n"
+                                        "fault: {max_restarts: 1, restart_backoff_s: 0.5}\n"));
   REQUIRE(job.ok());
   auto done = WaitForState(client.get(), job->id(), v1::SUCCEEDED, absl::Seconds(30));
   INFO(kilnd.Log());
   REQUIRE(done.ok());
   CHECK(done->restarts() == 1);
-  const v1::JobEvent* stopped = FindEvent(*done, "gang stopped; restart 1 of 1 in 0.5 s from "
-                                                 "checkpoint step 6");
+  const v1::JobEvent* stopped = FindEvent(*done,
+                                          "gang stopped; restart 1 of 1 in 0.5 s from "
+                                          "checkpoint step 6");
   const v1::JobEvent* relaunched = FindEvent(*done, "attempt 2: launching");
   REQUIRE(stopped != nullptr);
   REQUIRE(relaunched != nullptr);

@@ -11,8 +11,8 @@
 #include <fstream>
 #include <sstream>
 
-#include "absl/strings/str_cat.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "grpcpp/create_channel.h"
@@ -51,12 +51,18 @@ absl::Status KilndProcess::Start() {
   std::filesystem::remove(port_file);
   std::vector<std::string> args = {
       KilndBinary(),
-      "--listen", absl::StrCat("127.0.0.1:", port_),
-      "--state-dir", options_.state_dir,
-      "--port-file", port_file,
-      "--slots", absl::StrCat(options_.slots),
-      "--grace-s", absl::StrCat(options_.grace_s),
-      "--worker-binary", options_.worker_binary.empty() ? WorkerBinary() : options_.worker_binary,
+      "--listen",
+      absl::StrCat("127.0.0.1:", port_),
+      "--state-dir",
+      options_.state_dir,
+      "--port-file",
+      port_file,
+      "--slots",
+      absl::StrCat(options_.slots),
+      "--grace-s",
+      absl::StrCat(options_.grace_s),
+      "--worker-binary",
+      options_.worker_binary.empty() ? WorkerBinary() : options_.worker_binary,
   };
   if (!options_.auth_token_file.empty()) {
     args.push_back("--auth-token-file");
@@ -140,8 +146,11 @@ std::string ScriptedSpec(int steps, int workers, const std::map<std::string, std
   std::string yaml = absl::StrCat(
       "name: scripted\n"
       "model: {family: mlp, n_layer: 1, d_in: 4, d_ff: 8, vocab_size: 2}\n"
-      "train: {steps: ", steps, ", micro_batch: 1}\n"
-      "resources: {workers: ", workers, "}\n");
+      "train: {steps: ",
+      steps,
+      ", micro_batch: 1}\n"
+      "resources: {workers: ",
+      workers, "}\n");
   if (!labels.empty()) {
     yaml += "labels:\n";
     for (const auto& [k, v] : labels) absl::StrAppend(&yaml, "  ", k, ": \"", v, "\"\n");
@@ -170,8 +179,8 @@ absl::StatusOr<v1::Job> WaitFor(client::KilnClient* client, const std::string& j
     if (job.ok() && done(*job)) return job;
     if (absl::Now() > deadline) {
       if (!job.ok()) return job.status();
-      return absl::DeadlineExceededError(absl::StrCat(
-          "timed out; job is ", v1::JobState_Name(job->state()), ": ", job->reason()));
+      return absl::DeadlineExceededError(
+          absl::StrCat("timed out; job is ", v1::JobState_Name(job->state()), ": ", job->reason()));
     }
     absl::SleepFor(absl::Milliseconds(50));
   }
@@ -179,8 +188,8 @@ absl::StatusOr<v1::Job> WaitFor(client::KilnClient* client, const std::string& j
 
 absl::StatusOr<v1::Job> WaitForState(client::KilnClient* client, const std::string& job_id,
                                      v1::JobState state, absl::Duration timeout) {
-  return WaitFor(client, job_id, [state](const v1::Job& j) { return j.state() == state; },
-                 timeout);
+  return WaitFor(
+      client, job_id, [state](const v1::Job& j) { return j.state() == state; }, timeout);
 }
 
 namespace {

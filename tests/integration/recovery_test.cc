@@ -44,8 +44,9 @@ TEST_CASE("kill -9 kilnd mid-run: the job finishes after a restart, history inta
   auto job = Submit(client.get(), ScriptedSpec(80, 2, {{"test.step_ms", "50"}},
                                                "checkpoint: {every_steps: 20}\n"));
   REQUIRE(job.ok());
-  auto mid = WaitFor(client.get(), job->id(),
-                     [](const Job& j) { return j.progress().step() >= 10; }, absl::Seconds(30));
+  auto mid = WaitFor(
+      client.get(), job->id(), [](const Job& j) { return j.progress().step() >= 10; },
+      absl::Seconds(30));
   REQUIRE(mid.ok());
   const std::vector<pid_t> pids = Pids(*mid);
   kilnd.Signal(SIGKILL);
@@ -89,9 +90,9 @@ TEST_CASE("workers that died while kilnd was down: the gang restarts from its ch
                                                "checkpoint: {every_steps: 10}\n"
                                                "fault: {restart_backoff_s: 0.2}\n"));
   REQUIRE(job.ok());
-  auto mid = WaitFor(client.get(), job->id(),
-                     [](const Job& j) { return j.last_checkpoint().step() >= 10; },
-                     absl::Seconds(30));
+  auto mid = WaitFor(
+      client.get(), job->id(), [](const Job& j) { return j.last_checkpoint().step() >= 10; },
+      absl::Seconds(30));
   REQUIRE(mid.ok());
   kilnd.Signal(SIGKILL);
   kilnd.Wait();
@@ -117,8 +118,9 @@ TEST_CASE("kill -9 kilnd without a restart: no worker outlives the grace period"
   auto client = kilnd.Client();
   auto job = Submit(client.get(), ScriptedSpec(100000, 2, {{"test.ignore_stop", "1"}}));
   REQUIRE(job.ok());
-  auto running = WaitFor(client.get(), job->id(),
-                         [](const Job& j) { return j.progress().step() >= 3; }, absl::Seconds(20));
+  auto running = WaitFor(
+      client.get(), job->id(), [](const Job& j) { return j.progress().step() >= 3; },
+      absl::Seconds(20));
   REQUIRE(running.ok());
   const absl::Time killed = absl::Now();
   kilnd.Signal(SIGKILL);
@@ -150,8 +152,9 @@ TEST_CASE("queued jobs, their order and idempotency survive kill -9 kilnd",
   REQUIRE(jobs.ok());
   REQUIRE(jobs->size() == 3);
   for (const Job& j : *jobs) CHECK(j.state() == v1::QUEUED);
-  auto b2 = WaitFor(client.get(), b->id(), [](const Job& j) { return j.queue_position() == 1; },
-                    absl::Seconds(5));
+  auto b2 = WaitFor(
+      client.get(), b->id(), [](const Job& j) { return j.queue_position() == 1; },
+      absl::Seconds(5));
   REQUIRE(b2.ok());
   CHECK(b2->reason() == "waiting for 1 slot, 0 free (kilnd has no slots)");
   auto a2 = client->GetJob(a->id(), true);
@@ -185,8 +188,9 @@ TEST_CASE("SIGTERM drains: running gangs checkpoint, are requeued and resume aft
   auto job = Submit(client.get(), ScriptedSpec(60, 1, {{"test.step_ms", "40"}},
                                                "checkpoint: {every_steps: 1000}\n"));
   REQUIRE(job.ok());
-  auto mid = WaitFor(client.get(), job->id(),
-                     [](const Job& j) { return j.progress().step() >= 10; }, absl::Seconds(30));
+  auto mid = WaitFor(
+      client.get(), job->id(), [](const Job& j) { return j.progress().step() >= 10; },
+      absl::Seconds(30));
   REQUIRE(mid.ok());
   kilnd.Signal(SIGTERM);
   CHECK(kilnd.Wait(absl::Seconds(15)) == 0);

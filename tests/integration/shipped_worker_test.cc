@@ -21,9 +21,9 @@ TEST_CASE("a job on the shipped kiln-worker ends with the trainer's outcome and 
                     "train: {steps: 5, micro_batch: 4}\n"
                     "fault: {max_restarts: 1, restart_backoff_s: 0.1}\n");
   REQUIRE(job.ok());
-  auto done = WaitFor(client.get(), job->id(),
-                      [](const v1::Job& j) { return client::IsTerminal(j.state()); },
-                      absl::Seconds(120));
+  auto done = WaitFor(
+      client.get(), job->id(), [](const v1::Job& j) { return client::IsTerminal(j.state()); },
+      absl::Seconds(120));
   INFO(kilnd.Log());
   REQUIRE(done.ok());
   std::vector<pid_t> pids;

@@ -18,9 +18,13 @@ std::string TinyJob(int workers, int steps) {
   return absl::StrCat(
       "name: tiny-mlp\n"
       "model: {family: mlp, n_layer: 2, d_in: 16, d_ff: 32, vocab_size: 4}\n"
-      "train: {steps: ", steps, ", micro_batch: 8, seed: 7, optimizer: {lr: 0.01}}\n"
+      "train: {steps: ",
+      steps,
+      ", micro_batch: 8, seed: 7, optimizer: {lr: 0.01}}\n"
       "checkpoint: {every_steps: 10}\n"
-      "resources: {workers: ", workers, "}\n"
+      "resources: {workers: ",
+      workers,
+      "}\n"
       "fault: {max_restarts: 2, restart_backoff_s: 0.2}\n");
 }
 
@@ -29,8 +33,9 @@ bool TrainerMissing(const v1::Job& job) {
 }
 
 absl::StatusOr<v1::Job> RunToEnd(client::KilnClient* client, const std::string& id) {
-  return WaitFor(client, id, [](const v1::Job& j) { return client::IsTerminal(j.state()); },
-                 absl::Seconds(240));
+  return WaitFor(
+      client, id, [](const v1::Job& j) { return client::IsTerminal(j.state()); },
+      absl::Seconds(240));
 }
 
 TEST_CASE("a tiny real job trains to success through kilnd", "[integration][trainer]") {
@@ -71,11 +76,12 @@ TEST_CASE("kill -9 of a worker: gang restart from checkpoint reaches the uninter
 
   auto job = Submit(client.get(), TinyJob(2, 60));
   REQUIRE(job.ok());
-  auto mid = WaitFor(client.get(), job->id(),
-                     [](const v1::Job& j) {
-                       return j.last_checkpoint().step() >= 20 || client::IsTerminal(j.state());
-                     },
-                     absl::Seconds(240));
+  auto mid = WaitFor(
+      client.get(), job->id(),
+      [](const v1::Job& j) {
+        return j.last_checkpoint().step() >= 20 || client::IsTerminal(j.state());
+      },
+      absl::Seconds(240));
   REQUIRE(mid.ok());
   REQUIRE(mid->state() == v1::RUNNING);
   REQUIRE(kill(mid->ranks(1).pid(), SIGKILL) == 0);

@@ -47,10 +47,9 @@ TEST_CASE("wait wakes on set, times out, and can be cancelled", "[kv]") {
   CHECK(kv.Wait("job-1", 1, {"a", "b"}, absl::Seconds(5), nullptr).ok());
   CHECK(absl::Now() - start < absl::Seconds(2));
   setter.join();
-  CHECK(absl::IsDeadlineExceeded(
-      kv.Wait("job-1", 1, {"missing"}, absl::Milliseconds(50), nullptr)));
-  CHECK(absl::IsCancelled(
-      kv.Wait("job-1", 1, {"missing"}, absl::Seconds(5), [] { return true; })));
+  CHECK(
+      absl::IsDeadlineExceeded(kv.Wait("job-1", 1, {"missing"}, absl::Milliseconds(50), nullptr)));
+  CHECK(absl::IsCancelled(kv.Wait("job-1", 1, {"missing"}, absl::Seconds(5), [] { return true; })));
 }
 
 TEST_CASE("inputs are bounded", "[kv]") {
