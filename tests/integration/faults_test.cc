@@ -126,7 +126,7 @@ TEST_CASE("a worker that ignores the stop is killed after the grace period", "[i
   REQUIRE(cancelled.ok());
   const absl::Duration took = absl::Now() - start;
   CHECK(took >= absl::Seconds(1));
-  CHECK(took < absl::Seconds(3));
+  CHECK(took < absl::Seconds(4));
   CHECK(HasEvent(*cancelled, "grace period over: SIGKILL to 1 rank"));
   CHECK(cancelled->ranks(0).signal() == SIGKILL);
   CHECK(WaitAllGone(Pids(*running), absl::Seconds(1)));
@@ -186,10 +186,10 @@ TEST_CASE("a SIGSTOPped worker is detected within its heartbeat timeout", "[inte
   CHECK(Contains(failed->reason(), "no restarts left"));
   const v1::JobEvent* detected = FindEvent(*failed, "missed heartbeats");
   REQUIRE(detected != nullptr);
-  // Detected within the 2 s timeout, plus the monitor's tick and clock slack.
+  // Detected within the 2 s timeout, plus the monitor's tick and slack for a loaded machine.
   const absl::Duration latency = absl::FromUnixSeconds(detected->time().seconds()) +
                                  absl::Nanoseconds(detected->time().nanos()) - stopped;
-  CHECK(latency <= absl::Milliseconds(2600));
+  CHECK(latency <= absl::Milliseconds(3000));
   CHECK(WaitAllGone({pid}, absl::Seconds(2)));
 }
 

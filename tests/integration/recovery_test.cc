@@ -125,10 +125,10 @@ TEST_CASE("kill -9 kilnd without a restart: no worker outlives the grace period"
   const absl::Time killed = absl::Now();
   kilnd.Signal(SIGKILL);
   kilnd.Wait();
-  // Even a trainer that ignores stop requests is gone within the grace (plus one heartbeat of
-  // detection and scheduling slack).
+  // Even a trainer that ignores stop requests is gone within the grace (workers count it from
+  // their last contact with kilnd), plus slack for a loaded machine.
   REQUIRE(WaitAllGone(Pids(*running), absl::Seconds(grace_s + 5)));
-  CHECK(absl::Now() - killed <= absl::Seconds(grace_s + 1.5));
+  CHECK(absl::Now() - killed <= absl::Seconds(grace_s + 2));
 }
 
 TEST_CASE("queued jobs, their order and idempotency survive kill -9 kilnd",
