@@ -59,8 +59,16 @@ std::vector<char*> CStrings(std::vector<std::string>& strings) {
   if (syscall(SYS_close_range, 3U, ~0U, 0U) != 0) {
     for (int fd = 3; fd < 65536; ++fd) close(fd);
   }
-  if (cwd[0] != '\0' && chdir(cwd) != 0) _exit(127);
+  static constexpr char kNoCwd[] = "kiln: cannot enter the worker's directory\n";
+  static constexpr char kNoExec[] = "kiln: cannot execute the worker binary ";
+  if (cwd[0] != '\0' && chdir(cwd) != 0) {
+    (void)!write(STDERR_FILENO, kNoCwd, sizeof(kNoCwd) - 1);
+    _exit(127);
+  }
   execve(binary, argv, envp);
+  (void)!write(STDERR_FILENO, kNoExec, sizeof(kNoExec) - 1);
+  (void)!write(STDERR_FILENO, binary, strlen(binary));
+  (void)!write(STDERR_FILENO, "\n", 1);
   _exit(127);
 }
 

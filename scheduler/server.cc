@@ -133,6 +133,10 @@ absl::Status Kilnd::Start() {
   options.grace_s = config_.grace_s;
   options.worker_binary = ResolveWorkerBinary();
   options.worker_tls_ca = worker_ca;
+  if (access(options.worker_binary.c_str(), X_OK) != 0) {
+    LogWarn("the worker binary is not executable: jobs will fail to start (see --worker-binary)",
+            {{"worker_binary", options.worker_binary}});
+  }
   coordinator_ = std::make_unique<Coordinator>(options, store_.get(), kv_.get(), metrics_.get());
   job_service_ = std::make_unique<JobServiceImpl>(coordinator_.get(), metrics_.get(), user_token,
                                                   &streams_, &shutting_down_);
