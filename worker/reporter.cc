@@ -24,8 +24,13 @@ void Say(const std::string& line) { std::fprintf(stderr, "kiln-worker: %s\n", li
 
 }  // namespace
 
-Reporter::Reporter(CoordinatorLink* link, absl::Duration interval, absl::Duration grace, bool rank0)
-    : link_(link), interval_(interval), grace_(grace), rank0_(rank0) {}
+Reporter::Reporter(CoordinatorLink* link, absl::Duration interval, absl::Duration grace,
+                   bool rank0, std::function<void()> give_up)
+    : link_(link),
+      interval_(interval),
+      grace_(grace),
+      rank0_(rank0),
+      give_up_(std::move(give_up)) {}
 
 Reporter::~Reporter() {
   done_ = true;
@@ -107,10 +112,9 @@ void Reporter::NoteFailure(const absl::Status& status) {
     RequestStop(absl::StrFormat("kilnd unreachable for %.1f s", absl::ToDoubleSeconds(lost)));
   }
   if (lost > grace_) {
-    Say(absl::StrFormat("no coordinator for %.1f s (grace %.1f s): exiting",
+    Say(absl::StrFormat("no coordinator for %.1f s (grace %.1f s): giving up",
                         absl::ToDoubleSeconds(lost), absl::ToDoubleSeconds(grace_)));
-    std::fflush(stderr);
-    _exit(1);
+    give_up_();
   }
 }
 

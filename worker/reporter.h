@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <deque>
+#include <functional>
 #include <string>
 #include <thread>
 
@@ -30,7 +31,10 @@ extern std::atomic<bool> g_parent_died;
 
 class Reporter {
  public:
-  Reporter(CoordinatorLink* link, absl::Duration interval, absl::Duration grace, bool rank0);
+  // `give_up` runs on the reporting thread once kilnd has been lost for the whole grace period;
+  // it must end the process (main() decides that, not this library).
+  Reporter(CoordinatorLink* link, absl::Duration interval, absl::Duration grace, bool rank0,
+           std::function<void()> give_up);
   ~Reporter();
 
   void Start();
@@ -54,13 +58,14 @@ class Reporter {
   // Sends queued checkpoints, then metrics. OK when everything went out.
   absl::Status Flush();
   void RequestStop(const std::string& reason);
-  // Starts or advances the coordinator-loss clock; exits the process past the grace.
+  // Starts or advances the coordinator-loss clock; calls give_up_ past the grace.
   void NoteFailure(const absl::Status& status);
 
   CoordinatorLink* link_;
   const absl::Duration interval_;
   const absl::Duration grace_;
   const bool rank0_;
+  const std::function<void()> give_up_;
 
   std::atomic<int64_t> step_{0};
   std::atomic<bool> stop_{false};

@@ -127,8 +127,13 @@ int Run(int argc, char** argv) {
                    a.attempt(), ", ", a.threads(), " threads, resume from ",
                    a.resume_checkpoint().empty() ? "scratch" : a.resume_checkpoint()));
 
+  // Past the grace without a coordinator the worker ends at once, whatever the trainer is doing:
+  // no worker outlives a dead kilnd by more than the grace (Note [Coordinator loss]).
   Reporter reporter(link->get(), absl::Milliseconds(a.heartbeat_interval_ms()), grace,
-                    a.rank() == 0);
+                    a.rank() == 0, [] {
+                      std::fflush(stderr);
+                      _exit(kExitFailure);
+                    });
   reporter.Start();
   if (a.world_size() > 1) {
     reporter.SetPhase("rendezvous");
