@@ -23,6 +23,8 @@ std::string KilndUsage() {
   --worker-binary PATH        kiln-worker to launch (default: next to kilnd)
   --port-file FILE            write the bound ports there once serving
   --log-level LEVEL           debug | info | warn | error (default info)
+  --sync full|normal          full (default): each commit is fsynced before kilnd answers;
+                              normal: commits survive a kilnd crash, not an OS crash (faster)
 )";
 }
 
@@ -71,6 +73,14 @@ absl::StatusOr<KilndConfig> ParseKilndFlags(int argc, char** argv) {
            return absl::InvalidArgumentError("--slots: expected 0..65536, got \"" + v + "\"");
          }
          c.slots_given = true;
+         return absl::OkStatus();
+       }},
+      {"sync",
+       [&c](const std::string& v) {
+         if (v != "full" && v != "normal") {
+           return absl::InvalidArgumentError("--sync: expected full or normal, got \"" + v + "\"");
+         }
+         c.full_sync = v == "full";
          return absl::OkStatus();
        }},
       {"grace-s",

@@ -21,6 +21,7 @@ struct KilndConfig {
   std::string worker_binary;   // default: kiln-worker next to kilnd (or ../worker/)
   std::string port_file;       // written with "grpc=<port>\nmetrics=<port>\n" once serving
   std::string log_level = "info";
+  bool full_sync = true;  // --sync full (default) | normal; Note [Durability]
 };
 
 // Parses argv (--flag value or --flag=value). Returns NOT_FOUND with the usage text for --help.

@@ -8,8 +8,7 @@ namespace kiln::scheduler {
 using grpc::health::v1::HealthCheckResponse;
 
 bool HealthServiceImpl::Known(const std::string& service) {
-  return service.empty() || service == "kiln.v1.JobService" ||
-         service == "kiln.v1.ClusterService";
+  return service.empty() || service == "kiln.v1.JobService" || service == "kiln.v1.ClusterService";
 }
 
 void HealthServiceImpl::SetServing(bool serving) {
@@ -33,9 +32,9 @@ grpc::Status HealthServiceImpl::Check(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status HealthServiceImpl::Watch(
-    grpc::ServerContext* context, const grpc::health::v1::HealthCheckRequest* request,
-    grpc::ServerWriter<HealthCheckResponse>* writer) {
+grpc::Status HealthServiceImpl::Watch(grpc::ServerContext* context,
+                                      const grpc::health::v1::HealthCheckRequest* request,
+                                      grpc::ServerWriter<HealthCheckResponse>* writer) {
   if (streams_->fetch_add(1) >= kMaxStreams) {
     streams_->fetch_sub(1);
     return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "too many open streams");
@@ -56,9 +55,8 @@ grpc::Status HealthServiceImpl::Watch(
     }
     absl::MutexLock lock(&mu_);
     const uint64_t now_seen = seen;
-    auto changed = [this, now_seen]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return changes_ != now_seen;
-    };
+    auto changed = [this, now_seen]()
+                       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return changes_ != now_seen; };
     mu_.AwaitWithTimeout(absl::Condition(&changed), absl::Milliseconds(500));
   }
   streams_->fetch_sub(1);

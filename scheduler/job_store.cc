@@ -64,8 +64,8 @@ int64_t JobStore::SeqOf(const std::string& job_id) {
   return seq;
 }
 
-absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path) {
-  KILN_ASSIGN_OR_RETURN(std::unique_ptr<Database> db, Database::Open(path));
+absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path, bool full_sync) {
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<Database> db, Database::Open(path, full_sync));
   std::unique_ptr<JobStore> store(new JobStore(std::move(db)));
   KILN_RETURN_IF_ERROR(store->Migrate());
   KILN_RETURN_IF_ERROR(store->Prepare());

@@ -22,7 +22,9 @@ namespace kiln::scheduler {
 // Note [Durability]
 // Every accepted job and every state transition, with its event, is one SQLite transaction
 // committed in WAL mode with synchronous=FULL before kilnd replies or moves on, so `kill -9 kilnd`
-// (or a power cut) loses nothing that a client was told. Heartbeats are not written: they are
+// (or a power cut) loses nothing that a client was told. The fsync of each commit is most of a
+// submission's latency; `kilnd --sync normal` drops it (synchronous=NORMAL), keeping every commit
+// safe from a crash of kilnd but not from a crash of the OS. Heartbeats are not written: they are
 // soft state that workers resend, and after a restart the coordinator gives every rank a fresh
 // heartbeat timeout to reconnect in. The schema carries a version (PRAGMA user_version); a store
 // written by a newer kilnd is refused rather than misread.
@@ -36,7 +38,9 @@ class JobStore {
  public:
   static constexpr int kSchemaVersion = 1;
 
-  static absl::StatusOr<std::unique_ptr<JobStore>> Open(const std::string& path);
+  // `full_sync`: see Database::Open (kilnd's --sync flag).
+  static absl::StatusOr<std::unique_ptr<JobStore>> Open(const std::string& path,
+                                                        bool full_sync = true);
   ~JobStore();
 
   // Largest job sequence number so far (0 when empty); job ids are "job-<seq>".

@@ -99,7 +99,7 @@ absl::Status Kilnd::Start() {
     credentials = grpc::SslServerCredentials(ssl);
     worker_ca = std::filesystem::absolute(config_.tls_cert);
   }
-  KILN_ASSIGN_OR_RETURN(store_, JobStore::Open(config_.state_dir + "/kiln.db"));
+  KILN_ASSIGN_OR_RETURN(store_, JobStore::Open(config_.state_dir + "/kiln.db", config_.full_sync));
 
   std::vector<std::string> methods = JobServiceImpl::MethodNames();
   for (const std::string& m : ClusterServiceImpl::MethodNames()) methods.push_back(m);
@@ -121,10 +121,12 @@ absl::Status Kilnd::Start() {
   // what kilnd's idle CPU is made of. BDP probing (an HTTP/2 PING per burst of reads, for
   // bandwidth estimation that tiny messages do not need) roughly doubles the wakeups per call.
   builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
-  // Fewer threads taking turns at the poller: each handoff between them is a context switch.
+  // One completion queue for the synchronous services (the default is one per core): fewer
+  // threads taking turns at the shared poller. Keep at least two pollers: with one, gRPC's thread
+  // manager creates and ends a thread for every call.
   builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::NUM_CQS, 1);
   builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MIN_POLLERS, 1);
-  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS, 1);
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS, 2);
 
   CoordinatorOptions options;
   options.state_dir = config_.state_dir;
@@ -185,6 +187,7 @@ absl::Status Kilnd::Start() {
                             {"slots", options.resources.slots},
                             {"auth", user_token.empty() ? "off" : "bearer"},
                             {"tls", worker_ca.empty() ? "off" : "on"},
+                            {"sync", config_.full_sync ? "full" : "normal"},
                             {"metrics_port", metrics_port_},
                             {"worker_binary", options.worker_binary}});
   return absl::OkStatus();

@@ -79,7 +79,7 @@ std::string Statement::Blob(int column) const {
              : std::string(static_cast<const char*>(p), sqlite3_column_bytes(stmt_, column));
 }
 
-absl::StatusOr<std::unique_ptr<Database>> Database::Open(const std::string& path) {
+absl::StatusOr<std::unique_ptr<Database>> Database::Open(const std::string& path, bool full_sync) {
   sqlite3* db = nullptr;
   const int rc =
       sqlite3_open_v2(path.c_str(), &db,
@@ -92,7 +92,8 @@ absl::StatusOr<std::unique_ptr<Database>> Database::Open(const std::string& path
   }
   std::unique_ptr<Database> out(new Database(db));
   sqlite3_busy_timeout(db, 5000);
-  for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
+  for (const char* pragma : {"PRAGMA journal_mode=WAL",
+                             full_sync ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
                              "PRAGMA foreign_keys=ON", "PRAGMA temp_store=MEMORY"}) {
     if (absl::Status s = out->Exec(pragma); !s.ok()) return s;
   }

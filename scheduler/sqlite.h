@@ -45,9 +45,11 @@ class Statement {
 
 class Database {
  public:
-  // Opens (creating) a database file in WAL mode with synchronous=FULL: a commit is on disk when it
-  // returns (Note [Durability] in job_store.h).
-  static absl::StatusOr<std::unique_ptr<Database>> Open(const std::string& path);
+  // Opens (creating) a database file in WAL mode. With `full_sync` (synchronous=FULL) a commit is
+  // on disk when it returns; without (NORMAL) it survives a crash of the process but not of the OS
+  // (Note [Durability] in job_store.h).
+  static absl::StatusOr<std::unique_ptr<Database>> Open(const std::string& path,
+                                                        bool full_sync = true);
   ~Database();
 
   absl::Status Exec(const std::string& sql);

@@ -82,6 +82,11 @@ TEST_CASE("kilnd flags: defaults and errors", "[config]") {
   CHECK(absl::IsInvalidArgument(parse({"kilnd", "--listen", "nohost"}).status()));
   CHECK(absl::IsInvalidArgument(parse({"kilnd", "--tls-cert", "x"}).status()));
   CHECK(absl::IsNotFound(parse({"kilnd", "--help"}).status()));
+  CHECK(c->full_sync);
+  auto n = parse({"kilnd", "--sync", "normal"});
+  REQUIRE(n.ok());
+  CHECK_FALSE(n->full_sync);
+  CHECK(absl::IsInvalidArgument(parse({"kilnd", "--sync", "off"}).status()));
 }
 
 TEST_CASE("log chunks: offsets and whole lines", "[logs]") {
