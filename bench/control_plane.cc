@@ -4,7 +4,8 @@
 //  2. kilnd CPU and RSS while 500 workers heartbeat once a second. The 500 worker processes are
 //     launched by kilnd itself (a tiny script standing in for kiln-worker that hands its per-job
 //     token to this program and sleeps); this program then registers and heartbeats for them with
-//     the real ClusterService calls. The simulated workers are the load; kilnd is what is measured.
+//     the real ClusterService calls, one connection per worker as real workers have. The simulated
+//     workers are the load; kilnd is what is measured.
 // Usage: bazel run //bench:control_plane -- [--results FILE] [--heartbeat-s 30] [--trials 3]
 #include <signal.h>
 #include <sys/wait.h>
@@ -257,11 +258,12 @@ std::string HeartbeatSection(const std::string& kilnd_binary, const std::string&
     while (!std::filesystem::exists(file)) absl::SleepFor(absl::Milliseconds(20));
     std::istringstream(ReadFile(file)) >> ranks[r].first >> ranks[r].second;
   }
+  // One connection per simulated worker, as real workers have (each its own process).
   constexpr int kThreads = 10;
   std::vector<std::unique_ptr<v1::ClusterService::Stub>> stubs;
-  for (int t = 0; t < kThreads; ++t) {
+  for (int r = 0; r < kWorkers; ++r) {
     grpc::ChannelArguments args;
-    args.SetInt("kiln.bench.channel", t);  // distinct channels, not one shared connection
+    args.SetInt("kiln.bench.worker", r);  // distinct channels, not one shared connection
     stubs.push_back(v1::ClusterService::NewStub(
         grpc::CreateCustomChannel(k.address, grpc::InsecureChannelCredentials(), args)));
   }
@@ -280,7 +282,7 @@ std::string HeartbeatSection(const std::string& kilnd_binary, const std::string&
     *reg.mutable_worker() = worker(r);
     reg.set_pid(ranks[r].first);
     v1::RegisterResponse response;
-    if (!stubs[t]->Register(&context, reg, &response).ok()) ++errors;
+    if (!stubs[r]->Register(&context, reg, &response).ok()) ++errors;
   });
   // kilnd's own cost with the workers registered but silent (monitor thread, pollers).
   absl::SleepFor(absl::Seconds(1));
@@ -319,7 +321,7 @@ std::string HeartbeatSection(const std::string& kilnd_binary, const std::string&
           hb.set_phase("train");
           v1::HeartbeatResponse response;
           const absl::Time start = absl::Now();
-          if (!stubs[t]->Heartbeat(&context, hb, &response).ok()) ++errors;
+          if (!stubs[r]->Heartbeat(&context, hb, &response).ok()) ++errors;
           latency[t].push_back(absl::ToDoubleMilliseconds(absl::Now() - start));
         }
       }
