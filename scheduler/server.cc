@@ -117,9 +117,8 @@ absl::Status Kilnd::Start() {
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
   builder.SetMaxSendMessageSize(kMaxMessageBytes);
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);  // a second kilnd must not share it
-  // Note [Heartbeat cost]: hundreds of workers each call every second, so per-call overhead is
-  // what kilnd's idle CPU is made of. BDP probing (an HTTP/2 PING per burst of reads, for
-  // bandwidth estimation that tiny messages do not need) roughly doubles the wakeups per call.
+  // Note [Heartbeat cost]: hundreds of workers each call every second. BDP probing (HTTP/2 PINGs
+  // for bandwidth estimation, which tiny messages do not need) only adds wakeups.
   builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
   // One completion queue for the synchronous services (the default is one per core): fewer
   // threads taking turns at the shared poller. Keep at least two pollers: with one, gRPC's thread
