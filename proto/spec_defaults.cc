@@ -1,5 +1,6 @@
 // Fills every `optional` JobSpec field that is unset with the default its job.proto comment
-// documents. Family-dependent defaults (gpt2 d_ff = 4 * d_model, tied embeddings) follow the family.
+// documents. Family-dependent defaults (gpt2 d_ff = 4 * d_model, tied embeddings) follow the
+// family.
 #include "proto/spec_defaults.h"
 
 namespace kiln::spec {

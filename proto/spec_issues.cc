@@ -23,8 +23,7 @@ const SourceMark* FindMark(const SourceMap* marks, std::string path) {
   }
 }
 
-std::string FormatOne(const SpecIssue& issue, const std::string& source,
-                      const SourceMap* marks) {
+std::string FormatOne(const SpecIssue& issue, const std::string& source, const SourceMap* marks) {
   std::string out;
   if (const SourceMark* mark = FindMark(marks, issue.path); mark != nullptr) {
     out = absl::StrCat(source.empty() ? std::string("spec") : source, ":", mark->line, ":",

@@ -40,11 +40,16 @@ std::string Quote(const std::string& s) {
 
 std::string Describe(const YAML::Node& node) {
   switch (node.Type()) {
-    case YAML::NodeType::Map: return "a mapping";
-    case YAML::NodeType::Sequence: return "a list";
-    case YAML::NodeType::Null: return "null";
-    case YAML::NodeType::Scalar: return Quote(node.Scalar());
-    default: return "nothing";
+    case YAML::NodeType::Map:
+      return "a mapping";
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Null:
+      return "null";
+    case YAML::NodeType::Scalar:
+      return Quote(node.Scalar());
+    default:
+      return "nothing";
   }
 }
 
@@ -59,7 +64,8 @@ class Walker {
 
   std::vector<SpecIssue>& issues() { return issues_; }
 
-  void WalkMessage(const YAML::Node& node, const std::string& path, google::protobuf::Message* msg) {
+  void WalkMessage(const YAML::Node& node, const std::string& path,
+                   google::protobuf::Message* msg) {
     if (!node.IsMap()) {
       Add(path, absl::StrCat(path.empty() ? "expected a mapping at the top level, got "
                                           : "expected a mapping, got ",
@@ -240,7 +246,8 @@ std::string ParseDouble(const std::string& text, double* out) {
       lower == "inf" || lower == "nan") {
     return absl::StrCat("must be a finite number, got ", Quote(text));
   }
-  const bool plain = !text.empty() && text.find_first_not_of("0123456789+-.eE") == std::string::npos;
+  const bool plain =
+      !text.empty() && text.find_first_not_of("0123456789+-.eE") == std::string::npos;
   char* end = nullptr;
   errno = 0;
   const double v = plain ? std::strtod(text.c_str(), &end) : 0;
@@ -254,15 +261,23 @@ std::string ParseDouble(const std::string& text, double* out) {
   return "";
 }
 
-void Walker::Scalar(const YAML::Node& node, const std::string& path,
-                    google::protobuf::Message* msg, const FieldDescriptor* field, bool repeated) {
+void Walker::Scalar(const YAML::Node& node, const std::string& path, google::protobuf::Message* msg,
+                    const FieldDescriptor* field, bool repeated) {
   const char* expected = "a scalar";
   switch (field->cpp_type()) {
-    case FieldDescriptor::CPPTYPE_BOOL: expected = "true or false"; break;
-    case FieldDescriptor::CPPTYPE_STRING: expected = "a string"; break;
+    case FieldDescriptor::CPPTYPE_BOOL:
+      expected = "true or false";
+      break;
+    case FieldDescriptor::CPPTYPE_STRING:
+      expected = "a string";
+      break;
     case FieldDescriptor::CPPTYPE_DOUBLE:
-    case FieldDescriptor::CPPTYPE_FLOAT: expected = "a number"; break;
-    default: expected = "an integer"; break;
+    case FieldDescriptor::CPPTYPE_FLOAT:
+      expected = "a number";
+      break;
+    default:
+      expected = "an integer";
+      break;
   }
   if (!node.IsScalar()) {
     Add(path, absl::StrCat("expected ", expected, ", got ", Describe(node)));
@@ -382,8 +397,8 @@ absl::Status ParseSpecYaml(const std::string& text, const LoadOptions& options,
   out->Clear();
   const std::string source = options.source_name.empty() ? "spec" : options.source_name;
   if (text.size() > kMaxSpecBytes) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": spec is ", text.size(),
-                                                   " bytes; the limit is ", kMaxSpecBytes));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": spec is ", text.size(), " bytes; the limit is ", kMaxSpecBytes));
   }
   std::vector<YAML::Node> docs;
   try {

@@ -1,8 +1,8 @@
 // YAML text -> kiln.v1.JobSpec. The loader walks the proto descriptor with yaml-cpp, so every error
 // names its field path and line: unknown keys (with a did-you-mean), wrong types, out-of-range
 // integers, huge strings and broken YAML are refused. LoadSpec* then applies the documented
-// defaults (spec_defaults.h) and the semantic checks (spec_validate.h). kiln-train, the kiln CLI and
-// kilnd all load specs through here.
+// defaults (spec_defaults.h) and the semantic checks (spec_validate.h). kiln-train, the kiln CLI
+// and kilnd all load specs through here.
 #pragma once
 
 #include <string>
@@ -27,8 +27,7 @@ absl::Status ParseSpecYaml(const std::string& text, const LoadOptions& options,
                            kiln::v1::JobSpec* out, SourceMap* marks);
 
 // ParseSpecYaml + ResolvePaths + ApplyDefaults + ValidateSpec, errors located in the text.
-absl::StatusOr<kiln::v1::JobSpec> LoadSpecYaml(const std::string& text,
-                                               const LoadOptions& options);
+absl::StatusOr<kiln::v1::JobSpec> LoadSpecYaml(const std::string& text, const LoadOptions& options);
 
 // Reads a file (at most kMaxSpecBytes) and loads it with base_dir = the file's directory.
 absl::StatusOr<kiln::v1::JobSpec> LoadSpecFile(const std::string& path);

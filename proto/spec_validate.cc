@@ -40,8 +40,7 @@ void OneOf(Issues* issues, const std::string& path, const std::string& value,
   for (const std::string& a : allowed) {
     if (value == a) return;
   }
-  Add(issues, path,
-      absl::StrCat("\"", value, "\" is not one of ", absl::StrJoin(allowed, ", ")));
+  Add(issues, path, absl::StrCat("\"", value, "\" is not one of ", absl::StrJoin(allowed, ", ")));
 }
 
 bool IsNameChar(char c) {
@@ -191,13 +190,13 @@ void CheckRest(const kiln::v1::JobSpec& spec, Issues* issues) {
   Range(issues, "fault.restart_backoff_s", f.restart_backoff_s(), 0.0, 3600.0);
   Range(issues, "priority", spec.priority(), -1000, 1000);
   if (spec.name().size() > kMaxNameBytes) {
-    Add(issues, "name", absl::StrCat("is ", spec.name().size(), " bytes; the limit is ",
-                                     kMaxNameBytes));
+    Add(issues, "name",
+        absl::StrCat("is ", spec.name().size(), " bytes; the limit is ", kMaxNameBytes));
   } else {
     for (char ch : spec.name()) {
       if (!IsNameChar(ch)) {
-        Add(issues, "name", absl::StrCat("\"", spec.name(),
-                                         "\" may contain only letters, digits, '-', '_', '.'"));
+        Add(issues, "name",
+            absl::StrCat("\"", spec.name(), "\" may contain only letters, digits, '-', '_', '.'"));
         break;
       }
     }
@@ -236,8 +235,8 @@ void CheckStringSizes(const google::protobuf::Message& msg, const std::string& p
                !field->is_repeated()) {
       const std::string value = refl->GetString(msg, field);
       if (value.size() > kMaxStringBytes) {
-        Add(issues, field_path, absl::StrCat("value is ", value.size(), " bytes; the limit is ",
-                                             kMaxStringBytes));
+        Add(issues, field_path,
+            absl::StrCat("value is ", value.size(), " bytes; the limit is ", kMaxStringBytes));
       }
     }
   }

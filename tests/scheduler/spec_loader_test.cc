@@ -1,6 +1,6 @@
-// The spec library: the good corpus loads with its defaults, every file of the bad corpus is refused
-// with the error its first line names (`# expect: ...`), and each error class reports the field path
-// and the line and column where the field sits.
+// The spec library: the good corpus loads with its defaults, every file of the bad corpus is
+// refused with the error its first line names (`# expect: ...`), and each error class reports the
+// field path and the line and column where the field sits.
 #include "proto/spec_loader.h"
 
 #include <filesystem>
@@ -110,9 +110,10 @@ TEST_CASE("errors carry line and column", "[spec]") {
   const absl::Status s = Load(std::string(kMlp) + "resources:\n  device: tpu\n");
   REQUIRE(s.message() == "job.yaml:4:11: resources.device: \"tpu\" is not one of cpu, cuda");
   // A missing required field points at its enclosing section.
-  const absl::Status m = Load("model:\n  family: llama\n  n_layer: 1\n  n_head: 2\n"
-                              "  d_model: 8\n  vocab_size: 9\n  max_seq_len: 4\n"
-                              "data: {train: t.bin}\ntrain: {steps: 1, micro_batch: 1}\n");
+  const absl::Status m = Load(
+      "model:\n  family: llama\n  n_layer: 1\n  n_head: 2\n"
+      "  d_model: 8\n  vocab_size: 9\n  max_seq_len: 4\n"
+      "data: {train: t.bin}\ntrain: {steps: 1, micro_batch: 1}\n");
   REQUIRE(m.message() == "job.yaml:1:1: model.d_ff: is required for family llama");
   // Broken YAML reports where the parser stopped.
   const absl::Status y = Load("model: {family: mlp\ntrain: 1\n");
@@ -144,8 +145,8 @@ TEST_CASE("relative paths need a base directory", "[spec]") {
 }
 
 TEST_CASE("null values keep defaults and labels load", "[spec]") {
-  auto spec = LoadSpecYaml(std::string(kMlp) + "fault:\n  max_restarts:\nlabels: {a: b, c: \"1\"}\n",
-                           {"x", "/"});
+  auto spec = LoadSpecYaml(
+      std::string(kMlp) + "fault:\n  max_restarts:\nlabels: {a: b, c: \"1\"}\n", {"x", "/"});
   REQUIRE(spec.ok());
   CHECK(spec->fault().max_restarts() == 3);
   CHECK(spec->labels().at("a") == "b");

@@ -1,0 +1,249 @@
+// The job API against a real kilnd: idempotent submission, the malformed-spec corpus refused with
+// field paths while kilnd keeps serving, bounded inputs, authentication of users and of workers
+// (per-job tokens), and the Prometheus endpoint.
+#include <httplib.h>
+#include <sys/stat.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "tests/integration/harness.h"
+#include "tests/testing.h"
+
+namespace kiln::testing {
+namespace {
+
+using v1::Job;
+
+KilndOptions Options(const std::string& name) {
+  KilndOptions o;
+  o.state_dir = TempDir(name);
+  o.worker_binary = ScriptedWorkerBinary();
+  o.slots = 2;
+  o.grace_s = 3;
+  return o;
+}
+
+// The per-job token kilnd handed a worker, read back from the worker's initial environment (the
+// worker unsets it, but /proc/<pid>/environ keeps the original block). Test-only spying.
+std::string WorkerToken(pid_t pid) {
+  const std::string env = ReadFile(absl::StrCat("/proc/", pid, "/environ"));
+  const std::string key = "KILN_WORKER_TOKEN=";
+  size_t at = env.find(key);
+  if (at == std::string::npos) return "";
+  at += key.size();
+  return env.substr(at, env.find('\0', at) - at);
+}
+
+grpc::Status Heartbeat(v1::ClusterService::Stub* stub, const std::string& token, const Job& job) {
+  grpc::ClientContext context;
+  if (!token.empty()) context.AddMetadata("authorization", "Bearer " + token);
+  v1::HeartbeatRequest request;
+  request.mutable_worker()->set_job_id(job.id());
+  request.mutable_worker()->set_rank(0);
+  request.mutable_worker()->set_attempt(job.attempt());
+  v1::HeartbeatResponse response;
+  return stub->Heartbeat(&context, request, &response);
+}
+
+TEST_CASE("resubmitting with the same submission id returns the same job", "[integration][api]") {
+  KilndOptions options = Options("idempotent");
+  options.slots = 0;
+  KilndProcess kilnd(options);
+  REQUIRE(kilnd.Start().ok());
+  auto client = kilnd.Client();
+  const std::string spec = ScriptedSpec(10, 1, {});
+  v1::SubmitJobRequest request;
+  request.set_spec_yaml(spec);
+  request.set_submission_id("retry-me");
+  request.set_base_dir("/");
+  auto first = client->Submit(request);
+  auto second = client->Submit(request);
+  REQUIRE(first.ok());
+  REQUIRE(second.ok());
+  CHECK(first->created());
+  CHECK_FALSE(second->created());
+  CHECK(first->job().id() == second->job().id());
+  request.set_spec_yaml(ScriptedSpec(11, 1, {}));
+  auto different = client->Submit(request);
+  REQUIRE_FALSE(different.ok());
+  CHECK(absl::IsAlreadyExists(different.status()));
+  auto jobs = client->ListJobs({});
+  REQUIRE(jobs.ok());
+  CHECK(jobs->size() == 1);
+}
+
+TEST_CASE("the malformed-spec corpus is refused with field paths while kilnd keeps serving",
+          "[integration][api]") {
+  KilndProcess kilnd(Options("corpus"));
+  REQUIRE(kilnd.Start().ok());
+  auto client = kilnd.Client();
+  const std::string dir = Runfile("tests/scheduler/specs/bad");
+  int refused = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    const std::string text = ReadFile(entry.path());
+    const std::string expected = text.substr(10, text.find('\n') - 10);  // after "# expect: "
+    v1::SubmitJobRequest request;
+    request.set_spec_yaml(text);
+    request.set_base_dir("/jobs");
+    auto r = client->Submit(request);
+    INFO(entry.path().filename().string()
+         << ": expected \"" << expected << "\", got " << r.status());
+    REQUIRE_FALSE(r.ok());
+    CHECK(absl::IsInvalidArgument(r.status()));
+    CHECK(Contains(std::string(r.status().message()), expected));
+    ++refused;
+  }
+  CHECK(refused >= 30);
+  // Over the message limit (4 MiB): refused by gRPC, and kilnd is fine.
+  v1::SubmitJobRequest huge;
+  huge.set_spec_yaml(std::string(5 << 20, 'x'));
+  auto r = client->Submit(huge);
+  CHECK(absl::IsResourceExhausted(r.status()));
+  // A spec the node cannot hold.
+  auto too_big = Submit(client.get(), ScriptedSpec(10, 3, {}));
+  REQUIRE_FALSE(too_big.ok());
+  CHECK(Contains(std::string(too_big.status().message()),
+                 "resources.workers: the job needs 3 workers but kilnd has 2 slots"));
+  // Still serving.
+  REQUIRE(client->Nodes().ok());
+  auto good = Submit(client.get(), ScriptedSpec(5, 1, {}));
+  REQUIRE(good.ok());
+  CHECK(WaitForState(client.get(), good->id(), v1::SUCCEEDED, absl::Seconds(30)).ok());
+  CHECK(kilnd.running());
+}
+
+TEST_CASE("request fields are bounded", "[integration][api]") {
+  KilndProcess kilnd(Options("bounds"));
+  REQUIRE(kilnd.Start().ok());
+  auto client = kilnd.Client();
+  CHECK(absl::IsInvalidArgument(client->GetJob("../../etc/passwd").status()));
+  CHECK(absl::IsInvalidArgument(client->GetJob(std::string(100, '1')).status()));
+  CHECK(absl::IsNotFound(client->GetJob("job-99").status()));
+  v1::SubmitJobRequest request;
+  request.set_spec_yaml(ScriptedSpec(5, 1, {}));
+  request.set_submission_id(std::string(200, 'a'));
+  CHECK(absl::IsInvalidArgument(client->Submit(request).status()));
+  request.set_submission_id("has space");
+  CHECK(absl::IsInvalidArgument(client->Submit(request).status()));
+  auto job = Submit(client.get(), ScriptedSpec(5, 1, {}));
+  REQUIRE(job.ok());
+  v1::StreamLogsRequest logs;
+  logs.set_job_id(job->id());
+  logs.set_max_bytes(8 << 20);
+  CHECK(
+      absl::IsInvalidArgument(client->StreamLogs(logs, [](const v1::LogChunk&) { return true; })));
+  logs.set_max_bytes(0);
+  logs.set_rank(5);
+  CHECK(
+      absl::IsInvalidArgument(client->StreamLogs(logs, [](const v1::LogChunk&) { return true; })));
+  CHECK(absl::IsInvalidArgument(client->Cancel(job->id(), 0, std::string(1000, 'r')).status()));
+  CHECK(absl::IsInvalidArgument(client->Metrics(job->id(), 0, 1000000).status()));
+}
+
+TEST_CASE("with a token file, user calls need the token and workers need their job's token",
+          "[integration][api]") {
+  KilndOptions options = Options("auth");
+  options.auth_token_file = options.state_dir + "/token";
+  std::ofstream(options.auth_token_file) << "s3cret\n";
+  chmod(options.auth_token_file.c_str(), 0600);
+  KilndProcess kilnd(options);
+  REQUIRE(kilnd.Start().ok());
+  auto anonymous = kilnd.Client();
+  auto wrong = kilnd.Client("guess");
+  auto user = kilnd.Client("s3cret");
+  CHECK(absl::IsUnauthenticated(anonymous->Nodes().status()));
+  CHECK(absl::IsUnauthenticated(wrong->Nodes().status()));
+  CHECK(absl::IsUnauthenticated(Submit(anonymous.get(), ScriptedSpec(5, 1, {})).status()));
+  CHECK(absl::IsUnauthenticated(anonymous->ListJobs({}).status()));
+  REQUIRE(user->Nodes().ok());
+
+  auto a = Submit(user.get(), ScriptedSpec(100000, 1, {}));
+  auto b = Submit(user.get(), ScriptedSpec(100000, 1, {}));
+  REQUIRE(a.ok());
+  REQUIRE(b.ok());
+  auto ra = WaitForState(user.get(), a->id(), v1::RUNNING, absl::Seconds(20));
+  auto rb = WaitForState(user.get(), b->id(), v1::RUNNING, absl::Seconds(20));
+  REQUIRE(ra.ok());
+  REQUIRE(rb.ok());
+  auto stub = kilnd.ClusterStub();
+  const std::string token_a = WorkerToken(ra->ranks(0).pid());
+  REQUIRE(token_a.size() == 64);
+  CHECK(Heartbeat(stub.get(), token_a, *ra).ok());
+  // Job a's token is worth nothing for job b, nor is the user token, nor no token.
+  CHECK(Heartbeat(stub.get(), token_a, *rb).error_code() == grpc::StatusCode::UNAUTHENTICATED);
+  CHECK(Heartbeat(stub.get(), "s3cret", *ra).error_code() == grpc::StatusCode::UNAUTHENTICATED);
+  CHECK(Heartbeat(stub.get(), "", *ra).error_code() == grpc::StatusCode::UNAUTHENTICATED);
+  {
+    grpc::ClientContext context;
+    context.AddMetadata("authorization", "Bearer " + token_a);
+    v1::KvSetRequest set;
+    set.mutable_worker()->set_job_id(b->id());
+    set.mutable_worker()->set_attempt(1);
+    set.set_key("k");
+    v1::KvSetResponse response;
+    CHECK(stub->Set(&context, set, &response).error_code() == grpc::StatusCode::UNAUTHENTICATED);
+  }
+  // Once its job ends, a worker token is void.
+  REQUIRE(user->Cancel(a->id()).ok());
+  REQUIRE(WaitForState(user.get(), a->id(), v1::CANCELLED, absl::Seconds(10)).ok());
+  CHECK(Heartbeat(stub.get(), token_a, *ra).error_code() == grpc::StatusCode::UNAUTHENTICATED);
+  REQUIRE(user->Cancel(b->id()).ok());
+  CHECK(WaitForState(user.get(), b->id(), v1::CANCELLED, absl::Seconds(10)).ok());
+}
+
+TEST_CASE("with a certificate, kilnd serves TLS to clients and to its workers",
+          "[integration][api]") {
+  KilndOptions options = Options("tls");
+  options.tls_cert = options.state_dir + "/cert.pem";
+  options.tls_key = options.state_dir + "/key.pem";
+  const std::string openssl = absl::StrCat(
+      "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=kilnd -addext "
+      "subjectAltName=IP:127.0.0.1 -keyout ",
+      options.tls_key, " -out ", options.tls_cert, " >/dev/null 2>&1");
+  if (std::system(openssl.c_str()) != 0) KILN_SKIP("the openssl command is not available");
+  KilndProcess kilnd(options);
+  REQUIRE(kilnd.Start().ok());
+  auto client = kilnd.Client();  // trusts the certificate
+  REQUIRE(client->Nodes().ok());
+  // A plaintext client cannot talk to it.
+  client::ClientOptions plain;
+  plain.server = kilnd.address();
+  CHECK(absl::IsUnavailable((*client::KilnClient::Connect(plain))->Nodes().status()));
+  // Workers are told to trust the same certificate: a two-rank job runs over TLS.
+  auto job = Submit(client.get(), ScriptedSpec(5, 2, {}));
+  REQUIRE(job.ok());
+  auto done = WaitForState(client.get(), job->id(), v1::SUCCEEDED, absl::Seconds(30));
+  INFO(kilnd.Log());
+  CHECK(done.ok());
+}
+
+TEST_CASE("the metrics endpoint serves Prometheus text", "[integration][api]") {
+  KilndOptions options = Options("metrics");
+  options.metrics = true;
+  KilndProcess kilnd(options);
+  REQUIRE(kilnd.Start().ok());
+  REQUIRE(kilnd.metrics_port() > 0);
+  auto client = kilnd.Client();
+  auto job = Submit(client.get(), ScriptedSpec(5, 1, {}));
+  REQUIRE(job.ok());
+  REQUIRE(WaitForState(client.get(), job->id(), v1::SUCCEEDED, absl::Seconds(30)).ok());
+  httplib::Client http("127.0.0.1", kilnd.metrics_port());
+  auto res = http.Get("/metrics");
+  REQUIRE(res);
+  CHECK(res->status == 200);
+  CHECK(Contains(res->body, "kiln_jobs{state=\"RUNNING\"} 0"));
+  CHECK(Contains(res->body, "kiln_jobs_submitted_total 1"));
+  CHECK(Contains(res->body, "kiln_live_workers 0"));
+  CHECK(Contains(res->body, "kiln_rpc_duration_seconds_count{method=\"SubmitJob\"} 1"));
+  CHECK(Contains(res->body, "kiln_rpc_duration_seconds_bucket{method=\"Heartbeat\",le=\"+Inf\"}"));
+  CHECK(Contains(res->body, "kiln_rpcs_total{method=\"Register\",code=\"OK\"} 1"));
+  auto health = http.Get("/healthz");
+  REQUIRE(health);
+  CHECK(health->status == 200);
+}
+
+}  // namespace
+}  // namespace kiln::testing
