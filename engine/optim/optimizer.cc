@@ -10,12 +10,6 @@
 namespace kiln::optim {
 namespace {
 
-int64_t TotalLength(const std::vector<Segment>& segments) {
-  int64_t n = 0;
-  for (const Segment& s : segments) n += s.length;
-  return n;
-}
-
 // Calls fn(G{}, P{}) with G the gradient type and P the low-precision parameter type (float when
 // there is no low-precision copy).
 template <typename Fn>
@@ -29,26 +23,21 @@ void DispatchStep(const StepArgs& a, Fn&& fn) {
   });
 }
 
-// Runs body(begin, end, state_offset, segment) over every segment with a gradient, in parallel.
+// Runs body(begin, end, segment) over every segment with a gradient, in parallel.
 template <typename Body>
 void ForEachSegment(const std::vector<Segment>& segments, Body&& body) {
-  int64_t state_offset = 0;
   for (const Segment& s : segments) {
-    const int64_t base = state_offset;
-    state_offset += s.length;
     if (!s.has_grad) continue;
-    ParallelForInline(s.length, 1 << 14,
-                      [&](int64_t begin, int64_t end) { body(begin, end, base, s); });
+    ParallelForInline(s.length, 1 << 14, [&](int64_t begin, int64_t end) { body(begin, end, s); });
   }
 }
 
 class AdamW final : public Optimizer {
  public:
-  AdamW(const OptimizerConfig& c, std::vector<Segment> segments)
+  AdamW(const OptimizerConfig& c, std::vector<Segment> segments, int64_t span)
       : c_(c), segments_(std::move(segments)) {
-    const int64_t n = TotalLength(segments_);
-    m_ = Tensor::Zeros({n}, DType::kF32);
-    v_ = Tensor::Zeros({n}, DType::kF32);
+    m_ = Tensor::Zeros({span}, DType::kF32);
+    v_ = Tensor::Zeros({span}, DType::kF32);
   }
 
   void Step(const StepArgs& a) override {
@@ -71,12 +60,12 @@ class AdamW final : public Optimizer {
     const float b1 = c_.beta1, b2 = c_.beta2, eps = c_.eps, scale = a.grad_scale;
     float* m_all = m_.data<float>();
     float* v_all = v_.data<float>();
-    ForEachSegment(segments_, [&](int64_t begin, int64_t end, int64_t base, const Segment& s) {
+    ForEachSegment(segments_, [&](int64_t begin, int64_t end, const Segment& s) {
       float* p = a.master + s.offset;
       const G* g = static_cast<const G*>(a.grads) + s.offset;
       P* out = a.params ? static_cast<P*>(a.params) + s.offset : nullptr;
-      float* m = m_all + base;
-      float* v = v_all + base;
+      float* m = m_all + s.offset;
+      float* v = v_all + s.offset;
       const float decay = s.weight_decay ? 1.0f - a.lr * c_.weight_decay : 1.0f;
       for (int64_t i = begin; i < end; ++i) {
         const float gi = static_cast<float>(g[i]) * scale;
@@ -98,9 +87,9 @@ class AdamW final : public Optimizer {
 
 class Sgd final : public Optimizer {
  public:
-  Sgd(const OptimizerConfig& c, std::vector<Segment> segments)
+  Sgd(const OptimizerConfig& c, std::vector<Segment> segments, int64_t span)
       : c_(c), segments_(std::move(segments)) {
-    buf_ = Tensor::Zeros({TotalLength(segments_)}, DType::kF32);
+    buf_ = Tensor::Zeros({span}, DType::kF32);
   }
 
   void Step(const StepArgs& a) override {
@@ -117,11 +106,11 @@ class Sgd final : public Optimizer {
     const float mu = c_.momentum, scale = a.grad_scale;
     const bool first = a.step == 1;
     float* buf_all = buf_.data<float>();
-    ForEachSegment(segments_, [&](int64_t begin, int64_t end, int64_t base, const Segment& s) {
+    ForEachSegment(segments_, [&](int64_t begin, int64_t end, const Segment& s) {
       float* p = a.master + s.offset;
       const G* g = static_cast<const G*>(a.grads) + s.offset;
       P* out = a.params ? static_cast<P*>(a.params) + s.offset : nullptr;
-      float* buf = buf_all + base;
+      float* buf = buf_all + s.offset;
       const float wd = s.weight_decay ? c_.weight_decay : 0.0f;
       for (int64_t i = begin; i < end; ++i) {
         const float gi = static_cast<float>(g[i]) * scale + wd * p[i];
@@ -142,9 +131,13 @@ class Sgd final : public Optimizer {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Optimizer>> MakeOptimizer(const OptimizerConfig& config,
-                                                         std::vector<Segment> segments) {
-  if (config.name == "adamw") return std::make_unique<AdamW>(config, std::move(segments));
-  if (config.name == "sgd") return std::make_unique<Sgd>(config, std::move(segments));
+                                                         std::vector<Segment> segments,
+                                                         int64_t span) {
+  for (const Segment& s : segments) {
+    KILN_CHECK(s.offset >= 0 && s.offset + s.length <= span) << "segment outside the span";
+  }
+  if (config.name == "adamw") return std::make_unique<AdamW>(config, std::move(segments), span);
+  if (config.name == "sgd") return std::make_unique<Sgd>(config, std::move(segments), span);
   return absl::InvalidArgumentError(absl::StrCat("train.optimizer.name: \"", config.name,
                                                  "\" is not one of adamw, sgd"));
 }

@@ -1,7 +1,8 @@
 // Optimizers over flat f32 buffers: AdamW (as torch.optim.AdamW: decoupled decay, bias correction)
-// and SGD with momentum. They update a list of segments — (offset, length) ranges of the flat
-// parameter buffer with a weight-decay flag — so the same code updates a whole model or a ZeRO
-// shard. State tensors (moments) cover exactly the segments' elements, in segment order.
+// and SGD with momentum. They update a list of segments — (offset, length) ranges of a span of the
+// flat parameter buffer, with a weight-decay flag — so the same code updates a whole model or a
+// ZeRO shard. State tensors (moments) are laid out like the span, so state element i belongs to
+// span element i (gaps between segments — alignment padding — stay zero).
 #pragma once
 
 #include <memory>
@@ -53,7 +54,9 @@ class Optimizer {
   virtual int64_t StateBytes() const = 0;
 };
 
+// `span` is the length of the range the segments lie in (every segment within [0, span)).
 absl::StatusOr<std::unique_ptr<Optimizer>> MakeOptimizer(const OptimizerConfig& config,
-                                                         std::vector<Segment> segments);
+                                                         std::vector<Segment> segments,
+                                                         int64_t span);
 
 }  // namespace kiln::optim

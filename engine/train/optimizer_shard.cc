@@ -22,7 +22,8 @@ absl::StatusOr<std::unique_ptr<OptimizerShard>> OptimizerShard::Create(
     }
     Range r;
     r.shard_begin = shard;
-    KILN_ASSIGN_OR_RETURN(r.optimizer, optim::MakeOptimizer(config, std::move(clipped)));
+    KILN_ASSIGN_OR_RETURN(r.optimizer,
+                          optim::MakeOptimizer(config, std::move(clipped), end - begin));
     s->ranges_.push_back(std::move(r));
     shard += end - begin;
   }
