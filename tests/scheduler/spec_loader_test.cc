@@ -1,6 +1,6 @@
-// The spec library: the good corpus loads with its defaults, every file of the bad corpus is
-// refused with the error its first line names (`# expect: ...`), and each error class reports the
-// field path and the line and column where the field sits.
+// The spec library: the good corpus and the shipped configs/ load with their defaults, every file
+// of the bad corpus is refused with the error its first line names (`# expect: ...`), and each
+// error class reports the field path and the line and column where the field sits.
 #include "proto/spec_loader.h"
 
 #include <filesystem>
@@ -50,6 +50,32 @@ TEST_CASE("the good corpus loads", "[spec]") {
     auto spec = LoadSpecFile(file);
     REQUIRE(spec.ok());
   }
+}
+
+TEST_CASE("every example in configs/ loads as shipped", "[spec]") {
+  const std::string dir = testing::Runfile("configs");
+  int loaded = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    if (entry.path().extension() != ".yaml") continue;
+    INFO(entry.path().string());
+    auto spec = LoadSpecFile(entry.path().string());
+    CHECK(spec.ok());
+    ++loaded;
+  }
+  CHECK(loaded >= 4);
+}
+
+TEST_CASE("evaluation needs data.val for language models only", "[spec]") {
+  // The mlp family evaluates on held-out rows of its synthetic task.
+  CHECK(Load(std::string(kMlp) + "data: {}\n").ok());
+  CHECK(Load("model: {family: mlp, n_layer: 1, d_in: 4, d_ff: 4, vocab_size: 2}\n"
+             "train: {steps: 10, micro_batch: 1, eval_every: 5}\n")
+            .ok());
+  const absl::Status gpt = Load(
+      "model: {family: gpt2, n_layer: 1, n_head: 1, d_model: 8, vocab_size: 16, max_seq_len: 8}\n"
+      "data: {train: t.bin, seq_len: 8}\n"
+      "train: {steps: 10, micro_batch: 1, eval_every: 5}\n");
+  CHECK(gpt.message().find("data.val: is required when train.eval_every > 0") != std::string::npos);
 }
 
 TEST_CASE("every file of the bad corpus is refused with its expected error", "[spec]") {
