@@ -18,6 +18,7 @@
 #include "worker/kv_store.h"
 #include "worker/reporter.h"
 #include "worker/reporting_observer.h"
+#include "worker/stop_agreement.h"
 
 namespace kiln::worker {
 namespace {
@@ -147,16 +148,18 @@ int Run(int argc, char** argv) {
     Say(absl::StrCat("rendezvous: all ", a.world_size(), " ranks present"));
     reporter.SetPhase("init");
   }
-  ReportingObserver observer(&reporter);
   train::TrainOptions options;
   options.rank = a.rank();
   options.world_size = a.world_size();
   options.resume_dir = a.resume_checkpoint();
   options.threads = a.threads();
-  // Ranks meet through kilnd's key-value store (scoped to this job and attempt).
+  // Ranks meet through kilnd's key-value store (scoped to this job and attempt), and agree there
+  // on when to stop (Note [Agreeing on a stop]).
   KvClient kv(link->get());
   KvStore store(&kv);
   if (a.world_size() > 1) options.store = &store;
+  StopAgreement agreement(&kv, a.rank(), a.world_size());
+  ReportingObserver observer(&reporter, a.world_size() > 1 ? &agreement : nullptr);
   const absl::Status status = train::RunTraining(a.spec(), options, &observer);
   const int code = train::ExitCodeFor(status);
   Say(status.ok()
