@@ -113,6 +113,8 @@ class Coordinator {
   void MonitorLoop();
   void Tick() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CheckJob(ActiveJob& job, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Fails the attempt when a rank made no step progress for fault.hang_timeout_s.
+  void CheckHang(ActiveJob& job, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Schedule() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void LaunchAttempt(ActiveJob& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MarkGone(ActiveJob& job, int rank, int exit_code, int signal)
@@ -168,5 +170,7 @@ class Coordinator {
 
 bool IsTerminal(v1::JobState state);
 std::string JobStateName(v1::JobState state);
+// How often a job's workers heartbeat: four times per fault.heartbeat_timeout_s, 0.1 s to 1 s.
+absl::Duration HeartbeatInterval(const v1::FaultSpec& fault);
 
 }  // namespace kiln::scheduler

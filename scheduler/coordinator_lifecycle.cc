@@ -147,19 +147,8 @@ void Coordinator::CheckJob(ActiveJob& job, absl::Time now) {
                     -1);
         return;
       }
-      const double stuck = absl::ToDoubleSeconds(now - rt.last_progress);
-      if (rt.registered && stuck > fault.hang_timeout_s()) {
-        SignalGroup(proc.pid(), proc.start_time(), SIGKILL);
-        FailAttempt(
-            job,
-            absl::StrCat("rank ", r, " hung: heartbeats but no step progress for ",
-                         Seconds(std::floor(stuck)), " at step ", std::max<int64_t>(0, rt.step),
-                         " (phase ", rt.phase.empty() ? "init" : rt.phase,
-                         "; fault.hang_timeout_s = ", Seconds(fault.hang_timeout_s()), ")"),
-            -1);
-        return;
-      }
     }
+    CheckHang(job, now);
     return;
   }
   if (job.rec.stop() != internal::STOP_NONE) {
@@ -183,6 +172,46 @@ void Coordinator::CheckJob(ActiveJob& job, absl::Time now) {
       absl::ToUnixMillis(now) >= job.rec.next_launch_ms()) {
     LaunchAttempt(job);
   }
+}
+
+// Note [Naming the hung rank]
+// A gang hangs as a whole: when one rank stops (SIGSTOP, a deadlock, a stuck disk), its peers
+// block inside the next collective while their heartbeat threads keep reporting. Every rank then
+// shows no step progress, and which one passes fault.hang_timeout_s first depends only on when
+// each last heartbeated. So the attempt fails naming a rank that has also gone silent (no
+// heartbeat for a few intervals, though not yet for fault.heartbeat_timeout_s), if there is one:
+// that rank is the likely cause and the others wait on it. Otherwise the rank that is stuck while
+// heartbeating is named, as before.
+void Coordinator::CheckHang(ActiveJob& job, absl::Time now) {
+  const v1::FaultSpec& fault = job.rec.job().spec().fault();
+  const absl::Duration silent_after = 2 * HeartbeatInterval(fault) + absl::Milliseconds(500);
+  int stuck = -1, silent = -1;
+  for (int r = 0; r < static_cast<int>(job.ranks.size()) && r < job.rec.procs_size(); ++r) {
+    const RankRuntime& rt = job.ranks[r];
+    if (rt.gone || !rt.registered) continue;
+    if (stuck < 0 && absl::ToDoubleSeconds(now - rt.last_progress) > fault.hang_timeout_s()) {
+      stuck = r;
+    }
+    if (now - rt.last_heartbeat > silent_after &&
+        (silent < 0 || rt.last_heartbeat < job.ranks[silent].last_heartbeat)) {
+      silent = r;
+    }
+  }
+  if (stuck < 0) return;
+  const int r = silent >= 0 ? silent : stuck;
+  const RankRuntime& rt = job.ranks[r];
+  const internal::RankProc& proc = job.rec.procs(r);
+  SignalGroup(proc.pid(), proc.start_time(), SIGKILL);
+  const std::string since = Seconds(std::floor(absl::ToDoubleSeconds(now - rt.last_progress)));
+  std::string reason =
+      silent >= 0
+          ? absl::StrCat("rank ", r, " hung: no heartbeats and no step progress for ", since)
+          : absl::StrCat("rank ", r, " hung: heartbeats but no step progress for ", since);
+  absl::StrAppend(&reason, " at step ", std::max<int64_t>(0, rt.step), " (phase ",
+                  rt.phase.empty() ? "init" : rt.phase,
+                  "; fault.hang_timeout_s = ", Seconds(fault.hang_timeout_s()), ")");
+  if (silent >= 0 && job.ranks.size() > 1) absl::StrAppend(&reason, "; the other ranks wait on it");
+  FailAttempt(job, reason, -1);
 }
 
 void Coordinator::FailAttempt(ActiveJob& job, const std::string& reason, int exit_code) {

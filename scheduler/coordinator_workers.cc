@@ -44,6 +44,12 @@ absl::Status Coordinator::AuthorizeWorker(const std::string& token, const v1::Wo
   return WorkerJob(token, worker).status();
 }
 
+absl::Duration HeartbeatInterval(const v1::FaultSpec& fault) {
+  // Four heartbeats per timeout, at most one a second.
+  return std::clamp(absl::Seconds(fault.heartbeat_timeout_s() / 4), absl::Milliseconds(100),
+                    absl::Seconds(1));
+}
+
 v1::Assignment Coordinator::MakeAssignment(const ActiveJob& job, int rank) {
   const v1::Job& j = job.rec.job();
   v1::Assignment a;
@@ -64,9 +70,8 @@ v1::Assignment Coordinator::MakeAssignment(const ActiveJob& job, int rank) {
                              slot < static_cast<int>(node.gpu_ids.size())
                          ? node.gpu_ids[slot]
                          : -1);
-  // Four heartbeats per timeout, at most one a second.
-  const double interval_ms = j.spec().fault().heartbeat_timeout_s() * 1000 / 4;
-  a.set_heartbeat_interval_ms(static_cast<int>(std::clamp(interval_ms, 100.0, 1000.0)));
+  a.set_heartbeat_interval_ms(
+      static_cast<int>(absl::ToInt64Milliseconds(HeartbeatInterval(j.spec().fault()))));
   a.set_grace_s(options_.grace_s);
   return a;
 }
