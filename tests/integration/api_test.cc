@@ -1,6 +1,6 @@
-// The job API against a real kilnd: idempotent submission, the malformed-spec corpus refused with
-// field paths while kilnd keeps serving, bounded inputs, authentication of users and of workers
-// (per-job tokens), and the Prometheus endpoint.
+// The job API against a real kilnd with real workers: idempotent submission, the malformed-spec
+// corpus refused with field paths while kilnd keeps serving, bounded inputs, authentication of
+// users and of workers (per-job tokens), TLS to clients and workers, and the Prometheus endpoint.
 #include <httplib.h>
 #include <sys/stat.h>
 
@@ -20,7 +20,6 @@ using v1::Job;
 KilndOptions Options(const std::string& name) {
   KilndOptions o;
   o.state_dir = TempDir(name);
-  o.worker_binary = ScriptedWorkerBinary();
   o.slots = 2;
   o.grace_s = 3;
   return o;
@@ -54,7 +53,7 @@ TEST_CASE("resubmitting with the same submission id returns the same job", "[int
   KilndProcess kilnd(options);
   REQUIRE(kilnd.Start().ok());
   auto client = kilnd.Client();
-  const std::string spec = ScriptedSpec(10, 1, {});
+  const std::string spec = MlpJob(10);
   v1::SubmitJobRequest request;
   request.set_spec_yaml(spec);
   request.set_submission_id("retry-me");
@@ -66,7 +65,7 @@ TEST_CASE("resubmitting with the same submission id returns the same job", "[int
   CHECK(first->created());
   CHECK_FALSE(second->created());
   CHECK(first->job().id() == second->job().id());
-  request.set_spec_yaml(ScriptedSpec(11, 1, {}));
+  request.set_spec_yaml(MlpJob(11));
   auto different = client->Submit(request);
   REQUIRE_FALSE(different.ok());
   CHECK(absl::IsAlreadyExists(different.status()));
@@ -103,15 +102,15 @@ TEST_CASE("the malformed-spec corpus is refused with field paths while kilnd kee
   auto r = client->Submit(huge);
   CHECK(absl::IsResourceExhausted(r.status()));
   // A spec the node cannot hold.
-  auto too_big = Submit(client.get(), ScriptedSpec(10, 3, {}));
+  auto too_big = Submit(client.get(), MlpJob(10, 3));
   REQUIRE_FALSE(too_big.ok());
   CHECK(Contains(std::string(too_big.status().message()),
                  "resources.workers: the job needs 3 workers but kilnd has 2 slots"));
   // Still serving.
   REQUIRE(client->Nodes().ok());
-  auto good = Submit(client.get(), ScriptedSpec(5, 1, {}));
+  auto good = Submit(client.get(), MlpJob(5));
   REQUIRE(good.ok());
-  CHECK(WaitForState(client.get(), good->id(), v1::SUCCEEDED, absl::Seconds(30)).ok());
+  CHECK(WaitForState(client.get(), good->id(), v1::SUCCEEDED, absl::Seconds(90)).ok());
   CHECK(kilnd.running());
 }
 
@@ -123,12 +122,12 @@ TEST_CASE("request fields are bounded", "[integration][api]") {
   CHECK(absl::IsInvalidArgument(client->GetJob(std::string(100, '1')).status()));
   CHECK(absl::IsNotFound(client->GetJob("job-99").status()));
   v1::SubmitJobRequest request;
-  request.set_spec_yaml(ScriptedSpec(5, 1, {}));
+  request.set_spec_yaml(MlpJob(5));
   request.set_submission_id(std::string(200, 'a'));
   CHECK(absl::IsInvalidArgument(client->Submit(request).status()));
   request.set_submission_id("has space");
   CHECK(absl::IsInvalidArgument(client->Submit(request).status()));
-  auto job = Submit(client.get(), ScriptedSpec(5, 1, {}));
+  auto job = Submit(client.get(), MlpJob(5));
   REQUIRE(job.ok());
   v1::StreamLogsRequest logs;
   logs.set_job_id(job->id());
@@ -156,16 +155,16 @@ TEST_CASE("with a token file, user calls need the token and workers need their j
   auto user = kilnd.Client("s3cret");
   CHECK(absl::IsUnauthenticated(anonymous->Nodes().status()));
   CHECK(absl::IsUnauthenticated(wrong->Nodes().status()));
-  CHECK(absl::IsUnauthenticated(Submit(anonymous.get(), ScriptedSpec(5, 1, {})).status()));
+  CHECK(absl::IsUnauthenticated(Submit(anonymous.get(), MlpJob(5)).status()));
   CHECK(absl::IsUnauthenticated(anonymous->ListJobs({}).status()));
   REQUIRE(user->Nodes().ok());
 
-  auto a = Submit(user.get(), ScriptedSpec(100000, 1, {}));
-  auto b = Submit(user.get(), ScriptedSpec(100000, 1, {}));
+  auto a = Submit(user.get(), MlpJob(1000000));
+  auto b = Submit(user.get(), MlpJob(1000000));
   REQUIRE(a.ok());
   REQUIRE(b.ok());
-  auto ra = WaitForState(user.get(), a->id(), v1::RUNNING, absl::Seconds(20));
-  auto rb = WaitForState(user.get(), b->id(), v1::RUNNING, absl::Seconds(20));
+  auto ra = WaitForState(user.get(), a->id(), v1::RUNNING, absl::Seconds(60));
+  auto rb = WaitForState(user.get(), b->id(), v1::RUNNING, absl::Seconds(60));
   REQUIRE(ra.ok());
   REQUIRE(rb.ok());
   auto stub = kilnd.ClusterStub();
@@ -188,10 +187,10 @@ TEST_CASE("with a token file, user calls need the token and workers need their j
   }
   // Once its job ends, a worker token is void.
   REQUIRE(user->Cancel(a->id()).ok());
-  REQUIRE(WaitForState(user.get(), a->id(), v1::CANCELLED, absl::Seconds(10)).ok());
+  REQUIRE(WaitForState(user.get(), a->id(), v1::CANCELLED, absl::Seconds(20)).ok());
   CHECK(Heartbeat(stub.get(), token_a, *ra).error_code() == grpc::StatusCode::UNAUTHENTICATED);
   REQUIRE(user->Cancel(b->id()).ok());
-  CHECK(WaitForState(user.get(), b->id(), v1::CANCELLED, absl::Seconds(10)).ok());
+  CHECK(WaitForState(user.get(), b->id(), v1::CANCELLED, absl::Seconds(20)).ok());
 }
 
 TEST_CASE("with a certificate, kilnd serves TLS to clients and to its workers",
@@ -213,9 +212,9 @@ TEST_CASE("with a certificate, kilnd serves TLS to clients and to its workers",
   plain.server = kilnd.address();
   CHECK(absl::IsUnavailable((*client::KilnClient::Connect(plain))->Nodes().status()));
   // Workers are told to trust the same certificate: a two-rank job runs over TLS.
-  auto job = Submit(client.get(), ScriptedSpec(5, 2, {}));
+  auto job = Submit(client.get(), MlpJob(20, 2));
   REQUIRE(job.ok());
-  auto done = WaitForState(client.get(), job->id(), v1::SUCCEEDED, absl::Seconds(30));
+  auto done = WaitForState(client.get(), job->id(), v1::SUCCEEDED, absl::Seconds(90));
   INFO(kilnd.Log());
   CHECK(done.ok());
 }
@@ -227,9 +226,9 @@ TEST_CASE("the metrics endpoint serves Prometheus text", "[integration][api]") {
   REQUIRE(kilnd.Start().ok());
   REQUIRE(kilnd.metrics_port() > 0);
   auto client = kilnd.Client();
-  auto job = Submit(client.get(), ScriptedSpec(5, 1, {}));
+  auto job = Submit(client.get(), MlpJob(5));
   REQUIRE(job.ok());
-  REQUIRE(WaitForState(client.get(), job->id(), v1::SUCCEEDED, absl::Seconds(30)).ok());
+  REQUIRE(WaitForState(client.get(), job->id(), v1::SUCCEEDED, absl::Seconds(90)).ok());
   httplib::Client http("127.0.0.1", kilnd.metrics_port());
   auto res = http.Get("/metrics");
   REQUIRE(res);

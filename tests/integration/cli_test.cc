@@ -1,11 +1,8 @@
-// The `kiln` CLI as users run it, against a real kilnd: --json on every verb, one-line errors with
-// field paths, "cannot reach kilnd", --follow's exit code equal to the job's outcome, and the
-// table views.
+// The `kiln` CLI as users run it, against a real kilnd running real training jobs: --json on every
+// verb, one-line errors with field paths, "cannot reach kilnd", --follow's exit code equal to the
+// job's outcome (a real success, and a real failure: bad data), the table views, and --follow
+// across a kill -9 of kilnd during a two-rank job.
 #include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "tests/integration/harness.h"
@@ -14,52 +11,9 @@
 namespace kiln::testing {
 namespace {
 
-struct Run {
-  int code = -1;
-  std::string out;
-  std::string err;
-};
-
-// Starts `kiln args...` with KILN_SERVER unset, output to dir/kiln.{out,err}.
-pid_t StartKiln(const std::vector<std::string>& args, const std::string& dir) {
-  const std::string out_path = dir + "/kiln.out", err_path = dir + "/kiln.err";
-  std::vector<std::string> argv = {Runfile("client/cli/kiln")};
-  argv.insert(argv.end(), args.begin(), args.end());
-  std::vector<char*> cargv;
-  for (std::string& a : argv) cargv.push_back(a.data());
-  cargv.push_back(nullptr);
-  const pid_t pid = fork();
-  if (pid == 0) {
-    freopen(out_path.c_str(), "w", stdout);
-    freopen(err_path.c_str(), "w", stderr);
-    unsetenv("KILN_SERVER");
-    unsetenv("KILN_TOKEN");
-    execv(cargv[0], cargv.data());
-    _exit(127);
-  }
-  return pid;
-}
-
-Run Finish(pid_t pid, const std::string& dir) {
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, ReadFile(dir + "/kiln.out"),
-          ReadFile(dir + "/kiln.err")};
-}
-
-Run Kiln(const std::vector<std::string>& args, const std::string& dir) {
-  return Finish(StartKiln(args, dir), dir);
-}
-
-std::string WriteSpec(const std::string& dir, const std::string& name, const std::string& text) {
-  const std::string path = dir + "/" + name;
-  std::ofstream(path) << text;
-  return path;
-}
-
 TEST_CASE("kiln reports an unreachable kilnd in one line", "[integration][cli]") {
   const std::string dir = TempDir("cli_down");
-  const Run r = Kiln({"--server", "127.0.0.1:1", "list"}, dir);
+  const CliRun r = RunCli({"--server", "127.0.0.1:1", "list"}, dir);
   CHECK(r.code == 4);
   CHECK(r.err == "kiln: cannot reach kilnd at 127.0.0.1:1\n");
 }
@@ -68,77 +22,81 @@ TEST_CASE("kiln verbs against a real kilnd", "[integration][cli]") {
   const std::string dir = TempDir("cli");
   KilndOptions options;
   options.state_dir = dir + "/state";
-  options.worker_binary = ScriptedWorkerBinary();
   KilndProcess kilnd(options);
   REQUIRE(kilnd.Start().ok());
   const std::string server = kilnd.address();
 
+  auto tokens = PrepareTokens(dir);
+  REQUIRE(tokens.ok());
+
   // A bad spec: one line naming the file, line, column and field path; nothing submitted.
-  const std::string bad = WriteSpec(dir, "bad.yaml", ScriptedSpec(10, 1, {}) + "trian: {}\n");
-  Run r = Kiln({"--server", server, "submit", "-f", bad}, dir);
+  const std::string bad = WriteFile(dir, "bad.yaml", MlpJob(10) + "trian: {}\n");
+  CliRun r = RunCli({"--server", server, "submit", "-f", bad}, dir);
   CHECK(r.code == 2);
   CHECK(r.err == "kiln: " + bad + ":5:1: trian: unknown field; did you mean \"train\"?\n");
 
   // submit --json prints the job with its id.
-  const std::string good = WriteSpec(dir, "good.yaml", ScriptedSpec(10, 1, {}));
-  r = Kiln({"--server", server, "submit", "-f", good, "--json", "--name", "from-cli"}, dir);
+  const std::string good = WriteFile(dir, "good.yaml", MlpJob(10));
+  r = RunCli({"--server", server, "submit", "-f", good, "--json", "--name", "from-cli"}, dir);
   REQUIRE(r.code == 0);
   CHECK(Contains(r.out, "\"id\": \"job-1\""));
   CHECK(Contains(r.out, "\"name\": \"from-cli\""));
-  REQUIRE(WaitForState(kilnd.Client().get(), "job-1", v1::SUCCEEDED, absl::Seconds(30)).ok());
+  REQUIRE(WaitForState(kilnd.Client().get(), "job-1", v1::SUCCEEDED, absl::Seconds(90)).ok());
 
   // status --json prints the job with its state.
-  r = Kiln({"--json", "status", "job-1", "--server", server}, dir);
+  r = RunCli({"--json", "status", "job-1", "--server", server}, dir);
   REQUIRE(r.code == 0);
   CHECK(Contains(r.out, "\"state\": \"SUCCEEDED\""));
 
-  // --follow exits with the outcome: 0 for success, 1 for failure.
-  r = Kiln({"--server", server, "submit", "-f", good, "--follow"}, dir);
+  // --follow exits with the outcome: 0 for success, 1 for failure (here: data the model's
+  // vocabulary cannot hold, so the worker exits 2 and the job fails without a retry).
+  r = RunCli({"--server", server, "submit", "-f", good, "--follow"}, dir);
   CHECK(r.code == 0);
   CHECK(Contains(r.out, "job-2 SUCCEEDED"));
   CHECK(Contains(r.out, "logs:"));
-  const std::string failing =
-      WriteSpec(dir, "fail.yaml", ScriptedSpec(10, 1, {{"test.fail", "invalid_argument"}}));
-  r = Kiln({"--server", server, "submit", "-f", failing, "--follow"}, dir);
+  const std::string failing = WriteFile(dir, "fail.yaml", BadInputJob(*tokens));
+  r = RunCli({"--server", server, "submit", "-f", failing, "--follow"}, dir);
   CHECK(r.code == 1);
   CHECK(Contains(r.out, "job-3 FAILED"));
+  CHECK(Contains(r.out, "is not below model.vocab_size 64"));
 
   // Tables for people, JSON for scripts.
-  r = Kiln({"--server", server, "list"}, dir);
+  r = RunCli({"--server", server, "list"}, dir);
   REQUIRE(r.code == 0);
   CHECK(Contains(r.out, "ID"));
   CHECK(Contains(r.out, "job-3"));
-  r = Kiln({"--server", server, "list", "--json", "--state", "failed"}, dir);
+  r = RunCli({"--server", server, "list", "--json", "--state", "failed"}, dir);
   REQUIRE(r.code == 0);
   CHECK(Contains(r.out, "job-3"));
   CHECK_FALSE(Contains(r.out, "job-1"));
-  r = Kiln({"--server", server, "metrics", "job-1", "--csv"}, dir);
+  r = RunCli({"--server", server, "metrics", "job-1", "--csv"}, dir);
   REQUIRE(r.code == 0);
   CHECK(r.out.rfind("step,attempt,loss", 0) == 0);
   CHECK(Contains(r.out, "\n10,1,"));
-  r = Kiln({"--server", server, "logs", "job-1"}, dir);
+  r = RunCli({"--server", server, "logs", "job-1"}, dir);
   REQUIRE(r.code == 0);
-  CHECK(Contains(r.out, "rank 0 done at step 10"));
-  r = Kiln({"--server", server, "nodes"}, dir);
+  CHECK(Contains(r.out, "step 10/10"));
+  CHECK(Contains(r.out, "kiln-worker: training finished"));
+  r = RunCli({"--server", server, "nodes"}, dir);
   REQUIRE(r.code == 0);
   CHECK(Contains(r.out, "SLOTS"));
-  r = Kiln({"--server", server, "nodes", "--json"}, dir);
+  r = RunCli({"--server", server, "nodes", "--json"}, dir);
   CHECK(Contains(r.out, "\"slots\": 2"));
 
   // cancel waits for the gang to be gone.
-  const std::string slow = WriteSpec(dir, "slow.yaml", ScriptedSpec(100000, 1, {}));
-  r = Kiln({"--server", server, "submit", "-f", slow}, dir);
+  const std::string slow = WriteFile(dir, "slow.yaml", MlpJob(1000000));
+  r = RunCli({"--server", server, "submit", "-f", slow}, dir);
   REQUIRE(r.code == 0);
-  REQUIRE(WaitForState(kilnd.Client().get(), "job-4", v1::RUNNING, absl::Seconds(20)).ok());
-  r = Kiln({"--server", server, "cancel", "job-4"}, dir);
+  REQUIRE(WaitForState(kilnd.Client().get(), "job-4", v1::RUNNING, absl::Seconds(60)).ok());
+  r = RunCli({"--server", server, "cancel", "job-4"}, dir);
   CHECK(r.code == 0);
   CHECK(Contains(r.out, "job-4 CANCELLED"));
 
   // Unknown things are one-line errors.
-  r = Kiln({"--server", server, "status", "job-99"}, dir);
+  r = RunCli({"--server", server, "status", "job-99"}, dir);
   CHECK(r.code == 1);
   CHECK(r.err == "kiln: no job job-99\n");
-  r = Kiln({"--server", server, "frobnicate"}, dir);
+  r = RunCli({"--server", server, "frobnicate"}, dir);
   CHECK(r.code == 2);
 }
 
@@ -146,31 +104,29 @@ TEST_CASE("kiln submit --follow survives a kilnd restart", "[integration][cli]")
   const std::string dir = TempDir("cli_follow_restart");
   KilndOptions options;
   options.state_dir = dir + "/state";
-  options.worker_binary = ScriptedWorkerBinary();
   options.grace_s = 15;
   KilndProcess kilnd(options);
   REQUIRE(kilnd.Start().ok());
   const std::string spec =
-      WriteSpec(dir, "job.yaml",
-                ScriptedSpec(80, 2, {{"test.step_ms", "50"}}, "checkpoint: {every_steps: 20}\n"));
+      WriteFile(dir, "job.yaml", MlpJob(1500, 2, "checkpoint: {every_steps: 500}\n"));
   const pid_t follower =
-      StartKiln({"--server", kilnd.address(), "submit", "-f", spec, "--follow"}, dir);
+      StartCli({"--server", kilnd.address(), "submit", "-f", spec, "--follow"}, dir);
   REQUIRE(WaitFor(
               kilnd.Client().get(), "job-1",
-              [](const v1::Job& j) { return j.progress().step() >= 10; }, absl::Seconds(30))
+              [](const v1::Job& j) { return j.progress().step() >= 100; }, absl::Seconds(60))
               .ok());
   kilnd.Signal(SIGKILL);
   kilnd.Wait();
   absl::SleepFor(absl::Seconds(1));
   REQUIRE(kilnd.Start().ok());
-  const Run r = Finish(follower, dir);
+  const CliRun r = FinishCli(follower, dir);
   INFO(r.out << r.err);
   CHECK(r.code == 0);
   CHECK(Contains(r.out, "lost kilnd; reconnecting..."));
   CHECK(Contains(r.out, "reconnected to kilnd"));
   CHECK(Contains(r.out, "job-1 SUCCEEDED"));
   // Events that happened while the follower was away are shown after it reconnects.
-  CHECK(Contains(r.out, "checkpoint at step 80 complete"));
+  CHECK(Contains(r.out, "checkpoint at step 1500 complete"));
 }
 
 }  // namespace

@@ -1,4 +1,5 @@
-// The kilnd child process, spec builders and polling helpers used by the integration tests.
+// The kilnd child process, worker process checks and the kiln CLI runner used by the integration
+// tests (job specs and job inspection are in harness_jobs.cc).
 #include "tests/integration/harness.h"
 
 #include <dirent.h>
@@ -22,11 +23,18 @@ namespace kiln::testing {
 
 std::string KilndBinary() { return Runfile("scheduler/kilnd"); }
 std::string WorkerBinary() { return Runfile("worker/kiln-worker"); }
-std::string ScriptedWorkerBinary() { return Runfile("tests/integration/kiln-worker-scripted"); }
+std::string DataBinary() { return Runfile("worker/kiln-data"); }
+std::string CliBinary() { return Runfile("client/cli/kiln"); }
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path);
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+std::string WriteFile(const std::string& dir, const std::string& name, const std::string& text) {
+  const std::string path = dir + "/" + name;
+  std::ofstream(path) << text;
+  return path;
 }
 
 bool Contains(const std::string& haystack, const std::string& needle) {
@@ -62,7 +70,7 @@ absl::Status KilndProcess::Start() {
       "--grace-s",
       absl::StrCat(options_.grace_s),
       "--worker-binary",
-      options_.worker_binary.empty() ? WorkerBinary() : options_.worker_binary,
+      WorkerBinary(),
   };
   if (!options_.auth_token_file.empty()) {
     args.push_back("--auth-token-file");
@@ -141,57 +149,6 @@ std::unique_ptr<v1::ClusterService::Stub> KilndProcess::ClusterStub() const {
       grpc::CreateChannel(address(), grpc::InsecureChannelCredentials()));
 }
 
-std::string ScriptedSpec(int steps, int workers, const std::map<std::string, std::string>& labels,
-                         const std::string& extra_yaml) {
-  std::string yaml = absl::StrCat(
-      "name: scripted\n"
-      "model: {family: mlp, n_layer: 1, d_in: 4, d_ff: 8, vocab_size: 2}\n"
-      "train: {steps: ",
-      steps,
-      ", micro_batch: 1}\n"
-      "resources: {workers: ",
-      workers, "}\n");
-  if (!labels.empty()) {
-    yaml += "labels:\n";
-    for (const auto& [k, v] : labels) absl::StrAppend(&yaml, "  ", k, ": \"", v, "\"\n");
-  }
-  return yaml + extra_yaml;
-}
-
-absl::StatusOr<v1::Job> Submit(client::KilnClient* client, const std::string& yaml,
-                               const std::string& submission_id) {
-  v1::SubmitJobRequest request;
-  request.set_spec_yaml(yaml);
-  request.set_submission_id(submission_id);
-  request.set_base_dir("/");
-  absl::StatusOr<v1::SubmitJobResponse> r = client->Submit(request);
-  if (!r.ok()) return r.status();
-  return r->job();
-}
-
-absl::StatusOr<v1::Job> WaitFor(client::KilnClient* client, const std::string& job_id,
-                                const std::function<bool(const v1::Job&)>& done,
-                                absl::Duration timeout) {
-  const absl::Time deadline = absl::Now() + timeout;
-  absl::StatusOr<v1::Job> job;
-  while (true) {
-    job = client->GetJob(job_id, /*include_events=*/true);
-    if (job.ok() && done(*job)) return job;
-    if (absl::Now() > deadline) {
-      if (!job.ok()) return job.status();
-      return absl::DeadlineExceededError(
-          absl::StrCat("timed out; job is ", v1::JobState_Name(job->state()), ": ", job->reason()));
-    }
-    absl::SleepFor(absl::Milliseconds(50));
-  }
-}
-
-absl::StatusOr<v1::Job> WaitForState(client::KilnClient* client, const std::string& job_id,
-                                     v1::JobState state, absl::Duration timeout) {
-  return WaitFor(
-      client, job_id, [state](const v1::Job& j) { return j.state() == state; }, timeout);
-}
-
 namespace {
 
 // Live (non-zombie) processes whose process group is `pgid`.
@@ -230,6 +187,36 @@ bool WaitAllGone(const std::vector<pid_t>& pids, absl::Duration timeout) {
     if (absl::Now() > deadline) return false;
     absl::SleepFor(absl::Milliseconds(50));
   }
+}
+
+pid_t StartCli(const std::vector<std::string>& args, const std::string& dir) {
+  const std::string out_path = dir + "/kiln.out", err_path = dir + "/kiln.err";
+  std::vector<std::string> argv = {CliBinary()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::vector<char*> cargv;
+  for (std::string& a : argv) cargv.push_back(a.data());
+  cargv.push_back(nullptr);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    if (freopen(out_path.c_str(), "w", stdout) == nullptr) _exit(126);
+    if (freopen(err_path.c_str(), "w", stderr) == nullptr) _exit(126);
+    unsetenv("KILN_SERVER");
+    unsetenv("KILN_TOKEN");
+    execv(cargv[0], cargv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+CliRun FinishCli(pid_t pid, const std::string& dir) {
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, ReadFile(dir + "/kiln.out"),
+          ReadFile(dir + "/kiln.err")};
+}
+
+CliRun RunCli(const std::vector<std::string>& args, const std::string& dir) {
+  return FinishCli(StartCli(args, dir), dir);
 }
 
 }  // namespace kiln::testing

@@ -1,6 +1,7 @@
 // Integration-test harness: runs a real kilnd binary as a child process on an OS-chosen port
-// (--listen 127.0.0.1:0, read back from --port-file), restarts it on the same port and state dir,
-// kills it, and offers clients, job-spec builders and waiting helpers.
+// (--listen 127.0.0.1:0, read back from --port-file) with the real kiln-worker, restarts it on the
+// same port and state dir, kills it; builds specs of real training jobs; runs the kiln CLI; and
+// offers clients, job inspection and waiting helpers.
 #pragma once
 
 #include <sys/types.h>
@@ -19,12 +20,12 @@
 namespace kiln::testing {
 
 std::string KilndBinary();
-std::string WorkerBinary();          // kiln-worker as shipped (real trainer, or the pending stub)
-std::string ScriptedWorkerBinary();  // kiln-worker linked with the scripted test trainer
+std::string WorkerBinary();  // kiln-worker as shipped: the real trainer
+std::string DataBinary();    // kiln-data
+std::string CliBinary();     // kiln
 
 struct KilndOptions {
   std::string state_dir;
-  std::string worker_binary;
   int slots = 2;
   double grace_s = 3;
   std::string auth_token_file;
@@ -60,26 +61,79 @@ class KilndProcess {
   int metrics_port_ = 0;
 };
 
-// YAML for a job of the scripted trainer: family mlp, `steps` steps, `workers` ranks, test labels.
-std::string ScriptedSpec(int steps, int workers, const std::map<std::string, std::string>& labels,
-                         const std::string& extra_yaml = "");
+// --- Specs of real training jobs (kiln-worker runs engine/train; nothing is scripted) ---
+//
+// Note [Real jobs in tests]
+// Every fault is produced by real training and real process events, not by test labels:
+//  - MlpJob: a small MLP on the trainer's synthetic task (no data files), a few ms per step here;
+//    with `workers` > 1 it is data parallel (parallel.dp = workers) over Gloo, rendezvousing
+//    through kilnd's key-value store. Long runs are many steps, not slow steps.
+//  - GptJob: a small GPT-2 on a byte-level token file (PrepareTokens), ~15 ms per step per rank
+//    at dp 2 on an idle 2-core machine, with sharded (ZeRO) checkpoints.
+//  - LongStepJob: an MLP whose single optimizer step accumulates gradients over hundreds of
+//    micro-batches, several seconds per step. The trainer honours a stop request only between
+//    steps, so a worker asked to stop cannot do so within a grace of a second or two: this is
+//    "a worker that ignores the stop" for cancel, drain and coordinator loss, and it makes kilnd
+//    (or the worker's own coordinator-loss deadline) end the process by force.
+//  - BadInputJob: a GPT-2 whose vocabulary (64) is smaller than the bytes in its token file; the
+//    trainer refuses the data and the worker exits 2 (bad input).
+// Crashes are signals (SIGKILL, SIGSEGV) sent to a worker; hangs are SIGSTOP.
+std::string MlpJob(int steps, int workers = 1, const std::string& extra_yaml = "");
+std::string GptJob(const std::string& train_bin, int steps, int workers, int zero_stage,
+                   const std::string& extra_yaml = "");
+std::string LongStepJob(int workers = 1, const std::string& extra_yaml = "");
+std::string BadInputJob(const std::string& train_bin);
+// Writes generated English-like text into `dir` and turns it into dir/tokens/{train,val}.bin with
+// `kiln-data prepare --tokenizer byte`; returns the path of train.bin.
+absl::StatusOr<std::string> PrepareTokens(const std::string& dir);
 
 absl::StatusOr<v1::Job> Submit(client::KilnClient* client, const std::string& yaml,
                                const std::string& submission_id = "");
 
-// Polls GetJob until `done(job)` or the timeout; returns the last job seen.
+// Polls GetJob (with events) until `done(job)` or the timeout; returns the last job seen.
 absl::StatusOr<v1::Job> WaitFor(client::KilnClient* client, const std::string& job_id,
                                 const std::function<bool(const v1::Job&)>& done,
                                 absl::Duration timeout);
 absl::StatusOr<v1::Job> WaitForState(client::KilnClient* client, const std::string& job_id,
                                      v1::JobState state, absl::Duration timeout);
+// Until the job is SUCCEEDED, FAILED or CANCELLED.
+absl::StatusOr<v1::Job> WaitForEnd(client::KilnClient* client, const std::string& job_id,
+                                   absl::Duration timeout);
+// Until every rank has reported a heartbeat in the phase "train" (the trainer is in its step loop).
+absl::StatusOr<v1::Job> WaitForTraining(client::KilnClient* client, const std::string& job_id,
+                                        absl::Duration timeout);
 
+// --- Inspecting a job ---
+std::vector<pid_t> Pids(const v1::Job& job);
+const v1::JobEvent* FindEvent(const v1::Job& job, const std::string& text);
+bool HasEvent(const v1::Job& job, const std::string& text);
+absl::Time EventTime(const v1::JobEvent& event);
+// The number after `prefix` in `text` ("... from checkpoint step 200" -> 200), or -1.
+int64_t NumberAfter(const std::string& text, const std::string& prefix);
+// Every rank's log, merged, as StreamLogs returns it.
+std::string Logs(client::KilnClient* client, const std::string& job_id);
+// Every metric point of the job, all attempts.
+std::vector<v1::MetricPoint> AllMetrics(client::KilnClient* client, const std::string& job_id);
+
+// --- Processes ---
 // Whether a process (or any member of its process group) still runs; zombies count as gone.
 bool ProcessOrGroupAlive(pid_t pid);
 // Waits until none of `pids` (nor their groups) is alive.
 bool WaitAllGone(const std::vector<pid_t>& pids, absl::Duration timeout);
 
+// --- The kiln CLI, as users run it (KILN_SERVER and KILN_TOKEN unset) ---
+struct CliRun {
+  int code = -1;
+  std::string out;
+  std::string err;
+};
+// Starts `kiln args...` with output to dir/kiln.{out,err}; FinishCli waits for it.
+pid_t StartCli(const std::vector<std::string>& args, const std::string& dir);
+CliRun FinishCli(pid_t pid, const std::string& dir);
+CliRun RunCli(const std::vector<std::string>& args, const std::string& dir);
+
 std::string ReadFile(const std::string& path);
+std::string WriteFile(const std::string& dir, const std::string& name, const std::string& text);
 bool Contains(const std::string& haystack, const std::string& needle);
 
 }  // namespace kiln::testing

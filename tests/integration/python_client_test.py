@@ -1,6 +1,7 @@
-"""The Python client (client/python) against a real kilnd with the scripted test worker: submit,
-wait, list, get, metrics, logs, cancel, nodes, idempotency, spec errors with field paths, an
-unreachable server, and kilnd's grpc.health.v1 (NOT_SERVING while draining) and reflection.
+"""The Python client (client/python) against a real kilnd launching the real kiln-worker (a small
+MLP trained on the trainer's synthetic task): submit, wait, list, get, metrics, logs, cancel, nodes,
+idempotency, spec errors with field paths, an unreachable server, and kilnd's grpc.health.v1
+(NOT_SERVING while draining) and reflection.
 
 Prints the KILN_TEST_SUMMARY line that tools/test.sh adds up."""
 
@@ -19,19 +20,32 @@ from kiln_client import Client, KilnError, state_name
 
 RUNFILES = os.path.join(os.environ.get("TEST_SRCDIR", "."), "kiln")
 KILND = os.path.join(RUNFILES, "scheduler/kilnd")
-WORKER = os.path.join(RUNFILES, "tests/integration/kiln-worker-scripted")
+WORKER = os.path.join(RUNFILES, "worker/kiln-worker")
 
 
-def scripted_spec(steps, workers=1, labels=None):
+def mlp_spec(steps, workers=1):
+    """A small MLP on the synthetic task, data parallel over `workers` ranks (as MlpJob in
+    harness.h)."""
     spec = {
         "name": "py",
-        "model": {"family": "mlp", "n_layer": 1, "d_in": 4, "d_ff": 8, "vocab_size": 2},
-        "train": {"steps": steps, "micro_batch": 1},
+        "model": {"family": "mlp", "n_layer": 3, "d_in": 16, "d_ff": 64, "vocab_size": 4},
+        "train": {"steps": steps, "micro_batch": 32, "seed": 7,
+                  "optimizer": {"name": "adamw", "lr": 3.0e-3}},
         "resources": {"workers": workers},
     }
-    if labels:
-        spec["labels"] = labels
+    if workers > 1:
+        spec["parallel"] = {"dp": workers}
     return spec
+
+
+def long_step_spec():
+    """One optimizer step of hundreds of accumulated micro-batches (seconds): the trainer only
+    stops between steps, so it cannot honour a stop within a short grace (as LongStepJob)."""
+    return {
+        "name": "py-long-steps",
+        "model": {"family": "mlp", "n_layer": 4, "d_in": 64, "d_ff": 512, "vocab_size": 4},
+        "train": {"steps": 1000, "micro_batch": 256, "grad_accum": 500, "seed": 7},
+    }
 
 
 class Kilnd:
@@ -81,29 +95,32 @@ class PythonClientTest(unittest.TestCase):
         cls.kilnd.stop()
 
     def test_submit_wait_metrics_logs(self):
-        job = self.client.submit(scripted_spec(12, workers=2))
+        job = self.client.submit(mlp_spec(12, workers=2))
         self.assertTrue(job.id.startswith("job-"))
-        done = self.client.wait(job.id, timeout=60)
+        done = self.client.wait(job.id, timeout=120)
         self.assertEqual("SUCCEEDED", state_name(done.state))
         points = self.client.metrics(job.id)
         self.assertEqual(list(range(1, 13)), [p.step for p in points])
+        self.assertLess(points[-1].loss, points[0].loss)
         text = "".join(t for _, t in self.client.logs(job.id))
-        self.assertIn("rank 0 done at step 12", text)
-        self.assertIn("rank 1 done at step 12", text)
+        self.assertIn("step 12/12", text)  # rank 0 prints the step lines
+        self.assertIn("rank 1/2", text)
+        self.assertEqual(2, text.count("kiln-worker: training finished"))
         rank1 = "".join(t for _, t in self.client.logs(job.id, rank=1))
-        self.assertNotIn("rank 0 done", rank1)
+        self.assertIn("registered: %s rank 1/2" % job.id, rank1)
+        self.assertNotIn("step 12/12", rank1)
         self.assertIn(job.id, [j.id for j in self.client.list(states=["succeeded"])])
         detail = self.client.get(job.id, events=True)
         self.assertTrue(any("SUCCEEDED" in e.message for e in detail.events))
 
     def test_submission_is_idempotent(self):
-        a = self.client.submit(scripted_spec(3), submission_id="py-same")
-        b = self.client.submit(scripted_spec(3), submission_id="py-same")
+        a = self.client.submit(mlp_spec(3), submission_id="py-same")
+        b = self.client.submit(mlp_spec(3), submission_id="py-same")
         self.assertEqual(a.id, b.id)
-        self.client.wait(a.id, timeout=60)
+        self.client.wait(a.id, timeout=120)
 
     def test_bad_spec_names_the_field(self):
-        spec = scripted_spec(3)
+        spec = mlp_spec(3)
         spec["train"]["precision"] = "fp8"
         with self.assertRaises(KilnError) as ctx:
             self.client.submit(spec)
@@ -114,7 +131,7 @@ class PythonClientTest(unittest.TestCase):
         self.assertIn("invalid YAML", ctx.exception.message)
 
     def test_cancel(self):
-        job = self.client.submit(scripted_spec(100000))
+        job = self.client.submit(mlp_spec(1000000))
         deadline = time.time() + 30
         while self.client.get(job.id).progress.step < 2:
             self.assertLess(time.time(), deadline)
@@ -147,9 +164,9 @@ class PythonClientTest(unittest.TestCase):
         kilnd = Kilnd("drain")
         try:
             client = Client(kilnd.address)
-            job = client.submit(scripted_spec(100000, labels={"test.ignore_stop": "1"}))
-            deadline = time.time() + 30
-            while client.get(job.id).progress.step < 1:
+            job = client.submit(long_step_spec())
+            deadline = time.time() + 60
+            while [r.phase for r in client.get(job.id).ranks] != ["train"]:
                 self.assertLess(time.time(), deadline)
                 time.sleep(0.05)
             kilnd.proc.send_signal(signal.SIGTERM)
