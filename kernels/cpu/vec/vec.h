@@ -62,6 +62,11 @@ inline Vec RoundTo(Vec v) {
   }
 }
 
+// Starts loading the cache line at p into L1. Row-wise kernels call it on the next row while they
+// write the current one: hardware prefetchers stop at 4 KiB page boundaries, so each new row of
+// a few KiB would otherwise begin with a stall. Prefetches never fault, even past the end.
+inline void Prefetch(const void* p) { __builtin_prefetch(p, /*rw=*/0, /*locality=*/3); }
+
 // Calls fn(i, n) for the vectors covering [begin, end): n == kWidth for full vectors, then one
 // call with the remainder. Four full vectors per iteration give the out-of-order core independent
 // work; fn must be inlinable (a lambda).

@@ -74,16 +74,18 @@ struct Vec {
 inline Vec operator+(Vec a, Vec b) { return {_mm256_add_ps(a.v, b.v)}; }
 inline Vec operator-(Vec a, Vec b) { return {_mm256_sub_ps(a.v, b.v)}; }
 inline Vec operator*(Vec a, Vec b) { return {_mm256_mul_ps(a.v, b.v)}; }
-inline Vec operator/(Vec a, Vec b) { return {_mm256_div_ps(a.v, b.v)}; }
 // a * b + c, fused.
 inline Vec Fma(Vec a, Vec b, Vec c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
+// 1/a to about 1 ulp for finite, normal a (12-bit rcp plus two Newton steps); not for 0 or inf.
+inline Vec FastReciprocal(Vec a) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  __m256 r = _mm256_rcp_ps(a.v);
+  r = _mm256_fmadd_ps(r, _mm256_fnmadd_ps(a.v, r, one), r);
+  return {_mm256_fmadd_ps(r, _mm256_fnmadd_ps(a.v, r, one), r)};
+}
 // Min/Max return b when either lane is NaN (x86 semantics): pass data as b to propagate NaN.
 inline Vec Min(Vec a, Vec b) { return {_mm256_min_ps(a.v, b.v)}; }
 inline Vec Max(Vec a, Vec b) { return {_mm256_max_ps(a.v, b.v)}; }
-inline Vec Abs(Vec a) {
-  return {_mm256_and_ps(a.v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)))};
-}
-inline Vec Sqrt(Vec a) { return {_mm256_sqrt_ps(a.v)}; }
 inline Vec RoundNearest(Vec a) {
   return {_mm256_round_ps(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)};
 }
@@ -97,11 +99,6 @@ inline Vec ScaleByPow2(Vec x, Vec n) {
   const __m256 p1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
   const __m256 p2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
   return {_mm256_mul_ps(_mm256_mul_ps(x.v, p1), p2)};
-}
-// |mag| with the sign of `sign`.
-inline Vec CopySign(Vec mag, Vec sign) {
-  const __m256 sign_bit = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>(0x80000000u)));
-  return {_mm256_or_ps(_mm256_andnot_ps(sign_bit, mag.v), _mm256_and_ps(sign_bit, sign.v))};
 }
 inline Vec::Mask Less(Vec a, Vec b) { return _mm256_cmp_ps(a.v, b.v, _CMP_LT_OQ); }
 // Lanes of a where m is set, else lanes of b.

@@ -75,24 +75,19 @@ struct Vec {
 inline Vec operator+(Vec a, Vec b) { return {_mm512_add_ps(a.v, b.v)}; }
 inline Vec operator-(Vec a, Vec b) { return {_mm512_sub_ps(a.v, b.v)}; }
 inline Vec operator*(Vec a, Vec b) { return {_mm512_mul_ps(a.v, b.v)}; }
-inline Vec operator/(Vec a, Vec b) { return {_mm512_div_ps(a.v, b.v)}; }
 // a * b + c, fused.
 inline Vec Fma(Vec a, Vec b, Vec c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
+// 1/a to about 1 ulp for finite, normal a (rcp14 plus one Newton step); not for 0 or inf.
+inline Vec FastReciprocal(Vec a) {
+  const __m512 r = _mm512_rcp14_ps(a.v);
+  return {_mm512_fmadd_ps(r, _mm512_fnmadd_ps(a.v, r, _mm512_set1_ps(1.0f)), r)};
+}
 // Min/Max return b when either lane is NaN (x86 semantics): pass data as b to propagate NaN.
 inline Vec Min(Vec a, Vec b) { return {_mm512_min_ps(a.v, b.v)}; }
 inline Vec Max(Vec a, Vec b) { return {_mm512_max_ps(a.v, b.v)}; }
-inline Vec Abs(Vec a) { return {_mm512_abs_ps(a.v)}; }
-inline Vec Sqrt(Vec a) { return {_mm512_sqrt_ps(a.v)}; }
 inline Vec RoundNearest(Vec a) { return {_mm512_roundscale_ps(a.v, Vec::kRoundNearest)}; }
 // x * 2^n for integral n in [-150, 128], correct into the subnormal range.
 inline Vec ScaleByPow2(Vec x, Vec n) { return {_mm512_scalef_ps(x.v, n.v)}; }
-// |mag| with the sign of `sign`.
-inline Vec CopySign(Vec mag, Vec sign) {
-  const __m512i sign_bit = _mm512_set1_epi32(static_cast<int>(0x80000000u));
-  // Truth table 0xd8 = (c ? b : a) bitwise, with c the sign bit: magnitude of a, sign of b.
-  return {_mm512_castsi512_ps(_mm512_ternarylogic_epi32(
-      _mm512_castps_si512(mag.v), _mm512_castps_si512(sign.v), sign_bit, 0xd8))};
-}
 inline Vec::Mask Less(Vec a, Vec b) { return _mm512_cmp_ps_mask(a.v, b.v, _CMP_LT_OQ); }
 // Lanes of a where m is set, else lanes of b.
 inline Vec Select(Vec::Mask m, Vec a, Vec b) { return {_mm512_mask_blend_ps(m, b.v, a.v)}; }

@@ -1,6 +1,6 @@
-// Transcendental functions on Vec, written once for every ISA: exp, tanh, sigmoid and the
-// activation formulas built on them (GELU tanh approximation, SiLU). Accurate to a few ulp in f32;
-// NaN propagates. Include after vec.h.
+// Transcendental functions on Vec, written once for every ISA: exp, sigmoid and the activation
+// formulas built on them (GELU tanh approximation, SiLU). Accurate to a few ulp in f32; NaN
+// propagates. Include after vec.h.
 #pragma once
 
 #include "kernels/cpu/vec/vec.h"
@@ -27,41 +27,24 @@ inline Vec Exp(Vec x) {
   return ScaleByPow2(p, n);
 }
 
-// tanh(x). Note [tanh]: for |x| < 0.625 an odd polynomial x + x^3 P(x^2) (least-squares fit of
-// relative error, max error 1.4 ulp in f32); above it 1 - 2 / (e^(2|x|) + 1), which has no
-// cancellation there because the result is at least 0.55.
-inline Vec Tanh(Vec x) {
-  const Vec ax = Abs(x);
-  const Vec z = x * x;
-  Vec p = Vec::Broadcast(-5.691885948e-03f);
-  p = Fma(p, z, Vec::Broadcast(2.062620595e-02f));
-  p = Fma(p, z, Vec::Broadcast(-5.373529345e-02f));
-  p = Fma(p, z, Vec::Broadcast(1.333138049e-01f));
-  p = Fma(p, z, Vec::Broadcast(-3.333328068e-01f));
-  const Vec small = Fma(x * z, p, x);
-  const Vec one = Vec::Broadcast(1.0f);
-  const Vec e = Exp(ax + ax);
-  const Vec large = CopySign(one - Vec::Broadcast(2.0f) / (e + one), x);
-  return Select(Less(ax, Vec::Broadcast(0.625f)), small, large);
-}
-
-// 1 / (1 + e^-x).
+// 1 / (1 + e^-x). The denominator is in [1, FLT_MAX] (Exp saturates), so the fast reciprocal is
+// safe.
 inline Vec Sigmoid(Vec x) {
   const Vec one = Vec::Broadcast(1.0f);
-  return one / (one + Exp(Vec::Zero() - x));
+  return FastReciprocal(one + Exp(Vec::Zero() - x));
 }
 
 // Note [GELU tanh approximation]
-// gelu(x) = 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3), and
-// gelu'(x) = 0.5 (1 + tanh(u)) + 0.5 x (1 - tanh(u)^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2),
-// the same formulas (and evaluation order) as PyTorch's gelu(approximate="tanh") CPU kernel.
+// gelu(x) = 0.5 x (1 + tanh(u)) with u = sqrt(2/pi) (x + 0.044715 x^3), as PyTorch's
+// gelu(approximate="tanh"). Since 0.5 (1 + tanh(u)) = sigmoid(2u) = s, this is x s, and with
+// e = exp(-2u) (so 1 - s = e s) the derivative is s + 2 x e s^2 sqrt(2/pi) (1 + 3 * 0.044715 x^2):
+// one exp and one reciprocal per element, and no 1 - tanh^2 cancellation for large |u|.
 constexpr float kGeluBeta = 0.7978845608028654f;  // sqrt(2 / pi)
 constexpr float kGeluKappa = 0.044715f;
 
 inline Vec Gelu(Vec x) {
-  const Vec x_cube = x * x * x;
-  const Vec inner = Vec::Broadcast(kGeluBeta) * Fma(Vec::Broadcast(kGeluKappa), x_cube, x);
-  return Vec::Broadcast(0.5f) * x * (Vec::Broadcast(1.0f) + Tanh(inner));
+  const Vec inner = Vec::Broadcast(kGeluBeta) * Fma(Vec::Broadcast(kGeluKappa) * x * x, x, x);
+  return x * Sigmoid(inner + inner);
 }
 
 // dy * gelu'(x).
@@ -69,13 +52,12 @@ inline Vec GeluBackward(Vec dy, Vec x) {
   const Vec one = Vec::Broadcast(1.0f);
   const Vec x_sq = x * x;
   const Vec inner = Vec::Broadcast(kGeluBeta) * Fma(Vec::Broadcast(kGeluKappa) * x_sq, x, x);
-  const Vec t = Tanh(inner);
-  const Vec left = Vec::Broadcast(0.5f) * x;
-  const Vec left_derivative = Vec::Broadcast(0.5f) * (one + t);
+  const Vec e = Exp(Vec::Zero() - (inner + inner));
+  const Vec s = FastReciprocal(one + e);
   const Vec inner_derivative =
       Vec::Broadcast(kGeluBeta) * Fma(Vec::Broadcast(3.0f * kGeluKappa), x_sq, one);
-  const Vec right_derivative = (one - t * t) * inner_derivative;
-  return dy * Fma(left, right_derivative, left_derivative);
+  // (e s) s rather than e (s s): e may be huge where s is tiny.
+  return dy * Fma((x + x) * inner_derivative, (e * s) * s, s);
 }
 
 // silu(x) = x * sigmoid(x).

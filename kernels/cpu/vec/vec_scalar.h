@@ -41,14 +41,13 @@ struct Vec {
 inline Vec operator+(Vec a, Vec b) { return {a.v + b.v}; }
 inline Vec operator-(Vec a, Vec b) { return {a.v - b.v}; }
 inline Vec operator*(Vec a, Vec b) { return {a.v * b.v}; }
-inline Vec operator/(Vec a, Vec b) { return {a.v / b.v}; }
 // a * b + c (not fused: without FMA hardware std::fma is a slow library call).
 inline Vec Fma(Vec a, Vec b, Vec c) { return {a.v * b.v + c.v}; }
+// 1/a (exact division; the vector ISAs use an approximation refined to about 1 ulp).
+inline Vec FastReciprocal(Vec a) { return {1.0f / a.v}; }
 // Min/Max return b when either is NaN, like the x86 instructions the other ISAs use.
 inline Vec Min(Vec a, Vec b) { return {a.v < b.v ? a.v : b.v}; }
 inline Vec Max(Vec a, Vec b) { return {a.v > b.v ? a.v : b.v}; }
-inline Vec Abs(Vec a) { return {std::fabs(a.v)}; }
-inline Vec Sqrt(Vec a) { return {std::sqrt(a.v)}; }
 inline Vec RoundNearest(Vec a) { return {std::nearbyint(a.v)}; }
 // x * 2^n for integral n in [-150, 128], as two normal factors (see vec_avx2.h).
 inline Vec ScaleByPow2(Vec x, Vec n) {
@@ -62,7 +61,6 @@ inline Vec ScaleByPow2(Vec x, Vec n) {
   std::memcpy(&p2, &b2, 4);
   return {x.v * p1 * p2};
 }
-inline Vec CopySign(Vec mag, Vec sign) { return {std::copysign(mag.v, sign.v)}; }
 inline Vec::Mask Less(Vec a, Vec b) { return a.v < b.v; }
 inline Vec Select(Vec::Mask m, Vec a, Vec b) { return m ? a : b; }
 
