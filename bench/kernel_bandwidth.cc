@@ -3,7 +3,7 @@
 // write-allocate reads) over the median time of repeated calls on tensors far larger than the
 // caches, and the ratio to triad (a = b + s c, same threads). Prints a table and replaces the
 // "## Kernel bandwidth (kernels/cpu)" section of bench/RESULTS.md.
-//   bazel run //bench:kernel_bandwidth -- [--repeats=N] [--results=PATH] [--no-results]
+//   bazel run //bench:kernel_bandwidth -- [--mib=N] [--repeats=N] [--results=PATH] [--no-results]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -27,7 +27,10 @@
 namespace kiln::bench {
 namespace {
 
-constexpr int64_t kElements = int64_t{16} << 20;  // 64 MiB of f32 per main tensor
+// Elements of each main tensor (--mib sets it; by default 256 MiB of f32, larger than the
+// last-level cache of the machines this runs on — 300 MiB shared L3 here holds no full working
+// set).
+int64_t g_elements = int64_t{64} << 20;
 constexpr int64_t kNormCols = 1024;
 constexpr int64_t kVocab = 8192;
 
@@ -43,9 +46,10 @@ double MedianSeconds(int repeats, const std::function<void()>& fn) {
   return t[t.size() / 2];
 }
 
-// a[i] = b[i] + s * c[i] over three 64 MiB arrays: the bandwidth ceiling kernels are compared to.
+// a[i] = b[i] + s * c[i] over three arrays of the main tensor size: the bandwidth ceiling kernels
+// are compared to.
 double TriadGBps(int repeats) {
-  const int64_t n = kElements;
+  const int64_t n = g_elements;
   Storage sa = Storage::Allocate(n * sizeof(float), Device::CPU());
   Storage sb = Storage::Allocate(n * sizeof(float), Device::CPU());
   Storage sc = Storage::Allocate(n * sizeof(float), Device::CPU());
@@ -87,7 +91,7 @@ Tensor Random(const Shape& shape, DType dtype) {
 std::vector<Case> Cases() {
   using testing::KernelRunner;
   const DType f32 = DType::kF32, bf16 = DType::kBF16;
-  const int64_t n = kElements, rows = n / kNormCols, ce_rows = n / kVocab;
+  const int64_t n = g_elements, rows = n / kNormCols, ce_rows = n / kVocab;
   const Shape flat{n}, mat{rows, kNormCols};
   const double f = sizeof(float);
   std::vector<Case> c;
@@ -193,6 +197,15 @@ std::string MachineLine() {
   return os.str();
 }
 
+std::string LoadAverage() {
+  std::ifstream in("/proc/loadavg");
+  double one = 0;
+  in >> one;
+  std::ostringstream os;
+  os << one;
+  return os.str();
+}
+
 std::string Today() {
   char buf[32];
   const std::time_t now = std::time(nullptr);
@@ -235,17 +248,21 @@ int Main(int argc, char** argv) {
     else if (arg == "--no-results")
       write_results = false;
     else {
-      std::fprintf(stderr,
-                   "usage: kernel_bandwidth [--repeats=N>=5] [--results=PATH] [--no-results]\n");
+      std::fprintf(
+          stderr,
+          "usage: kernel_bandwidth [--mib=N] [--repeats=N>=5] [--results=PATH] [--no-results]\n");
       return 2;
     }
   }
   SetNumThreads(HardwareThreads());
+  const std::string load_before = LoadAverage();
   const double triad = TriadGBps(repeats);
   std::ostringstream table;
   table << "| kernel | bytes counted | MiB/call | median ms | GB/s | vs triad |\n"
         << "| --- | --- | ---: | ---: | ---: | ---: |\n";
-  std::printf("triad (a = b + s*c, 3 x 64 MiB, %d threads): %.1f GB/s\n\n", NumThreads(), triad);
+  const int mib = static_cast<int>(g_elements >> 18);
+  std::printf("triad (a = b + s*c, 3 x %d MiB, %d threads): %.1f GB/s\n\n", mib, NumThreads(),
+              triad);
   std::printf("%-28s %10s %10s %8s %9s\n", "kernel", "MiB/call", "median ms", "GB/s", "vs triad");
   for (const Case& c : Cases()) {
     std::unique_ptr<testing::KernelRunner> runner = c.make();
