@@ -104,6 +104,27 @@ inline Vec::Mask Less(Vec a, Vec b) { return _mm256_cmp_ps(a.v, b.v, _CMP_LT_OQ)
 // Lanes of a where m is set, else lanes of b.
 inline Vec Select(Vec::Mask m, Vec a, Vec b) { return {_mm256_blendv_ps(b.v, a.v, m)}; }
 
+// Transposes the 8 x 8 block held in rows[0..7] (row i becomes column i): unpack pairs of rows,
+// shuffle within 128-bit lanes into 4 x 4 blocks, then exchange the 128-bit halves.
+inline void Transpose(Vec (&rows)[8]) {
+  __m256 t[8], u[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(rows[2 * i].v, rows[2 * i + 1].v);
+    t[2 * i + 1] = _mm256_unpackhi_ps(rows[2 * i].v, rows[2 * i + 1].v);
+  }
+  // u[4i + j], 128-bit half k: column 4k + j of rows 4i .. 4i + 3.
+  for (int i = 0; i < 2; ++i) {
+    u[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int j = 0; j < 4; ++j) {
+    rows[j].v = _mm256_permute2f128_ps(u[j], u[4 + j], 0x20);      // low halves
+    rows[4 + j].v = _mm256_permute2f128_ps(u[j], u[4 + j], 0x31);  // high halves
+  }
+}
+
 inline float FirstLane(Vec a) { return _mm256_cvtss_f32(a.v); }
 inline float ReduceAdd(Vec a) {
   const __m128 s = _mm_add_ps(_mm256_castps256_ps128(a.v), _mm256_extractf128_ps(a.v, 1));

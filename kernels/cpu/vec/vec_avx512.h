@@ -92,6 +92,33 @@ inline Vec::Mask Less(Vec a, Vec b) { return _mm512_cmp_ps_mask(a.v, b.v, _CMP_L
 // Lanes of a where m is set, else lanes of b.
 inline Vec Select(Vec::Mask m, Vec a, Vec b) { return {_mm512_mask_blend_ps(m, b.v, a.v)}; }
 
+// Transposes the 16 x 16 block held in rows[0..15] (row i becomes column i): unpack pairs of rows,
+// shuffle within 128-bit lanes into 4 x 4 blocks, then exchange the 128-bit lanes.
+inline void Transpose(Vec (&rows)[16]) {
+  __m512 t[16], u[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(rows[2 * i].v, rows[2 * i + 1].v);
+    t[2 * i + 1] = _mm512_unpackhi_ps(rows[2 * i].v, rows[2 * i + 1].v);
+  }
+  // u[4i + j], 128-bit lane k: column 4k + j of rows 4i .. 4i + 3.
+  for (int i = 0; i < 4; ++i) {
+    u[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int j = 0; j < 4; ++j) {
+    const __m512 ab_lo = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x44);  // a0 a1 b0 b1
+    const __m512 ab_hi = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xee);  // a2 a3 b2 b3
+    const __m512 cd_lo = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x44);
+    const __m512 cd_hi = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xee);
+    rows[j].v = _mm512_shuffle_f32x4(ab_lo, cd_lo, 0x88);       // lane 0 of a, b, c, d
+    rows[4 + j].v = _mm512_shuffle_f32x4(ab_lo, cd_lo, 0xdd);   // lane 1
+    rows[8 + j].v = _mm512_shuffle_f32x4(ab_hi, cd_hi, 0x88);   // lane 2
+    rows[12 + j].v = _mm512_shuffle_f32x4(ab_hi, cd_hi, 0xdd);  // lane 3
+  }
+}
+
 inline float FirstLane(Vec a) { return _mm512_cvtss_f32(a.v); }
 inline float ReduceAdd(Vec a) { return _mm512_reduce_add_ps(a.v); }
 inline float ReduceMax(Vec a) { return _mm512_reduce_max_ps(a.v); }

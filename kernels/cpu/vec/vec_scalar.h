@@ -64,6 +64,9 @@ inline Vec ScaleByPow2(Vec x, Vec n) {
 inline Vec::Mask Less(Vec a, Vec b) { return a.v < b.v; }
 inline Vec Select(Vec::Mask m, Vec a, Vec b) { return m ? a : b; }
 
+// Transposes a 1 x 1 block: nothing to do.
+inline void Transpose(Vec (&)[1]) {}
+
 inline float FirstLane(Vec a) { return a.v; }
 inline float ReduceAdd(Vec a) { return a.v; }
 inline float ReduceMax(Vec a) { return a.v; }
