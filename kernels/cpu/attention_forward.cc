@@ -15,10 +15,10 @@ namespace {
 // Work items are (batch, head, query block) in that order, handed out dynamically in increasing
 // order (work_queue.h), so the items a thread draws mostly share a kv head (the heads of one GQA
 // group are adjacent): a thread packs K^T and V of a kv head into f32 tiles and reuses them until
-// it draws an item of another kv head. Per query block it computes the
-// scores for all keys the block can see (S = q k^T, block_q x T), an exact two-pass softmax per
-// row (max, then exp and sum — no online rescaling is needed because the whole row is there),
-// O = P V, and divides by the row sum at the end. Keys past a query's position get P = 0.
+// it draws an item of another kv head. Per query block it computes the scores for all keys the
+// block can see (S = q k^T, block_q x T), an exact two-pass softmax per row (max, then exp and
+// sum — no online rescaling is needed because the whole row is there), O = P V, and divides by
+// the row sum at the end. Keys past a query's position get P = 0.
 template <typename T>
 void AttentionForwardTyped(const AttentionArgs& args) {
   const int64_t batch = args.batch, seq = args.seq;
