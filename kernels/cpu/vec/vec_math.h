@@ -10,7 +10,7 @@ namespace kiln::kernels::cpu::KILN_ISA_NS {
 // e^x: x = n*ln2 + r with |r| <= ln2/2, a degree-7 Taylor polynomial for e^r (error below 1 ulp
 // on that interval), then scaling by 2^n. Underflows to 0 (through subnormals) below about -103.9
 // and saturates near FLT_MAX above 88.72.
-inline Vec Exp(Vec x) {
+KILN_VEC_INLINE Vec Exp(Vec x) {
   x = Max(Vec::Broadcast(-104.0f), Min(Vec::Broadcast(88.7228f), x));
   const Vec n = RoundNearest(x * Vec::Broadcast(1.44269504088896341f));
   // Cody-Waite: ln2 split into a part exact in a few bits and the rest.
@@ -29,7 +29,7 @@ inline Vec Exp(Vec x) {
 
 // 1 / (1 + e^-x). The denominator is in [1, FLT_MAX] (Exp saturates), so the fast reciprocal is
 // safe.
-inline Vec Sigmoid(Vec x) {
+KILN_VEC_INLINE Vec Sigmoid(Vec x) {
   const Vec one = Vec::Broadcast(1.0f);
   return FastReciprocal(one + Exp(Vec::Zero() - x));
 }
@@ -42,13 +42,13 @@ inline Vec Sigmoid(Vec x) {
 constexpr float kGeluBeta = 0.7978845608028654f;  // sqrt(2 / pi)
 constexpr float kGeluKappa = 0.044715f;
 
-inline Vec Gelu(Vec x) {
+KILN_VEC_INLINE Vec Gelu(Vec x) {
   const Vec inner = Vec::Broadcast(kGeluBeta) * Fma(Vec::Broadcast(kGeluKappa) * x * x, x, x);
   return x * Sigmoid(inner + inner);
 }
 
 // dy * gelu'(x).
-inline Vec GeluBackward(Vec dy, Vec x) {
+KILN_VEC_INLINE Vec GeluBackward(Vec dy, Vec x) {
   const Vec one = Vec::Broadcast(1.0f);
   const Vec x_sq = x * x;
   const Vec inner = Vec::Broadcast(kGeluBeta) * Fma(Vec::Broadcast(kGeluKappa) * x_sq, x, x);
@@ -61,10 +61,10 @@ inline Vec GeluBackward(Vec dy, Vec x) {
 }
 
 // silu(x) = x * sigmoid(x).
-inline Vec Silu(Vec x) { return x * Sigmoid(x); }
+KILN_VEC_INLINE Vec Silu(Vec x) { return x * Sigmoid(x); }
 
 // dy * silu'(x) = dy * s (1 + x (1 - s)), s = sigmoid(x).
-inline Vec SiluBackward(Vec dy, Vec x) {
+KILN_VEC_INLINE Vec SiluBackward(Vec dy, Vec x) {
   const Vec one = Vec::Broadcast(1.0f);
   const Vec s = Sigmoid(x);
   return dy * s * Fma(x, one - s, one);
