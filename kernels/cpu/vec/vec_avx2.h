@@ -87,9 +87,6 @@ KILN_VEC_INLINE Vec FastReciprocal(Vec a) {
 // Min/Max return b when either lane is NaN (x86 semantics): pass data as b to propagate NaN.
 KILN_VEC_INLINE Vec Min(Vec a, Vec b) { return {_mm256_min_ps(a.v, b.v)}; }
 KILN_VEC_INLINE Vec Max(Vec a, Vec b) { return {_mm256_max_ps(a.v, b.v)}; }
-KILN_VEC_INLINE Vec RoundNearest(Vec a) {
-  return {_mm256_round_ps(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)};
-}
 // x * 2^n for integral n in [-150, 128]: two factors 2^(n/2) keep each one a normal float, so
 // results in the subnormal range come out right.
 KILN_VEC_INLINE Vec ScaleByPow2(Vec x, Vec n) {

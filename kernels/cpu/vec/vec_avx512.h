@@ -92,7 +92,6 @@ KILN_VEC_INLINE Vec FastReciprocal(Vec a) {
 // Min/Max return b when either lane is NaN (x86 semantics): pass data as b to propagate NaN.
 KILN_VEC_INLINE Vec Min(Vec a, Vec b) { return {_mm512_min_ps(a.v, b.v)}; }
 KILN_VEC_INLINE Vec Max(Vec a, Vec b) { return {_mm512_max_ps(a.v, b.v)}; }
-KILN_VEC_INLINE Vec RoundNearest(Vec a) { return {_mm512_roundscale_ps(a.v, Vec::kRoundNearest)}; }
 // x * 2^n for integral n in [-150, 128], correct into the subnormal range.
 KILN_VEC_INLINE Vec ScaleByPow2(Vec x, Vec n) { return {_mm512_scalef_ps(x.v, n.v)}; }
 KILN_VEC_INLINE Vec::Mask Less(Vec a, Vec b) { return _mm512_cmp_ps_mask(a.v, b.v, _CMP_LT_OQ); }

@@ -49,7 +49,6 @@ KILN_VEC_INLINE Vec FastReciprocal(Vec a) { return {1.0f / a.v}; }
 // Min/Max return b when either is NaN, like the x86 instructions the other ISAs use.
 KILN_VEC_INLINE Vec Min(Vec a, Vec b) { return {a.v < b.v ? a.v : b.v}; }
 KILN_VEC_INLINE Vec Max(Vec a, Vec b) { return {a.v > b.v ? a.v : b.v}; }
-KILN_VEC_INLINE Vec RoundNearest(Vec a) { return {std::nearbyint(a.v)}; }
 // x * 2^n for integral n in [-150, 128], as two normal factors (see vec_avx2.h).
 KILN_VEC_INLINE Vec ScaleByPow2(Vec x, Vec n) {
   if (std::isnan(n.v)) return {n.v};
