@@ -17,9 +17,10 @@ namespace {
 // Per row, three passes: the max of the logits; e = exp(x - max) into the thread's f32 scratch row
 // and its sum; then dlogits = e / sum / counted, with 1 / counted subtracted at the target. The
 // first pass brings the row into cache (rows up to ~100k f32 logits plus the scratch row fit in
-// L2), so DRAM sees one read and one write per element, and each exp is computed once. The third
-// pass prefetches the next row. logits[target] is read before anything is written, so dlogits may
-// alias logits. The row losses land in a workspace array that the caller sums in row order.
+// L2), so DRAM sees one read and one write per element, and each exp is computed once. The exp
+// pass prefetches the next row into L2, so DRAM keeps streaming while the core computes.
+// logits[target] is read before anything is written, so dlogits may alias logits. The row losses
+// land in a workspace array that the caller sums in row order.
 template <typename T>
 void CrossEntropyTyped(const CrossEntropyArgs& args) {
   const int64_t vocab = args.vocab;
@@ -46,13 +47,18 @@ void CrossEntropyTyped(const CrossEntropyArgs& args) {
       const float row_max =
           ReduceMaxOver(0, vocab, [&](int64_t j, int w) { return LoadN(x + j, w); });
       const Vec mx = Vec::Broadcast(row_max);
-      const float sum =
-          ReduceSum(0, vocab, [&](int64_t j, int w) { return Exp(LoadN(x + j, w) - mx); });
+      // The next row streams into L2 while this one is in the exp pass (the longest).
+      const T* next = x + vocab;
+      const float sum = ReduceSum(0, vocab, [&](int64_t j, int w) {
+        PrefetchL2(next + j);
+        const Vec ej = Exp(LoadN(x + j, w) - mx);
+        StoreN(ej, e + j, w);
+        return ej;
+      });
       const float scale = inv_counted / sum;
       const Vec sc = Vec::Broadcast(scale);
-      ForEachVector(0, vocab,
-                    [&](int64_t j, int w) { StoreN(Exp(LoadN(x + j, w) - mx) * sc, g + j, w); });
-      const float p_target = FirstLane(Exp(Vec::Broadcast(x_target - row_max))) * scale;
+      const float p_target = e[target] * scale;
+      ForEachVector(0, vocab, [&](int64_t j, int w) { StoreN(LoadN(e + j, w) * sc, g + j, w); });
       StoreN(Vec::Broadcast(p_target - inv_counted), g + target, 1);
       args.row_loss[r] = std::log(sum) + row_max - x_target;
     }
