@@ -12,12 +12,12 @@ namespace {
 // Note [Attention backward parallelism]
 // dk and dv of a kv head collect contributions from every query block of every query head in its
 // group. Splitting those across threads would need atomics (non-deterministic) or per-thread
-// copies of dk/dv reduced afterwards, so a work item is one (batch, kv head) (handed out
-// dynamically, work_queue.h): it owns that head's
-// dk/dv accumulators (f32, T x D) and walks its query heads and query blocks in a fixed order;
-// dq of each query block is complete when the block is done and is written straight out. This is
-// PyTorch's CPU flash-attention backward scheme (parallel over batch x heads); B * Hkv items keep
-// a few cores busy at training batch sizes.
+// copies of dk/dv reduced afterwards, so a work item is one (batch, kv head), handed out
+// dynamically (work_queue.h): it owns that head's dk/dv accumulators (f32, T x D) and walks its
+// query heads and query blocks in a fixed order; dq of each query block is complete when the
+// block is done and is written straight out. This is PyTorch's CPU flash-attention backward
+// scheme (parallel over batch x heads); B * Hkv items keep a few cores busy at training batch
+// sizes, and fewer items than cores leave cores idle (README.md, "Known limits").
 //
 // Per query block, with P = exp(scale q k^T - lse) and delta_i = sum_d dout_i out_i:
 //   dP = dout v^T,  dS = scale P (dP - delta),  dq = dS k,  dk += dS^T q,  dv += P^T dout.
