@@ -1,7 +1,8 @@
 // Memory bandwidth of the element-wise, norm and loss CPU kernels against a triad in the same run:
 // each kernel's bytes read + written per call (compulsory traffic, as STREAM counts it: no
 // write-allocate reads) over the median time of repeated calls on tensors far larger than the
-// caches, and the ratio to triad (a = b + s c, same threads). Prints a table and replaces the
+// caches, and the ratio to a triad (a = b + s c, same threads) run alternately with the kernel.
+// Prints a table and replaces the
 // "## Kernel bandwidth (kernels/cpu)" section of bench/RESULTS.md.
 //   bazel run //bench:kernel_bandwidth -- [--mib=N] [--repeats=N] [--results=PATH] [--no-results]
 #include <algorithm>
@@ -34,21 +35,21 @@ int64_t g_elements = int64_t{64} << 20;
 constexpr int64_t kNormCols = 1024;
 constexpr int64_t kVocab = 8192;
 
-double MedianSeconds(int repeats, const std::function<void()>& fn) {
-  fn();  // warm-up: page faults, oneDNN/OpenMP start-up
-  std::vector<double> t;
-  for (int i = 0; i < repeats; ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    fn();
-    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+double Seconds(const std::function<void()>& fn) {
+  const auto start = std::chrono::steady_clock::now();
+  fn();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
 }
 
 // a[i] = b[i] + s * c[i] over three arrays of the main tensor size: the bandwidth ceiling kernels
-// are compared to. Measured next to every kernel, so that each ratio compares two measurements
-// taken under the same load (the machine is shared).
+// are compared to. Every kernel call is paired with a triad call right after it, and the ratio is
+// the median of the per-pair ratios, so each ratio compares runs made under the same conditions
+// (the machine is shared and its load changes from second to second).
 class Triad {
  public:
   Triad()
@@ -62,24 +63,41 @@ class Triad {
     });
   }
 
-  double GBps(int repeats) {
+  void Run() {
     float* a = static_cast<float*>(a_.data());
     const float* b = static_cast<const float*>(b_.data());
     const float* c = static_cast<const float*>(c_.data());
     const float s = 3.0f;
-    const double sec = MedianSeconds(repeats, [&] {
-      ParallelForInline(g_elements, 1 << 16, [&](int64_t lo, int64_t hi) {
+    ParallelForInline(g_elements, 1 << 16, [&](int64_t lo, int64_t hi) {
 #pragma omp simd
-        for (int64_t i = lo; i < hi; ++i) a[i] = b[i] + s * c[i];
-      });
+      for (int64_t i = lo; i < hi; ++i) a[i] = b[i] + s * c[i];
     });
     KILN_CHECK(a[g_elements / 2] == 7.0f) << "triad result";
-    return 3.0 * g_elements * sizeof(float) / sec / 1e9;
   }
+  static double Bytes() { return 3.0 * g_elements * sizeof(float); }
 
  private:
   Storage a_, b_, c_;
 };
+
+// Medians over `repeats` (kernel call, triad call) pairs after one warm-up of each.
+struct Measurement {
+  double kernel_seconds, kernel_gbps, triad_gbps, ratio;
+};
+Measurement Measure(int repeats, double bytes, testing::KernelRunner& kernel, Triad& triad) {
+  kernel.Run();
+  triad.Run();
+  std::vector<double> secs, kernel_gbps, triad_gbps, ratio;
+  for (int i = 0; i < repeats; ++i) {
+    const double k = Seconds([&] { kernel.Run(); });
+    const double t = Seconds([&] { triad.Run(); });
+    secs.push_back(k);
+    kernel_gbps.push_back(bytes / k / 1e9);
+    triad_gbps.push_back(Triad::Bytes() / t / 1e9);
+    ratio.push_back(kernel_gbps.back() / triad_gbps.back());
+  }
+  return {Median(secs), Median(kernel_gbps), Median(triad_gbps), Median(ratio)};
+}
 
 struct Case {
   std::string name;
@@ -246,7 +264,7 @@ void WriteSection(const std::string& path, const std::string& heading, const std
 }
 
 int Main(int argc, char** argv) {
-  int repeats = 7;
+  int repeats = 9;
   bool write_results = true;
   const char* workspace = std::getenv("BUILD_WORKSPACE_DIRECTORY");
   std::string results = std::string(workspace ? workspace : ".") + "/bench/RESULTS.md";
@@ -281,16 +299,14 @@ int Main(int argc, char** argv) {
               "triad GB/s", "vs triad");
   for (const Case& c : Cases()) {
     std::unique_ptr<testing::KernelRunner> runner = c.make();
-    const double sec = MedianSeconds(repeats, [&] { runner->Run(); });
-    const double triad_gbps = triad.GBps(repeats);
-    triads.push_back(triad_gbps);
-    const double gbps = c.bytes / sec / 1e9;
+    const Measurement m = Measure(repeats, c.bytes, *runner, triad);
+    triads.push_back(m.triad_gbps);
     std::printf("%-28s %9.1f %9.2f %8.1f %11.1f %8.0f%%\n", c.name.c_str(), c.bytes / (1 << 20),
-                sec * 1e3, gbps, triad_gbps, 100 * gbps / triad_gbps);
+                m.kernel_seconds * 1e3, m.kernel_gbps, m.triad_gbps, 100 * m.ratio);
     char row[256];
     std::snprintf(row, sizeof(row), "| %s | %s | %.1f | %.2f | %.1f | %.1f | %.0f%% |\n",
-                  c.name.c_str(), c.bytes_note.c_str(), c.bytes / (1 << 20), sec * 1e3, gbps,
-                  triad_gbps, 100 * gbps / triad_gbps);
+                  c.name.c_str(), c.bytes_note.c_str(), c.bytes / (1 << 20), m.kernel_seconds * 1e3,
+                  m.kernel_gbps, m.triad_gbps, 100 * m.ratio);
     table << row;
   }
   std::sort(triads.begin(), triads.end());
@@ -302,17 +318,20 @@ int Main(int argc, char** argv) {
     section << "## Kernel bandwidth (kernels/cpu)\n\n"
             << "Machine: " << MachineLine() << ". Date: " << Today()
             << ". Threads: " << NumThreads() << ", ISA: " << CpuIsaName(ActiveCpuIsa())
-            << ". Tensors of " << mib << " MiB (f32); median of " << repeats
-            << " calls after one warm-up.\n\n"
+            << ". Tensors of " << mib << " MiB (f32).\n\n"
             << "Bytes are the compulsory traffic (reads + writes, no write-allocate reads), as "
-               "STREAM counts. Each kernel is compared with a triad a = b + s*c (three "
-            << mib
-            << " MiB arrays, same threads) measured right after it, since the machine is "
-               "shared (1-minute load average "
+               "STREAM counts. Each kernel call is paired with a call of triad a = b + s*c (three "
+            << mib << " MiB arrays, same threads) right after it; the figures are medians over "
+            << repeats
+            << " pairs after one warm-up, and 'vs triad' is the median of the per-pair ratios, "
+               "because the machine is shared and its load moves from second to second "
+               "(1-minute load average "
             << load_before << " at the start; triad median over the run "
             << static_cast<int>(triad_median * 10) / 10.0
-            << " GB/s). In-place kernels (accumulate_grad) read the lines they write, so they "
-               "skip the write-allocate that triad pays and can exceed 100%. Produced by "
+            << " GB/s). A kernel that reads and writes one stream pays one write-allocate read "
+               "for two counted streams, against one for three in triad, so about 89% is its "
+               "ceiling; in-place kernels (accumulate_grad) read the lines they write, skip the "
+               "write-allocate and can exceed 100%. Produced by "
                "`bazel run //bench:kernel_bandwidth`.\n\n"
             << table.str();
     WriteSection(results, "## Kernel bandwidth (kernels/cpu)", section.str());

@@ -47,10 +47,12 @@ void CrossEntropyTyped(const CrossEntropyArgs& args) {
       const float row_max =
           ReduceMaxOver(0, vocab, [&](int64_t j, int w) { return LoadN(x + j, w); });
       const Vec mx = Vec::Broadcast(row_max);
-      // The next row streams into L2 while this one is in the exp pass (the longest).
+      // While this row is in the exp pass (the longest), the next row streams into L2 and this
+      // row's dlogits lines are fetched for writing, so DRAM stays busy while the core computes.
       const T* next = x + vocab;
       const float sum = ReduceSum(0, vocab, [&](int64_t j, int w) {
         PrefetchL2(next + j);
+        PrefetchForWrite(g + j);
         const Vec ej = Exp(LoadN(x + j, w) - mx);
         StoreN(ej, e + j, w);
         return ej;

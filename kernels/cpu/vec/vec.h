@@ -69,6 +69,8 @@ KILN_VEC_INLINE Vec RoundTo(Vec v) {
 KILN_VEC_INLINE void Prefetch(const void* p) { __builtin_prefetch(p, /*rw=*/0, /*locality=*/3); }
 // The same into L2 only, for rows too large to share L1 with the current one.
 KILN_VEC_INLINE void PrefetchL2(const void* p) { __builtin_prefetch(p, /*rw=*/0, /*locality=*/2); }
+// Fetches a line about to be written (ownership requested early, into L2).
+KILN_VEC_INLINE void PrefetchForWrite(void* p) { __builtin_prefetch(p, /*rw=*/1, /*locality=*/2); }
 
 // Calls fn(i, n) for the vectors covering [begin, end): n == kWidth for full vectors, then one
 // call with the remainder. Four full vectors per iteration give the out-of-order core independent
