@@ -1,7 +1,7 @@
 // CPU matmul through oneDNN's matmul primitive, created once per node in Prepare for the bound
 // shapes (transposes are strides, never copies) and run from Run with a user scratchpad taken
-// from the workspace. f32 and bf16 (f32 accumulation; AMX where present) run natively; f16 goes
-// through f32 copies in the workspace because oneDNN 2.6 has no f16 matmul on CPU.
+// from the workspace. f32 and bf16 (f32 accumulation; AMX where present) run natively; f16 runs
+// natively where oneDNN has an optimized f16 matmul, else through f32 copies in the workspace.
 #include "engine/ops/attrs/matmul.h"
 
 #include <dnnl.hpp>
@@ -61,33 +61,56 @@ MatmulDescs DescribeMatmul(const KernelContext& ctx, memory::data_type dt) {
   return d;
 }
 
-// f16 runs as f32: oneDNN 2.6 has no f16 matmul on CPU (see the file comment).
-memory::data_type ComputeType(DType dtype) {
-  return dtype == DType::kBF16 ? memory::data_type::bf16 : memory::data_type::f32;
-}
-
 dnnl::matmul::primitive_desc MakePrimitiveDesc(const MatmulDescs& d) {
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   return dnnl::matmul::primitive_desc(dnnl::matmul::desc(d.a, d.b, d.c), attr, CpuEngine());
 }
 
+// The oneDNN type the product runs in. f16 runs natively only where oneDNN has an optimized f16
+// matmul for this CPU (not 2.6: it has none, and a reference kernel would be far slower than
+// converting); otherwise it runs in f32 on copies (see Note [Matmul in f16]).
+memory::data_type ComputeType(const KernelContext& ctx) {
+  switch (ctx.input(0).dtype()) {
+    case DType::kBF16:
+      return memory::data_type::bf16;
+    case DType::kF16:
+      break;
+    default:
+      return memory::data_type::f32;
+  }
+  try {
+    const dnnl::matmul::primitive_desc pd =
+        MakePrimitiveDesc(DescribeMatmul(ctx, memory::data_type::f16));
+    if (std::string(pd.impl_info_str()).rfind("ref", 0) != 0) return memory::data_type::f16;
+  } catch (const dnnl::error&) {
+    // No f16 implementation at all.
+  }
+  return memory::data_type::f32;
+}
+
+// Note [Matmul in f16]
+// oneDNN 2.6 has no f16 matmul on CPU. An f16 node then converts a and b into f32 copies in its
+// workspace, multiplies in f32 and rounds the f32 result into out: exact inputs, f32 accumulation,
+// one rounding, like the bf16 path. The extra traffic is small next to the product.
 size_t Align64(size_t bytes) { return (bytes + 63) / 64 * 64; }
 
 class MatmulKernel final : public Kernel {
  public:
   size_t WorkspaceBytes(const KernelContext& ctx) const override {
-    const MatmulDescs d = DescribeMatmul(ctx, ComputeType(ctx.input(0).dtype()));
-    return Layout(ctx, MakePrimitiveDesc(d).scratchpad_desc().get_size()).total;
+    const memory::data_type type = ComputeType(ctx);
+    const MatmulDescs d = DescribeMatmul(ctx, type);
+    return Layout(ctx, type, MakePrimitiveDesc(d).scratchpad_desc().get_size()).total;
   }
 
   absl::Status Prepare(const KernelContext& ctx) override {
     const DType dtype = ctx.input(0).dtype();
     CheckTensor(ctx.input(1), dtype, "matmul b");
     CheckTensor(ctx.output(0), dtype, "matmul out");
-    convert_f16_ = dtype == DType::kF16;
     try {
-      const MatmulDescs d = DescribeMatmul(ctx, ComputeType(dtype));
+      const memory::data_type type = ComputeType(ctx);
+      convert_f16_ = dtype == DType::kF16 && type == memory::data_type::f32;
+      const MatmulDescs d = DescribeMatmul(ctx, type);
       const dnnl::matmul::primitive_desc pd = MakePrimitiveDesc(d);
       primitive_ = dnnl::matmul(pd);
       stream_ = dnnl::stream(CpuEngine());
@@ -96,7 +119,7 @@ class MatmulKernel final : public Kernel {
       b_ = memory(d.b, CpuEngine(), DNNL_MEMORY_NONE);
       c_ = memory(d.c, CpuEngine(), DNNL_MEMORY_NONE);
       const size_t scratch_bytes = pd.scratchpad_desc().get_size();
-      layout_ = Layout(ctx, scratch_bytes);
+      layout_ = Layout(ctx, type, scratch_bytes);
       num_args_ = 3;
       args_[0] = {DNNL_ARG_SRC, a_.get()};
       args_[1] = {DNNL_ARG_WEIGHTS, b_.get()};
@@ -142,15 +165,16 @@ class MatmulKernel final : public Kernel {
   }
 
  private:
-  // Byte offsets into the workspace: the oneDNN scratchpad, then (f16 only) f32 copies.
+  // Byte offsets into the workspace: the oneDNN scratchpad, then (f16 run as f32) f32 copies.
   struct WorkspaceLayout {
     size_t scratch = 0, a_f32 = 0, b_f32 = 0, c_f32 = 0, total = 0;
   };
 
-  static WorkspaceLayout Layout(const KernelContext& ctx, size_t scratch_bytes) {
+  static WorkspaceLayout Layout(const KernelContext& ctx, memory::data_type type,
+                                size_t scratch_bytes) {
     WorkspaceLayout l;
     l.total = Align64(scratch_bytes);
-    if (ctx.input(0).dtype() == DType::kF16) {
+    if (ctx.input(0).dtype() == DType::kF16 && type == memory::data_type::f32) {
       l.a_f32 = l.total;
       l.total += Align64(ctx.input(0).numel() * sizeof(float));
       l.b_f32 = l.total;
