@@ -100,6 +100,7 @@ absl::StatusOr<ModelGraph> BuildModel(const ModelConfig& c, const GraphOptions& 
     KILN_ASSIGN_OR_RETURN(m.backward, graph::BuildBackward(b, m.loss));
   }
   graph::EliminateDeadCode(m.graph);
+  graph::FuseMatmulBias(m.graph);
   return m;
 }
 

@@ -88,6 +88,31 @@ graph::OpSchema MatmulSchema() {
 
 KILN_REGISTER_OP(MatmulSchema());
 
+// matmul_bias(a, b, bias) = matmul(a, b) + bias: made only by the fusion pass, after autodiff
+// (engine/graph/passes.h), so it needs no gradient.
+absl::StatusOr<std::vector<TensorType>> InferMatmulBias(const std::vector<TensorType>& in,
+                                                        const std::any& attrs) {
+  KILN_ASSIGN_OR_RETURN(std::vector<TensorType> out, InferMatmul({in[0], in[1]}, attrs));
+  const int64_t n = out[0].shape.back();
+  if (in[2].shape != Shape{n} || in[2].dtype != out[0].dtype) {
+    return absl::InvalidArgumentError(absl::StrCat("argument bias is ", in[2].ToString(),
+                                                   ": expected ",
+                                                   std::string(DTypeName(out[0].dtype)), "[", n,
+                                                   "]"));
+  }
+  return out;
+}
+
+graph::OpSchema MatmulBiasSchema() {
+  graph::OpSchema s;
+  s.name = "matmul_bias";
+  s.input_names = {"a", "b", "bias"};
+  s.infer = InferMatmulBias;
+  return s;
+}
+
+KILN_REGISTER_OP(MatmulBiasSchema());
+
 }  // namespace
 
 ValueId Matmul(GraphBuilder& b, ValueId a, ValueId w, bool trans_a, bool trans_b) {

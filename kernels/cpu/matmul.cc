@@ -19,9 +19,10 @@ const dnnl::engine& CpuEngine() {
   return *engine;
 }
 
-// The three operands as oneDNN memory descriptors over the caller's (contiguous) buffers.
+// The operands as oneDNN memory descriptors over the caller's (contiguous) buffers; `bias` is
+// set for matmul_bias (input 2, (N), broadcast over rows).
 struct MatmulDescs {
-  memory::desc a, b, c;
+  memory::desc a, b, c, bias;
 };
 
 // Note [Matmul as oneDNN strides]
@@ -47,10 +48,13 @@ MatmulDescs DescribeMatmul(const KernelContext& ctx, memory::data_type dt) {
   }
   KILN_CHECK_EQ(c.numel(), batch * m * n) << "matmul output " << ShapeToString(c.sizes());
   MatmulDescs d;
+  const bool has_bias = ctx.num_inputs > 2;
+  if (has_bias) KILN_CHECK_EQ(ctx.input(2).numel(), n) << "matmul_bias: bias length";
   if (!b_batched && !attrs.trans_a) {
     d.a = memory::desc({batch * m, k}, dt, memory::dims{k, 1});
     d.b = memory::desc({k, n}, dt, attrs.trans_b ? memory::dims{1, k} : memory::dims{n, 1});
     d.c = memory::desc({batch * m, n}, dt, memory::dims{n, 1});
+    if (has_bias) d.bias = memory::desc({1, n}, dt, memory::dims{n, 1});
     return d;
   }
   d.a = memory::desc({batch, m, k}, dt,
@@ -58,12 +62,17 @@ MatmulDescs DescribeMatmul(const KernelContext& ctx, memory::data_type dt) {
   d.b = memory::desc({b_batched ? batch : 1, k, n}, dt,
                      attrs.trans_b ? memory::dims{k * n, 1, k} : memory::dims{k * n, n, 1});
   d.c = memory::desc({batch, m, n}, dt, memory::dims{m * n, n, 1});
+  if (has_bias) d.bias = memory::desc({1, 1, n}, dt, memory::dims{n, n, 1});
   return d;
 }
 
 dnnl::matmul::primitive_desc MakePrimitiveDesc(const MatmulDescs& d) {
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  if (d.bias.get_size() > 0) {
+    return dnnl::matmul::primitive_desc(dnnl::matmul::desc(d.a, d.b, d.bias, d.c), attr,
+                                        CpuEngine());
+  }
   return dnnl::matmul::primitive_desc(dnnl::matmul::desc(d.a, d.b, d.c), attr, CpuEngine());
 }
 
@@ -124,6 +133,11 @@ class MatmulKernel final : public Kernel {
       args_[0] = {DNNL_ARG_SRC, a_.get()};
       args_[1] = {DNNL_ARG_WEIGHTS, b_.get()};
       args_[2] = {DNNL_ARG_DST, c_.get()};
+      if (d.bias.get_size() > 0) {
+        KILN_CHECK(!convert_f16_) << "matmul_bias in f16 is not fused (see FuseMatmulBias)";
+        bias_ = memory(d.bias, CpuEngine(), DNNL_MEMORY_NONE);
+        args_[num_args_++] = {DNNL_ARG_BIAS, bias_.get()};
+      }
       if (scratch_bytes > 0) {
         scratch_ = memory(pd.scratchpad_desc(), CpuEngine(), DNNL_MEMORY_NONE);
         args_[num_args_++] = {DNNL_ARG_SCRATCHPAD, scratch_.get()};
@@ -155,6 +169,7 @@ class MatmulKernel final : public Kernel {
     SetHandle(a_, a_data);
     SetHandle(b_, b_data);
     SetHandle(c_, c_data);
+    if (bias_) SetHandle(bias_, ctx.input(2).raw_data());
     if (scratch_) SetHandle(scratch_, ws + layout_.scratch);
     // The C API takes our prebuilt argument array; the C++ execute() would build a map per call.
     CheckDnnl(dnnl_primitive_execute(primitive_.get(), stream_.get(), num_args_, args_));
@@ -195,8 +210,8 @@ class MatmulKernel final : public Kernel {
   bool convert_f16_ = false;
   dnnl::matmul primitive_;
   dnnl::stream stream_;
-  memory a_, b_, c_, scratch_;
-  dnnl_exec_arg_t args_[4] = {};
+  memory a_, b_, c_, bias_, scratch_;
+  dnnl_exec_arg_t args_[5] = {};
   int num_args_ = 0;
   WorkspaceLayout layout_;
 };
@@ -206,5 +221,7 @@ class MatmulKernel final : public Kernel {
 KILN_REGISTER_KERNEL("matmul", kCPU, kF32, MatmulKernel);
 KILN_REGISTER_KERNEL("matmul", kCPU, kBF16, MatmulKernel);
 KILN_REGISTER_KERNEL("matmul", kCPU, kF16, MatmulKernel);
+KILN_REGISTER_KERNEL("matmul_bias", kCPU, kF32, MatmulKernel);
+KILN_REGISTER_KERNEL("matmul_bias", kCPU, kBF16, MatmulKernel);
 
 }  // namespace kiln::kernels::cpu
