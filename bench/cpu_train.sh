@@ -10,6 +10,10 @@ cd "$(dirname "$0")/.."
 RECORD=0
 [ "${1:-}" = "--record" ] && RECORD=1
 THREADS="${KILN_BENCH_THREADS:-$(nproc)}"
+# Both sides run under the same OpenMP policy: passive waiting (Note [OpenMP wait policy] in
+# engine/core/parallel.h). On a busy machine libgomp's default spinning costs PyTorch as much as
+# Kiln; on an idle one it makes no measurable difference.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 STEPS="${KILN_BENCH_STEPS:-12}"
 
 bazel build //worker:kiln-train //bench:matmul_ceiling 2>&1 | grep -E "ERROR|error:" || true

@@ -18,6 +18,7 @@
 #include <string>
 
 #include "absl/strings/numbers.h"
+#include "engine/core/parallel.h"
 #include "engine/dist/process.h"
 #include "engine/dist/tcp_store.h"
 #include "absl/strings/str_cat.h"
@@ -207,6 +208,7 @@ int Launch(const Args& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  kiln::EnsurePassiveOpenMpWait(argv);
   // A file-size limit (a full quota) must surface as a write error with a message, not a signal.
   std::signal(SIGXFSZ, SIG_IGN);
   absl::StatusOr<Args> args = ParseArgs(argc, argv);

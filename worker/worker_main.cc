@@ -12,6 +12,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "engine/core/parallel.h"
 #include "engine/train/trainer.h"
 #include "worker/coordinator_link.h"
 #include "worker/kv_client.h"
@@ -173,4 +174,7 @@ int Run(int argc, char** argv) {
 }  // namespace
 }  // namespace kiln::worker
 
-int main(int argc, char** argv) { return kiln::worker::Run(argc, argv); }
+int main(int argc, char** argv) {
+  kiln::EnsurePassiveOpenMpWait(argv);
+  return kiln::worker::Run(argc, argv);
+}

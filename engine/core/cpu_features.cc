@@ -20,6 +20,7 @@ const CpuFeatures& GetCpuFeatures() {
     f.avx512vl = __builtin_cpu_supports("avx512vl");
     f.avx512dq = __builtin_cpu_supports("avx512dq");
     unsigned a, b, c, d;
+    if (__get_cpuid(1, &a, &b, &c, &d)) f.f16c = (c >> 29) & 1;
     if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) f.avx512_bf16 = (a >> 5) & 1;
     if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
       f.avx512_fp16 = (d >> 23) & 1;
@@ -35,8 +36,9 @@ namespace {
 
 CpuIsa BestIsa() {
   const CpuFeatures& f = GetCpuFeatures();
-  if (f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq) return CpuIsa::kAvx512;
-  if (f.avx2 && f.fma) return CpuIsa::kAvx2;
+  // Both vector paths also convert f16 with F16C instructions.
+  if (f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.f16c) return CpuIsa::kAvx512;
+  if (f.avx2 && f.fma && f.f16c) return CpuIsa::kAvx2;
   return CpuIsa::kScalar;
 }
 

@@ -12,6 +12,7 @@ enum class CpuIsa { kScalar, kAvx2, kAvx512 };
 struct CpuFeatures {
   bool avx2 = false;
   bool fma = false;
+  bool f16c = false;
   bool avx512f = false;
   bool avx512bw = false;
   bool avx512vl = false;

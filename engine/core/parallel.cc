@@ -1,13 +1,22 @@
 // Threading policy: one OpenMP team whose size the process sets once.
 #include "engine/core/parallel.h"
 
+#include <unistd.h>
+
 #include <atomic>
+#include <cstdlib>
 #include <thread>
 
 namespace kiln {
 
 namespace {
 std::atomic<int> g_threads{0};
+}
+
+void EnsurePassiveOpenMpWait(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
+  setenv("OMP_WAIT_POLICY", "passive", 1);
+  execv("/proc/self/exe", argv);  // returns only on failure: then carry on as we are
 }
 
 int HardwareThreads() {

@@ -7,6 +7,16 @@
 
 namespace kiln {
 
+// Note [OpenMP wait policy]
+// libgomp's default lets idle team threads spin for a long while at every barrier. On a machine
+// that is also running anything else (other workers, builds) a spinning thread steals the core its
+// team-mate needs, and a kernel that takes 2 ms alone takes 30: measured here with two threads on
+// two busy cores. Passive waiting costs a few microseconds per parallel region on an idle machine
+// (a training step has a few hundred) and removes that cliff, so Kiln's mains make it the default.
+// libgomp reads the policy once, when it is loaded, so a main that finds it unset sets it and
+// re-executes itself. OMP_WAIT_POLICY=active (set by the user) is left alone.
+void EnsurePassiveOpenMpWait(char** argv);
+
 // Sets the thread count for Kiln kernels and oneDNN (<= 0 means: all hardware threads).
 void SetNumThreads(int n);
 int NumThreads();

@@ -10,4 +10,10 @@ namespace kiln::graph {
 // effects stay). Returns the number of nodes removed.
 int EliminateDeadCode(Graph& graph);
 
+// Folds add(matmul(a, b), bias) into matmul_bias(a, b, bias) (the bias is added by the matmul
+// itself, saving a pass over the output) when the product is read only by that add, the bias is
+// one row of the product's dtype (f32 or bf16) and exists before the matmul runs. Run after
+// autodiff: the fused op has no gradient. Returns the number of fusions.
+int FuseMatmulBias(Graph& graph);
+
 }  // namespace kiln::graph

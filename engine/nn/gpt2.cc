@@ -37,8 +37,8 @@ ValueId BuildGpt2Logits(LayerBuilder& lb, const ModelConfig& c, ValueId tokens, 
   ValueId x;  // (B, T, C) compute dtype: the residual stream
   {
     graph::GraphBuilder::Scope scope(b, "embed");
-    const ValueId tok = ops::Embedding(b, wte, tokens);    // (B, T, C)
-    const ValueId pos = ops::Embedding(b, wpe, pos_ids);   // (T, C)
+    const ValueId tok = ops::Embedding(b, wte, tokens);   // (B, T, C)
+    const ValueId pos = ops::Embedding(b, wpe, pos_ids);  // (T, C)
     x = dropout(ops::Add(b, tok, pos));
   }
   ops::AttentionAttrs attn{c.n_head, c.n_head, c.head_dim(), true, 0.0f};
@@ -47,7 +47,8 @@ ValueId BuildGpt2Logits(LayerBuilder& lb, const ModelConfig& c, ValueId tokens, 
     graph::GraphBuilder::Scope scope(b, absl::StrCat("h.", i));
     const ValueId ln1_g = lb.Param(p + "ln_1.weight", {C}, ParamRole::kNormGain, ones);
     const ValueId ln1_b = lb.Param(p + "ln_1.bias", {C}, ParamRole::kNormBias, zeros);
-    const ValueId attn_w = lb.Param(p + "attn.c_attn.weight", {C, 3 * C}, ParamRole::kWeight, normal);
+    const ValueId attn_w =
+        lb.Param(p + "attn.c_attn.weight", {C, 3 * C}, ParamRole::kWeight, normal);
     const ValueId attn_b = lb.Param(p + "attn.c_attn.bias", {3 * C}, ParamRole::kBias, zeros);
     const ValueId aproj_w = lb.Param(p + "attn.c_proj.weight", {C, C}, ParamRole::kWeight, proj);
     const ValueId aproj_b = lb.Param(p + "attn.c_proj.bias", {C}, ParamRole::kBias, zeros);
@@ -61,7 +62,7 @@ ValueId BuildGpt2Logits(LayerBuilder& lb, const ModelConfig& c, ValueId tokens, 
       graph::GraphBuilder::Scope s(b, "attn");
       const ValueId h = ops::LayerNorm(b, x, lb.NormParam(ln1_g), lb.NormParam(ln1_b), c.norm_eps);
       const ValueId qkv = lb.Linear(h, attn_w, attn_b, false);  // (B, T, 3C)
-      const ValueId a = ops::Attention(b, qkv, attn);          // (B, T, C)
+      const ValueId a = ops::Attention(b, qkv, attn);           // (B, T, C)
       x = ops::Add(b, x, dropout(lb.Linear(a, aproj_w, aproj_b, false)));
     }
     {

@@ -19,13 +19,12 @@ class LayerBuilder {
       : b_(b), table_(table), compute_(compute) {}
 
   // A parameter with one Hugging Face name.
-  graph::ValueId Param(const std::string& name, const Shape& shape, ParamRole role,
-                       ParamInit init);
+  graph::ValueId Param(const std::string& name, const Shape& shape, ParamRole role, ParamInit init);
   // One graph parameter made of several Hugging Face tensors stacked along axis 0 (their other
   // axes must agree), e.g. Llama's q/k/v projections as one (H + 2*Hkv)*D x C matrix.
   graph::ValueId FusedRows(const std::string& graph_name,
-                           const std::vector<std::pair<std::string, Shape>>& parts,
-                           ParamRole role, ParamInit init);
+                           const std::vector<std::pair<std::string, Shape>>& parts, ParamRole role,
+                           ParamInit init);
 
   // x (..., in) -> (..., out) in the compute dtype. `weight` is (in, out) (Conv1D layout) or, with
   // out_in, (out, in) (nn.Linear layout). `bias` (out) may be kNoValue.

@@ -43,19 +43,21 @@ ValueId BuildLlamaLogits(LayerBuilder& lb, const ModelConfig& c, ValueId tokens,
                                        {p + "self_attn.k_proj.weight", {Hkv * D, C}},
                                        {p + "self_attn.v_proj.weight", {Hkv * D, C}}},
                                       ParamRole::kWeight, normal);
-    const ValueId wo = lb.Param(p + "self_attn.o_proj.weight", {C, H * D}, ParamRole::kWeight, normal);
+    const ValueId wo =
+        lb.Param(p + "self_attn.o_proj.weight", {C, H * D}, ParamRole::kWeight, normal);
     const ValueId ln2 =
         lb.Param(p + "post_attention_layernorm.weight", {C}, ParamRole::kNormGain, ones);
-    const ValueId wgu = lb.FusedRows(p + "mlp.gate_up_proj.weight",
-                                     {{p + "mlp.gate_proj.weight", {F, C}},
-                                      {p + "mlp.up_proj.weight", {F, C}}},
-                                     ParamRole::kWeight, normal);
+    const ValueId wgu =
+        lb.FusedRows(p + "mlp.gate_up_proj.weight",
+                     {{p + "mlp.gate_proj.weight", {F, C}}, {p + "mlp.up_proj.weight", {F, C}}},
+                     ParamRole::kWeight, normal);
     const ValueId wdown = lb.Param(p + "mlp.down_proj.weight", {C, F}, ParamRole::kWeight, normal);
     {
       graph::GraphBuilder::Scope s(b, "attn");
       const ValueId h = ops::RmsNorm(b, x, lb.NormParam(ln1), c.norm_eps);
-      const ValueId qkv = ops::Rope(b, lb.Linear(h, wqkv, kNoValue, true), rope);  // (B, T, (H+2Hkv)D)
-      const ValueId a = ops::Attention(b, qkv, attn);                               // (B, T, H*D)
+      const ValueId qkv =
+          ops::Rope(b, lb.Linear(h, wqkv, kNoValue, true), rope);  // (B, T, (H+2Hkv)D)
+      const ValueId a = ops::Attention(b, qkv, attn);              // (B, T, H*D)
       x = ops::Add(b, x, dropout(lb.Linear(a, wo, kNoValue, true)));
     }
     {
@@ -69,8 +71,7 @@ ValueId BuildLlamaLogits(LayerBuilder& lb, const ModelConfig& c, ValueId tokens,
   const ValueId norm = lb.Param("model.norm.weight", {C}, ParamRole::kNormGain, ones);
   x = ops::RmsNorm(b, x, lb.NormParam(norm), c.norm_eps);
   const ValueId head =
-      c.tie_embeddings ? embed
-                       : lb.Param("lm_head.weight", {V, C}, ParamRole::kWeight, normal);
+      c.tie_embeddings ? embed : lb.Param("lm_head.weight", {V, C}, ParamRole::kWeight, normal);
   return ops::Matmul(b, x, head, false, true);  // (B, T, V)
 }
 

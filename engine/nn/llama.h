@@ -8,8 +8,8 @@
 namespace kiln::nn {
 
 // tokens i32 (B, T) -> logits (B, T, V) in the compute dtype.
-graph::ValueId BuildLlamaLogits(LayerBuilder& lb, const ModelConfig& config,
-                                graph::ValueId tokens, graph::ValueId rng);
+graph::ValueId BuildLlamaLogits(LayerBuilder& lb, const ModelConfig& config, graph::ValueId tokens,
+                                graph::ValueId rng);
 void AddLlamaNameRules(const ModelConfig& config, ParamTable& table);
 
 }  // namespace kiln::nn

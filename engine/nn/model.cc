@@ -21,8 +21,8 @@ absl::Status ValidateModelConfig(const ModelConfig& c) {
     return absl::InvalidArgumentError(absl::StrCat("model.", field, ": ", value, " ", why));
   };
   if (c.family != "gpt2" && c.family != "llama" && c.family != "mlp") {
-    return absl::InvalidArgumentError(absl::StrCat("model.family: \"", c.family,
-                                                   "\" is not one of gpt2, llama, mlp"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("model.family: \"", c.family, "\" is not one of gpt2, llama, mlp"));
   }
   if (c.n_layer < 1) return bad("n_layer", c.n_layer, "must be at least 1");
   if (c.vocab_size < 1) return bad("vocab_size", c.vocab_size, "must be at least 1");
@@ -57,9 +57,8 @@ absl::StatusOr<ModelGraph> BuildModel(const ModelConfig& c, const GraphOptions& 
   if (o.batch < 1) return absl::InvalidArgumentError("batch must be at least 1");
   const bool sequence = c.family != "mlp";
   if (sequence && (o.seq_len < 1 || o.seq_len > c.max_seq_len)) {
-    return absl::InvalidArgumentError(absl::StrCat("sequence length ", o.seq_len,
-                                                   " must be in [1, model.max_seq_len ",
-                                                   c.max_seq_len, "]"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sequence length ", o.seq_len, " must be in [1, model.max_seq_len ", c.max_seq_len, "]"));
   }
   ModelGraph m;
   graph::GraphBuilder b(&m.graph);
@@ -100,6 +99,7 @@ absl::StatusOr<ModelGraph> BuildModel(const ModelConfig& c, const GraphOptions& 
     KILN_ASSIGN_OR_RETURN(m.backward, graph::BuildBackward(b, m.loss));
   }
   graph::EliminateDeadCode(m.graph);
+  graph::FuseMatmulBias(m.graph);
   return m;
 }
 

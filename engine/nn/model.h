@@ -20,23 +20,23 @@ struct ModelConfig {
   int n_kv_head = 2;
   int d_model = 64;
   int d_ff = 256;
-  int vocab_size = 256;   // mlp: classes (1 = regression with mean squared error)
+  int vocab_size = 256;  // mlp: classes (1 = regression with mean squared error)
   int max_seq_len = 64;
   float norm_eps = 1e-5f;
   float rope_theta = 10000.0f;
   bool tie_embeddings = true;
-  int d_in = 16;          // mlp: input features
+  int d_in = 16;  // mlp: input features
   float dropout = 0.0f;
 
   int head_dim() const { return d_model / n_head; }
 };
 
 struct GraphOptions {
-  int batch = 1;               // B: rows per micro-batch
-  int seq_len = 1;             // T (ignored by mlp)
-  DType compute = DType::kF32; // activations and matmuls; parameters stay f32
-  bool backward = true;        // append the backward pass
-  bool logits_output = false;  // keep the logits readable after a run (evaluation, sampling)
+  int batch = 1;                // B: rows per micro-batch
+  int seq_len = 1;              // T (ignored by mlp)
+  DType compute = DType::kF32;  // activations and matmuls; parameters stay f32
+  bool backward = true;         // append the backward pass
+  bool logits_output = false;   // keep the logits readable after a run (evaluation, sampling)
 };
 
 struct ModelGraph {

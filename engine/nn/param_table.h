@@ -19,10 +19,10 @@ struct ParamInit {
 };
 
 struct ParamEntry {
-  std::string name;       // Hugging Face name, e.g. "h.0.attn.c_attn.weight"
-  Shape shape;            // its shape in Hugging Face layout
-  int graph_param = -1;   // index into Graph::params()
-  int64_t offset = 0;     // element offset inside that graph parameter (fused parameters)
+  std::string name;      // Hugging Face name, e.g. "h.0.attn.c_attn.weight"
+  Shape shape;           // its shape in Hugging Face layout
+  int graph_param = -1;  // index into Graph::params()
+  int64_t offset = 0;    // element offset inside that graph parameter (fused parameters)
   ParamRole role = ParamRole::kWeight;
   bool weight_decay = true;  // two or more dimensions and not a norm gain or bias
   ParamInit init;

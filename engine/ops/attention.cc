@@ -18,9 +18,9 @@ using Types = std::vector<TensorType>;
 
 absl::Status CheckHeads(int n_head, int n_kv_head, int head_dim) {
   if (n_head <= 0 || n_kv_head <= 0 || head_dim <= 0 || n_head % n_kv_head != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "n_head ", n_head, ", n_kv_head ", n_kv_head, ", head_dim ", head_dim,
-        ": need positive sizes with n_head a multiple of n_kv_head"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("n_head ", n_head, ", n_kv_head ", n_kv_head, ", head_dim ", head_dim,
+                     ": need positive sizes with n_head a multiple of n_kv_head"));
   }
   return absl::OkStatus();
 }
@@ -38,7 +38,8 @@ absl::StatusOr<Types> InferRope(const Types& in, const std::any& attrs) {
   const auto& a = std::any_cast<const RopeAttrs&>(attrs);
   KILN_RETURN_IF_ERROR(CheckQkv(in[0], a.n_head, a.n_kv_head, a.head_dim));
   if (a.head_dim % 2 != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("head_dim ", a.head_dim, " must be even for rope"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("head_dim ", a.head_dim, " must be even for rope"));
   }
   return Types{in[0]};
 }

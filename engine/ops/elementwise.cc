@@ -30,13 +30,9 @@ absl::StatusOr<Types> InferUnaryBackward(const Types& in, const std::any&) {
   return Types{in[1]};
 }
 
-OpSchema Schema(const std::string& name, std::vector<std::string> inputs,
-                graph::InferFn infer, graph::GradFn grad = nullptr, int inplace_input = -1) {
-  OpSchema s;
-  s.name = name;
-  s.input_names = std::move(inputs);
-  s.infer = std::move(infer);
-  s.grad = std::move(grad);
+OpSchema Schema(const std::string& name, std::vector<std::string> inputs, graph::InferFn infer,
+                graph::GradFn grad = nullptr, int inplace_input = -1) {
+  OpSchema s = MakeSchema(name, std::move(inputs), 1, std::move(infer), std::move(grad));
   s.inplace_input = inplace_input;
   return s;
 }
@@ -44,8 +40,8 @@ OpSchema Schema(const std::string& name, std::vector<std::string> inputs,
 // A unary op whose gradient is `<name>_backward(dy, x)`.
 void RegisterUnaryWithBackward(const std::string& name) {
   const std::string backward = name + "_backward";
-  graph::OpRegistry::Global().Register(Schema(
-      name, {"x"}, InferSameAsFirst, [backward](GradContext& ctx) -> std::vector<ValueId> {
+  graph::OpRegistry::Global().Register(
+      Schema(name, {"x"}, InferSameAsFirst, [backward](GradContext& ctx) -> std::vector<ValueId> {
         return {ctx.b.Apply1(backward, {ctx.grad_output(0), ctx.input(0)})};
       }));
   graph::OpRegistry::Global().Register(Schema(backward, {"dy", "x"}, InferUnaryBackward));
@@ -61,9 +57,8 @@ absl::StatusOr<Types> InferAdd(const Types& in, const std::any&) {
                                                    ": b must equal a trailing part of a's shape"));
   }
   if (in[0].dtype != in[1].dtype) {
-    return absl::InvalidArgumentError(absl::StrCat("argument b is ", in[1].ToString(),
-                                                   " but a is ", in[0].ToString(),
-                                                   ": dtypes must match"));
+    return absl::InvalidArgumentError(absl::StrCat("argument b is ", in[1].ToString(), " but a is ",
+                                                   in[0].ToString(), ": dtypes must match"));
   }
   return Types{in[0]};
 }
@@ -132,24 +127,25 @@ void RegisterElementwise() {
   auto& r = graph::OpRegistry::Global();
   r.Register(Schema("add", {"a", "b"}, InferAdd, AddGrad, /*inplace_input=*/0));
   r.Register(Schema("mul", {"a", "b"}, InferSameAsFirst, MulGrad));
-  r.Register(Schema("scale", {"x"}, InferSameAsFirst,
-                    [](GradContext& ctx) -> std::vector<ValueId> {
-                      return {Scale(ctx.b, ctx.grad_output(0),
-                                    ctx.attrs<ScaleAttrs>().alpha)};
-                    },
-                    0));
+  r.Register(Schema(
+      "scale", {"x"}, InferSameAsFirst,
+      [](GradContext& ctx) -> std::vector<ValueId> {
+        return {Scale(ctx.b, ctx.grad_output(0), ctx.attrs<ScaleAttrs>().alpha)};
+      },
+      0));
   // The scalar is a run-time factor (a loss seed), not something to differentiate.
-  r.Register(Schema("scale_by", {"x", "scalar"}, InferScaleBy,
-                    [](GradContext& ctx) -> std::vector<ValueId> {
-                      return {ScaleBy(ctx.b, ctx.grad_output(0), ctx.input(1)), kNoValue};
-                    },
-                    0));
+  r.Register(Schema(
+      "scale_by", {"x", "scalar"}, InferScaleBy,
+      [](GradContext& ctx) -> std::vector<ValueId> {
+        return {ScaleBy(ctx.b, ctx.grad_output(0), ctx.input(1)), kNoValue};
+      },
+      0));
   RegisterUnaryWithBackward("gelu");
   RegisterUnaryWithBackward("silu");
-  r.Register(Schema("swiglu", {"gate_up"}, InferSwiGlu,
-                    [](GradContext& ctx) -> std::vector<ValueId> {
-                      return {ctx.b.Apply1("swiglu_backward", {ctx.grad_output(0), ctx.input(0)})};
-                    }));
+  r.Register(
+      Schema("swiglu", {"gate_up"}, InferSwiGlu, [](GradContext& ctx) -> std::vector<ValueId> {
+        return {ctx.b.Apply1("swiglu_backward", {ctx.grad_output(0), ctx.input(0)})};
+      }));
   r.Register(Schema("swiglu_backward", {"dy", "gate_up"}, InferSwiGluBackward));
   r.Register(Schema("cast", {"x"}, InferCast, [](GradContext& ctx) -> std::vector<ValueId> {
     return {Cast(ctx.b, ctx.grad_output(0), ctx.type(ctx.input(0)).dtype)};

@@ -6,10 +6,15 @@
 
 #include "absl/status/status.h"
 #include "engine/graph/graph.h"
+#include "engine/graph/op_schema.h"
 
 namespace kiln::ops {
 
 using graph::TensorType;
+
+// A schema with the common fields filled (the rest keep their defaults).
+graph::OpSchema MakeSchema(const std::string& name, std::vector<std::string> inputs,
+                           int num_outputs, graph::InferFn infer, graph::GradFn grad = nullptr);
 
 absl::Status RequireFloating(const TensorType& t, const std::string& arg);
 absl::Status RequireDType(const TensorType& t, DType dtype, const std::string& arg);

@@ -22,8 +22,8 @@ absl::Status CheckIndexShape(const TensorType& ids, const std::string& ids_arg,
   const Shape lead(values.shape.begin(), values.shape.end() - 1);
   if (ids.shape != lead) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "argument ", ids_arg, " has shape ", ShapeToString(ids.shape), " but ", values_arg,
-        " has ", ShapeToString(values.shape), ": expected ", ShapeToString(lead)));
+        "argument ", ids_arg, " has shape ", ShapeToString(ids.shape), " but ", values_arg, " has ",
+        ShapeToString(values.shape), ": expected ", ShapeToString(lead)));
   }
   return absl::OkStatus();
 }
@@ -81,28 +81,17 @@ std::vector<ValueId> DropoutGrad(GradContext& ctx) {
   return {ctx.b.Apply1("dropout", {ctx.grad_output(0), ctx.input(1)}, ctx.raw_attrs()), kNoValue};
 }
 
-OpSchema Make(const char* name, std::vector<std::string> inputs, int outputs,
-              graph::InferFn infer, graph::GradFn grad) {
-  OpSchema s;
-  s.name = name;
-  s.input_names = std::move(inputs);
-  s.num_outputs = outputs;
-  s.infer = std::move(infer);
-  s.grad = std::move(grad);
-  return s;
-}
-
 struct Registration {
   Registration() {
     auto& r = graph::OpRegistry::Global();
-    OpSchema ce = Make("cross_entropy", {"logits", "targets"}, 2, InferCrossEntropy,
-                       CrossEntropyGrad);
+    OpSchema ce =
+        MakeSchema("cross_entropy", {"logits", "targets"}, 2, InferCrossEntropy, CrossEntropyGrad);
     ce.inplace_input = 0;  // dlogits may overwrite the logits
     ce.inplace_output = 1;
     r.Register(ce);
-    r.Register(Make("embedding", {"table", "ids"}, 1, InferEmbedding, EmbeddingGrad));
-    r.Register(Make("embedding_backward", {"dy", "ids"}, 1, InferEmbeddingBackward, nullptr));
-    r.Register(Make("dropout", {"x", "rng"}, 1, InferDropout, DropoutGrad));
+    r.Register(MakeSchema("embedding", {"table", "ids"}, 1, InferEmbedding, EmbeddingGrad));
+    r.Register(MakeSchema("embedding_backward", {"dy", "ids"}, 1, InferEmbeddingBackward, nullptr));
+    r.Register(MakeSchema("dropout", {"x", "rng"}, 1, InferDropout, DropoutGrad));
   }
 } registration;
 

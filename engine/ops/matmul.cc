@@ -21,9 +21,8 @@ absl::StatusOr<std::vector<TensorType>> InferMatmul(const std::vector<TensorType
   KILN_RETURN_IF_ERROR(RequireRankAtLeast(a, 2, "a"));
   KILN_RETURN_IF_ERROR(RequireRankAtLeast(w, 2, "b"));
   if (a.dtype != w.dtype) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("argument b is ", w.ToString(), " but a is ", a.ToString(),
-                     ": dtypes must match"));
+    return absl::InvalidArgumentError(absl::StrCat("argument b is ", w.ToString(), " but a is ",
+                                                   a.ToString(), ": dtypes must match"));
   }
   const int ra = a.rank(), rb = w.rank();
   const int64_t m = at.trans_a ? a.shape[ra - 1] : a.shape[ra - 2];
@@ -31,21 +30,20 @@ absl::StatusOr<std::vector<TensorType>> InferMatmul(const std::vector<TensorType
   const int64_t kb = at.trans_b ? w.shape[rb - 1] : w.shape[rb - 2];
   const int64_t n = at.trans_b ? w.shape[rb - 2] : w.shape[rb - 1];
   if (k != kb) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "argument b has shape ", ShapeToString(w.shape), " but a has ", ShapeToString(a.shape),
-        ": inner dimensions ", k, " and ", kb, " differ (trans_a=", at.trans_a,
-        ", trans_b=", at.trans_b, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("argument b has shape ", ShapeToString(w.shape), " but a has ",
+                     ShapeToString(a.shape), ": inner dimensions ", k, " and ", kb,
+                     " differ (trans_a=", at.trans_a, ", trans_b=", at.trans_b, ")"));
   }
   if (rb > 2) {
     if (ra != rb || !std::equal(a.shape.begin(), a.shape.end() - 2, w.shape.begin())) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "argument b has shape ", ShapeToString(w.shape), " but a has ", ShapeToString(a.shape),
-          ": batch dimensions differ"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("argument b has shape ", ShapeToString(w.shape), " but a has ",
+                       ShapeToString(a.shape), ": batch dimensions differ"));
     }
   } else if (ra > 2 && at.trans_a) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "argument a has shape ", ShapeToString(a.shape),
-        ": trans_a needs a 2-D a or a batched b"));
+    return absl::InvalidArgumentError(absl::StrCat("argument a has shape ", ShapeToString(a.shape),
+                                                   ": trans_a needs a 2-D a or a batched b"));
   }
   Shape out(a.shape.begin(), a.shape.end() - 2);
   out.push_back(m);
@@ -87,6 +85,30 @@ graph::OpSchema MatmulSchema() {
 }
 
 KILN_REGISTER_OP(MatmulSchema());
+
+// matmul_bias(a, b, bias) = matmul(a, b) + bias: made only by the fusion pass, after autodiff
+// (engine/graph/passes.h), so it needs no gradient.
+absl::StatusOr<std::vector<TensorType>> InferMatmulBias(const std::vector<TensorType>& in,
+                                                        const std::any& attrs) {
+  KILN_ASSIGN_OR_RETURN(std::vector<TensorType> out, InferMatmul({in[0], in[1]}, attrs));
+  const int64_t n = out[0].shape.back();
+  if (in[2].shape != Shape{n} || in[2].dtype != out[0].dtype) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("argument bias is ", in[2].ToString(), ": expected ",
+                     std::string(DTypeName(out[0].dtype)), "[", n, "]"));
+  }
+  return out;
+}
+
+graph::OpSchema MatmulBiasSchema() {
+  graph::OpSchema s;
+  s.name = "matmul_bias";
+  s.input_names = {"a", "b", "bias"};
+  s.infer = InferMatmulBias;
+  return s;
+}
+
+KILN_REGISTER_OP(MatmulBiasSchema());
 
 }  // namespace
 

@@ -22,9 +22,9 @@ absl::StatusOr<int64_t> CheckNormInputs(const TensorType& x, const Types& params
   const int64_t c = x.shape.back();
   for (size_t i = 0; i < params.size(); ++i) {
     if (params[i].shape != Shape{c} || params[i].dtype != DType::kF32) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "argument ", names[i], " is ", params[i].ToString(), " but x is ", x.ToString(),
-          ": expected f32[", c, "] (norm parameters stay f32)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("argument ", names[i], " is ", params[i].ToString(), " but x is ",
+                       x.ToString(), ": expected f32[", c, "] (norm parameters stay f32)"));
     }
   }
   return c == 0 ? 0 : x.numel() / c;
@@ -60,42 +60,31 @@ absl::StatusOr<Types> InferRmsNormBackward(const Types& in, const std::any&) {
 }
 
 std::vector<ValueId> LayerNormGrad(GradContext& ctx) {
-  std::vector<ValueId> g = ctx.b.Apply(
-      "layer_norm_backward",
-      {ctx.grad_output(0), ctx.input(0), ctx.input(1), ctx.output(1), ctx.output(2)},
-      ctx.raw_attrs());
+  std::vector<ValueId> g =
+      ctx.b.Apply("layer_norm_backward",
+                  {ctx.grad_output(0), ctx.input(0), ctx.input(1), ctx.output(1), ctx.output(2)},
+                  ctx.raw_attrs());
   if (g.size() != 3) return {kNoValue, kNoValue, kNoValue};
   return g;
 }
 
 std::vector<ValueId> RmsNormGrad(GradContext& ctx) {
-  std::vector<ValueId> g = ctx.b.Apply(
-      "rms_norm_backward", {ctx.grad_output(0), ctx.input(0), ctx.input(1), ctx.output(1)},
-      ctx.raw_attrs());
+  std::vector<ValueId> g =
+      ctx.b.Apply("rms_norm_backward",
+                  {ctx.grad_output(0), ctx.input(0), ctx.input(1), ctx.output(1)}, ctx.raw_attrs());
   if (g.size() != 2) return {kNoValue, kNoValue};
   return g;
-}
-
-OpSchema Make(const char* name, std::vector<std::string> inputs, int outputs,
-              graph::InferFn infer, graph::GradFn grad) {
-  OpSchema s;
-  s.name = name;
-  s.input_names = std::move(inputs);
-  s.num_outputs = outputs;
-  s.infer = std::move(infer);
-  s.grad = std::move(grad);
-  return s;
 }
 
 struct Registration {
   Registration() {
     auto& r = graph::OpRegistry::Global();
-    r.Register(Make("layer_norm", {"x", "gamma", "beta"}, 3, InferLayerNorm, LayerNormGrad));
-    r.Register(Make("layer_norm_backward", {"dy", "x", "gamma", "mean", "rstd"}, 3,
-                    InferLayerNormBackward, nullptr));
-    r.Register(Make("rms_norm", {"x", "gamma"}, 2, InferRmsNorm, RmsNormGrad));
-    r.Register(Make("rms_norm_backward", {"dy", "x", "gamma", "rstd"}, 2, InferRmsNormBackward,
-                    nullptr));
+    r.Register(MakeSchema("layer_norm", {"x", "gamma", "beta"}, 3, InferLayerNorm, LayerNormGrad));
+    r.Register(MakeSchema("layer_norm_backward", {"dy", "x", "gamma", "mean", "rstd"}, 3,
+                          InferLayerNormBackward, nullptr));
+    r.Register(MakeSchema("rms_norm", {"x", "gamma"}, 2, InferRmsNorm, RmsNormGrad));
+    r.Register(MakeSchema("rms_norm_backward", {"dy", "x", "gamma", "rstd"}, 2,
+                          InferRmsNormBackward, nullptr));
   }
 } registration;
 

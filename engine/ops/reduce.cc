@@ -31,8 +31,8 @@ absl::StatusOr<Types> InferSumTo(const Types& in, const std::any& attrs) {
   const Shape& target = std::any_cast<const SumToAttrs&>(attrs).shape;
   const Shape& s = in[0].shape;
   KILN_RETURN_IF_ERROR(RequireFloating(in[0], "x"));
-  const bool suffix =
-      target.size() <= s.size() && std::equal(target.begin(), target.end(), s.end() - target.size());
+  const bool suffix = target.size() <= s.size() &&
+                      std::equal(target.begin(), target.end(), s.end() - target.size());
   if (!suffix) {
     return absl::InvalidArgumentError(absl::StrCat("target ", ShapeToString(target),
                                                    " is not a trailing part of x's shape ",
@@ -50,22 +50,13 @@ absl::StatusOr<Types> InferBroadcastScalar(const Types& in, const std::any& attr
   return Types{{a.shape, a.dtype}};
 }
 
-OpSchema Make(const char* name, graph::InferFn infer, graph::GradFn grad) {
-  OpSchema s;
-  s.name = name;
-  s.input_names = {"x"};
-  s.infer = std::move(infer);
-  s.grad = std::move(grad);
-  return s;
-}
-
 struct Registration {
   Registration() {
     auto& r = graph::OpRegistry::Global();
-    r.Register(Make("sum", InferFullReduce, FullReduceGrad(false)));
-    r.Register(Make("mean", InferFullReduce, FullReduceGrad(true)));
-    r.Register(Make("sum_to", InferSumTo, nullptr));
-    r.Register(Make("broadcast_scalar", InferBroadcastScalar, nullptr));
+    r.Register(MakeSchema("sum", {"x"}, 1, InferFullReduce, FullReduceGrad(false)));
+    r.Register(MakeSchema("mean", {"x"}, 1, InferFullReduce, FullReduceGrad(true)));
+    r.Register(MakeSchema("sum_to", {"x"}, 1, InferSumTo, nullptr));
+    r.Register(MakeSchema("broadcast_scalar", {"x"}, 1, InferBroadcastScalar, nullptr));
   }
 } registration;
 

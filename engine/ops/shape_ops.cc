@@ -28,8 +28,7 @@ absl::StatusOr<std::vector<TensorType>> InferReshape(const std::vector<TensorTyp
   if (NumElements(shape) != n) {
     return absl::InvalidArgumentError(absl::StrCat("argument x has shape ",
                                                    ShapeToString(in[0].shape), " (", n,
-                                                   " elements), target ",
-                                                   ShapeToString(shape)));
+                                                   " elements), target ", ShapeToString(shape)));
   }
   return std::vector<TensorType>{{shape, in[0].dtype}};
 }

@@ -1,12 +1,10 @@
 // Fused multi-head attention backward (compiled once per ISA): recomputes the probabilities tile
 // by tile from q, k and the saved log-sum-exp, and produces dq, dk, dv in the packed dqkv layout
 // with grouped-query heads. No (T x T) buffer: one (block_q x T) tile pair per thread.
-#include <omp.h>
-
-#include "engine/core/parallel.h"
 #include "kernels/cpu/attention_tiles.h"
 #include "kernels/cpu/isa_impl.h"
 #include "kernels/cpu/vec/vec_math.h"
+#include "kernels/cpu/work_queue.h"
 
 namespace kiln::kernels::cpu::KILN_ISA_NS {
 namespace {
@@ -14,11 +12,12 @@ namespace {
 // Note [Attention backward parallelism]
 // dk and dv of a kv head collect contributions from every query block of every query head in its
 // group. Splitting those across threads would need atomics (non-deterministic) or per-thread
-// copies of dk/dv reduced afterwards, so a work item is one (batch, kv head): it owns that head's
-// dk/dv accumulators (f32, T x D) and walks its query heads and query blocks in a fixed order;
-// dq of each query block is complete when the block is done and is written straight out. This is
-// PyTorch's CPU flash-attention backward scheme (parallel over batch x heads); B * Hkv items keep
-// a few cores busy at training batch sizes.
+// copies of dk/dv reduced afterwards, so a work item is one (batch, kv head), handed out
+// dynamically (work_queue.h): it owns that head's dk/dv accumulators (f32, T x D) and walks its
+// query heads and query blocks in a fixed order; dq of each query block is complete when the
+// block is done and is written straight out. This is PyTorch's CPU flash-attention backward
+// scheme (parallel over batch x heads); B * Hkv items keep a few cores busy at training batch
+// sizes, and fewer items than cores leave cores idle (README.md, "Known limits").
 //
 // Per query block, with P = exp(scale q k^T - lse) and delta_i = sum_d dout_i out_i:
 //   dP = dout v^T,  dS = scale P (dP - delta),  dq = dS k,  dk += dS^T q,  dv += P^T dout.
@@ -39,8 +38,7 @@ void AttentionBackwardTyped(const AttentionArgs& args) {
   const int64_t q_blocks = (seq + kAttentionBlockQ - 1) / kAttentionBlockQ;
   const Vec scale = Vec::Broadcast(args.scale);
 
-  ParallelForInline(batch * n_kv, 1, [&](int64_t begin, int64_t end) {
-    const int tid = omp_get_thread_num();
+  RunWorkers(batch * n_kv, [&](int tid, WorkQueue& queue) {
     KILN_CHECK(static_cast<size_t>(tid + 1) * lay.BytesPerThread() <= args.workspace_bytes)
         << "attention workspace too small for thread " << tid;
     float* ws = static_cast<float*>(args.workspace) + tid * lay.floats_per_thread;
@@ -55,7 +53,7 @@ void AttentionBackwardTyped(const AttentionArgs& args) {
     float* ds = ws + lay.ds;        // (Bq, tp): dP, then dS
     float* dq = ws + lay.dq;        // (Bq, dp)
     float* delta = ws + lay.stats;  // (Bq)
-    for (int64_t item = begin; item < end; ++item) {
+    for (int64_t item; queue.Next(&item);) {
       const int64_t b = item / n_kv, g = item % n_kv;
       const T* rows = qkv + b * seq * stride;  // (T, stride) of this batch element
       T* drows = dqkv + b * seq * stride;

@@ -1,25 +1,24 @@
 // Fused multi-head attention forward (compiled once per ISA): causal or full softmax(q k^T scale) v
 // on the packed qkv layout with grouped-query heads, flash-attention style — only out and the
 // per-query log-sum-exp are written; scores live in one (block_q x T) tile per thread.
-#include <omp.h>
-
 #include <cmath>
 
-#include "engine/core/parallel.h"
 #include "kernels/cpu/attention_tiles.h"
 #include "kernels/cpu/isa_impl.h"
 #include "kernels/cpu/vec/vec_math.h"
+#include "kernels/cpu/work_queue.h"
 
 namespace kiln::kernels::cpu::KILN_ISA_NS {
 namespace {
 
 // Note [Attention forward tiling]
-// Work items are (batch, head, query block) in that order, so consecutive items share a kv head
-// (the heads of one GQA group are adjacent): a thread packs K^T and V of a kv head into f32 tiles
-// once and reuses them until its items move to the next kv head. Per query block it computes the
-// scores for all keys the block can see (S = q k^T, block_q x T), an exact two-pass softmax per
-// row (max, then exp and sum — no online rescaling is needed because the whole row is there),
-// O = P V, and divides by the row sum at the end. Keys past a query's position get P = 0.
+// Work items are (batch, head, query block) in that order, handed out dynamically in increasing
+// order (work_queue.h), so the items a thread draws mostly share a kv head (the heads of one GQA
+// group are adjacent): a thread packs K^T and V of a kv head into f32 tiles and reuses them until
+// it draws an item of another kv head. Per query block it computes the scores for all keys the
+// block can see (S = q k^T, block_q x T), an exact two-pass softmax per row (max, then exp and
+// sum — no online rescaling is needed because the whole row is there), O = P V, and divides by
+// the row sum at the end. Keys past a query's position get P = 0.
 template <typename T>
 void AttentionForwardTyped(const AttentionArgs& args) {
   const int64_t batch = args.batch, seq = args.seq;
@@ -33,8 +32,7 @@ void AttentionForwardTyped(const AttentionArgs& args) {
   const int64_t tp = lay.tp, dp = lay.dp;
   const int64_t q_blocks = (seq + kAttentionBlockQ - 1) / kAttentionBlockQ;
 
-  ParallelForInline(batch * n_head * q_blocks, 1, [&](int64_t begin, int64_t end) {
-    const int tid = omp_get_thread_num();
+  RunWorkers(batch * n_head * q_blocks, [&](int tid, WorkQueue& queue) {
     KILN_CHECK(static_cast<size_t>(tid + 1) * lay.BytesPerThread() <= args.workspace_bytes)
         << "attention workspace too small for thread " << tid;
     float* ws = static_cast<float*>(args.workspace) + tid * lay.floats_per_thread;
@@ -45,7 +43,7 @@ void AttentionForwardTyped(const AttentionArgs& args) {
     float* o = ws + lay.o;            // (Bq, dp)
     float* row_sum = ws + lay.stats;  // (Bq)
     int64_t packed_kv = -1;
-    for (int64_t item = begin; item < end; ++item) {
+    for (int64_t item; queue.Next(&item);) {
       const int64_t qb = item % q_blocks;
       const int64_t h = (item / q_blocks) % n_head;
       const int64_t b = item / (q_blocks * n_head);

@@ -107,20 +107,27 @@ inline void PackRows(float* dst, int64_t ld, const T* src, int64_t src_stride, i
 }
 
 // dst (d, ld) = transpose of src (rows, d) with source row stride src_stride; columns [rows, ld)
-// are zero.
+// are zero. Blocks of kWidth x kWidth go through registers (Transpose); ld >= rows rounded up to
+// a multiple of kWidth.
 template <typename T>
 inline void PackTransposed(float* dst, int64_t ld, const T* src, int64_t src_stride, int64_t rows,
                            int64_t d) {
-  alignas(64) float lanes[Vec::kWidth];
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* in = src + r * src_stride;
-    ForEachVector(0, d, [&](int64_t i, int w) {
-      LoadN(in + i, w).Store(lanes);
-      for (int l = 0; l < w; ++l) dst[(i + l) * ld + r] = lanes[l];
-    });
+  constexpr int kW = Vec::kWidth;
+  for (int64_t r0 = 0; r0 < rows; r0 += kW) {
+    const int nr = static_cast<int>(rows - r0 < kW ? rows - r0 : kW);
+    for (int64_t c0 = 0; c0 < d; c0 += kW) {
+      const int nc = static_cast<int>(d - c0 < kW ? d - c0 : kW);
+      Vec block[kW];
+      for (int r = 0; r < kW; ++r) {
+        block[r] = r < nr ? LoadN(src + (r0 + r) * src_stride + c0, nc) : Vec::Zero();
+      }
+      Transpose(block);
+      for (int c = 0; c < nc; ++c) block[c].Store(dst + (c0 + c) * ld + r0);
+    }
   }
+  const int64_t written = (rows + kW - 1) / kW * kW;
   for (int64_t c = 0; c < d; ++c) {
-    for (int64_t r = rows; r < ld; ++r) dst[c * ld + r] = 0.0f;
+    for (int64_t r = written; r < ld; ++r) dst[c * ld + r] = 0.0f;
   }
 }
 

@@ -1,8 +1,6 @@
 // Element-wise kernel bodies (compiled once per ISA): scale/cast, GELU, SiLU, add (with suffix
 // broadcast and mixed dtypes for accumulate_grad), mul, the activation backwards, SwiGLU, fill and
 // dropout. Every loop converts on load and store and computes in f32.
-#include <omp.h>
-
 #include "engine/core/parallel.h"
 #include "engine/core/rng.h"
 #include "kernels/cpu/isa_api.h"

@@ -155,7 +155,8 @@ struct AttentionArgs {
 };
 
 // Per row: row_loss = logsumexp(logits) - logits[target] and dlogits = (softmax - onehot) / counted
-// (zero and zero loss for ignored rows). dlogits may alias logits.
+// (zero and zero loss for ignored rows). dlogits may alias logits. scratch: CrossEntropyScratch
+// floats per thread.
 struct CrossEntropyArgs {
   DType dtype = DType::kF32;
   const void* logits = nullptr;      // (rows, vocab)
@@ -166,7 +167,11 @@ struct CrossEntropyArgs {
   int32_t ignore_index = -100;
   int64_t counted = 0;
   float* row_loss = nullptr;  // (rows) f32, workspace
+  float* scratch = nullptr;   // (threads, CrossEntropyScratch(vocab)) f32, workspace
+  size_t scratch_bytes = 0;
 };
+// One row of exp(x - max) per thread, padded to a cache line.
+inline int64_t CrossEntropyScratch(int64_t vocab) { return (vocab + 15) / 16 * 16; }
 
 // dtable (vocab, cols) f32 = 0, then dtable[ids[i]] += dy[i] in order of i.
 struct EmbeddingBackwardArgs {

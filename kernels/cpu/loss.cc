@@ -1,6 +1,8 @@
 // Loss and lookup-gradient bodies (compiled once per ISA): fused softmax cross-entropy (loss per
 // row and dlogits in one sweep of the logits) and the embedding gradient (deterministic: threads
 // own column ranges, rows are added in id order).
+#include <omp.h>
+
 #include <cmath>
 
 #include "engine/core/parallel.h"
@@ -12,11 +14,13 @@ namespace kiln::kernels::cpu::KILN_ISA_NS {
 namespace {
 
 // Note [Fused cross-entropy]
-// Per row, three passes over the logits: the max, the sum of exp(x - max), then dlogits = exp(x -
-// max) / sum / counted with 1 / counted subtracted at the target. The first pass brings the row
-// into cache (a row of f32 logits up to ~256k entries fits in L2), so DRAM sees one read and one
-// write per element. logits[target] is read before anything is written, so dlogits may alias
-// logits. The row losses land in a workspace array that the caller sums in row order.
+// Per row, three passes: the max of the logits; e = exp(x - max) into the thread's f32 scratch row
+// and its sum; then dlogits = e / sum / counted, with 1 / counted subtracted at the target. The
+// first pass brings the row into cache (rows up to ~100k f32 logits plus the scratch row fit in
+// L2), so DRAM sees one read and one write per element, and each exp is computed once. The exp
+// pass prefetches the next row into L2, so DRAM keeps streaming while the core computes.
+// logits[target] is read before anything is written, so dlogits may alias logits. The row losses
+// land in a workspace array that the caller sums in row order.
 template <typename T>
 void CrossEntropyTyped(const CrossEntropyArgs& args) {
   const int64_t vocab = args.vocab;
@@ -24,6 +28,12 @@ void CrossEntropyTyped(const CrossEntropyArgs& args) {
   T* dlogits = static_cast<T*>(args.dlogits);            // (rows, V)
   const float inv_counted = args.counted > 0 ? 1.0f / static_cast<float>(args.counted) : 0.0f;
   ParallelForInline(args.rows, 1, [&](int64_t begin, int64_t end) {
+    const int tid = omp_get_thread_num();
+    const int64_t scratch_floats = CrossEntropyScratch(vocab);
+    KILN_CHECK(static_cast<size_t>((tid + 1) * scratch_floats) * sizeof(float) <=
+               args.scratch_bytes)
+        << "cross_entropy scratch too small for thread " << tid;
+    float* e = args.scratch + tid * scratch_floats;  // (V)
     for (int64_t r = begin; r < end; ++r) {
       const T* x = logits + r * vocab;
       T* g = dlogits + r * vocab;
@@ -37,13 +47,20 @@ void CrossEntropyTyped(const CrossEntropyArgs& args) {
       const float row_max =
           ReduceMaxOver(0, vocab, [&](int64_t j, int w) { return LoadN(x + j, w); });
       const Vec mx = Vec::Broadcast(row_max);
-      const float sum =
-          ReduceSum(0, vocab, [&](int64_t j, int w) { return Exp(LoadN(x + j, w) - mx); });
+      // While this row is in the exp pass (the longest), the next row streams into L2 and this
+      // row's dlogits lines are fetched for writing, so DRAM stays busy while the core computes.
+      const T* next = x + vocab;
+      const float sum = ReduceSum(0, vocab, [&](int64_t j, int w) {
+        PrefetchL2(next + j);
+        PrefetchForWrite(g + j);
+        const Vec ej = Exp(LoadN(x + j, w) - mx);
+        StoreN(ej, e + j, w);
+        return ej;
+      });
       const float scale = inv_counted / sum;
       const Vec sc = Vec::Broadcast(scale);
-      ForEachVector(0, vocab,
-                    [&](int64_t j, int w) { StoreN(Exp(LoadN(x + j, w) - mx) * sc, g + j, w); });
-      const float p_target = FirstLane(Exp(Vec::Broadcast(x_target - row_max))) * scale;
+      const float p_target = e[target] * scale;
+      ForEachVector(0, vocab, [&](int64_t j, int w) { StoreN(LoadN(e + j, w) * sc, g + j, w); });
       StoreN(Vec::Broadcast(p_target - inv_counted), g + target, 1);
       args.row_loss[r] = std::log(sum) + row_max - x_target;
     }

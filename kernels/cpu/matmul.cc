@@ -1,7 +1,7 @@
 // CPU matmul through oneDNN's matmul primitive, created once per node in Prepare for the bound
 // shapes (transposes are strides, never copies) and run from Run with a user scratchpad taken
-// from the workspace. f32 and bf16 (f32 accumulation; AMX where present) run natively; f16 goes
-// through f32 copies in the workspace because oneDNN 2.6 has no f16 matmul on CPU.
+// from the workspace. f32 and bf16 (f32 accumulation; AMX where present) run natively; f16 runs
+// natively where oneDNN has an optimized f16 matmul, else through f32 copies in the workspace.
 #include "engine/ops/attrs/matmul.h"
 
 #include <dnnl.hpp>
@@ -19,9 +19,10 @@ const dnnl::engine& CpuEngine() {
   return *engine;
 }
 
-// The three operands as oneDNN memory descriptors over the caller's (contiguous) buffers.
+// The operands as oneDNN memory descriptors over the caller's (contiguous) buffers; `bias` is
+// set for matmul_bias (input 2, (N), broadcast over rows).
 struct MatmulDescs {
-  memory::desc a, b, c;
+  memory::desc a, b, c, bias;
 };
 
 // Note [Matmul as oneDNN strides]
@@ -47,10 +48,13 @@ MatmulDescs DescribeMatmul(const KernelContext& ctx, memory::data_type dt) {
   }
   KILN_CHECK_EQ(c.numel(), batch * m * n) << "matmul output " << ShapeToString(c.sizes());
   MatmulDescs d;
+  const bool has_bias = ctx.num_inputs > 2;
+  if (has_bias) KILN_CHECK_EQ(ctx.input(2).numel(), n) << "matmul_bias: bias length";
   if (!b_batched && !attrs.trans_a) {
     d.a = memory::desc({batch * m, k}, dt, memory::dims{k, 1});
     d.b = memory::desc({k, n}, dt, attrs.trans_b ? memory::dims{1, k} : memory::dims{n, 1});
     d.c = memory::desc({batch * m, n}, dt, memory::dims{n, 1});
+    if (has_bias) d.bias = memory::desc({1, n}, dt, memory::dims{n, 1});
     return d;
   }
   d.a = memory::desc({batch, m, k}, dt,
@@ -58,36 +62,64 @@ MatmulDescs DescribeMatmul(const KernelContext& ctx, memory::data_type dt) {
   d.b = memory::desc({b_batched ? batch : 1, k, n}, dt,
                      attrs.trans_b ? memory::dims{k * n, 1, k} : memory::dims{k * n, n, 1});
   d.c = memory::desc({batch, m, n}, dt, memory::dims{m * n, n, 1});
+  if (has_bias) d.bias = memory::desc({1, 1, n}, dt, memory::dims{n, n, 1});
   return d;
-}
-
-// f16 runs as f32: oneDNN 2.6 has no f16 matmul on CPU (see the file comment).
-memory::data_type ComputeType(DType dtype) {
-  return dtype == DType::kBF16 ? memory::data_type::bf16 : memory::data_type::f32;
 }
 
 dnnl::matmul::primitive_desc MakePrimitiveDesc(const MatmulDescs& d) {
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  if (d.bias.get_size() > 0) {
+    return dnnl::matmul::primitive_desc(dnnl::matmul::desc(d.a, d.b, d.bias, d.c), attr,
+                                        CpuEngine());
+  }
   return dnnl::matmul::primitive_desc(dnnl::matmul::desc(d.a, d.b, d.c), attr, CpuEngine());
 }
 
+// The oneDNN type the product runs in. f16 runs natively only where oneDNN has an optimized f16
+// matmul for this CPU (not 2.6: it has none, and a reference kernel would be far slower than
+// converting); otherwise it runs in f32 on copies (see Note [Matmul in f16]).
+memory::data_type ComputeType(const KernelContext& ctx) {
+  switch (ctx.input(0).dtype()) {
+    case DType::kBF16:
+      return memory::data_type::bf16;
+    case DType::kF16:
+      break;
+    default:
+      return memory::data_type::f32;
+  }
+  try {
+    const dnnl::matmul::primitive_desc pd =
+        MakePrimitiveDesc(DescribeMatmul(ctx, memory::data_type::f16));
+    if (std::string(pd.impl_info_str()).rfind("ref", 0) != 0) return memory::data_type::f16;
+  } catch (const dnnl::error&) {
+    // No f16 implementation at all.
+  }
+  return memory::data_type::f32;
+}
+
+// Note [Matmul in f16]
+// oneDNN 2.6 has no f16 matmul on CPU. An f16 node then converts a and b into f32 copies in its
+// workspace, multiplies in f32 and rounds the f32 result into out: exact inputs, f32 accumulation,
+// one rounding, like the bf16 path. The extra traffic is small next to the product.
 size_t Align64(size_t bytes) { return (bytes + 63) / 64 * 64; }
 
 class MatmulKernel final : public Kernel {
  public:
   size_t WorkspaceBytes(const KernelContext& ctx) const override {
-    const MatmulDescs d = DescribeMatmul(ctx, ComputeType(ctx.input(0).dtype()));
-    return Layout(ctx, MakePrimitiveDesc(d).scratchpad_desc().get_size()).total;
+    const memory::data_type type = ComputeType(ctx);
+    const MatmulDescs d = DescribeMatmul(ctx, type);
+    return Layout(ctx, type, MakePrimitiveDesc(d).scratchpad_desc().get_size()).total;
   }
 
   absl::Status Prepare(const KernelContext& ctx) override {
     const DType dtype = ctx.input(0).dtype();
     CheckTensor(ctx.input(1), dtype, "matmul b");
     CheckTensor(ctx.output(0), dtype, "matmul out");
-    convert_f16_ = dtype == DType::kF16;
     try {
-      const MatmulDescs d = DescribeMatmul(ctx, ComputeType(dtype));
+      const memory::data_type type = ComputeType(ctx);
+      convert_f16_ = dtype == DType::kF16 && type == memory::data_type::f32;
+      const MatmulDescs d = DescribeMatmul(ctx, type);
       const dnnl::matmul::primitive_desc pd = MakePrimitiveDesc(d);
       primitive_ = dnnl::matmul(pd);
       stream_ = dnnl::stream(CpuEngine());
@@ -96,11 +128,16 @@ class MatmulKernel final : public Kernel {
       b_ = memory(d.b, CpuEngine(), DNNL_MEMORY_NONE);
       c_ = memory(d.c, CpuEngine(), DNNL_MEMORY_NONE);
       const size_t scratch_bytes = pd.scratchpad_desc().get_size();
-      layout_ = Layout(ctx, scratch_bytes);
+      layout_ = Layout(ctx, type, scratch_bytes);
       num_args_ = 3;
       args_[0] = {DNNL_ARG_SRC, a_.get()};
       args_[1] = {DNNL_ARG_WEIGHTS, b_.get()};
       args_[2] = {DNNL_ARG_DST, c_.get()};
+      if (d.bias.get_size() > 0) {
+        KILN_CHECK(!convert_f16_) << "matmul_bias in f16 is not fused (see FuseMatmulBias)";
+        bias_ = memory(d.bias, CpuEngine(), DNNL_MEMORY_NONE);
+        args_[num_args_++] = {DNNL_ARG_BIAS, bias_.get()};
+      }
       if (scratch_bytes > 0) {
         scratch_ = memory(pd.scratchpad_desc(), CpuEngine(), DNNL_MEMORY_NONE);
         args_[num_args_++] = {DNNL_ARG_SCRATCHPAD, scratch_.get()};
@@ -132,6 +169,7 @@ class MatmulKernel final : public Kernel {
     SetHandle(a_, a_data);
     SetHandle(b_, b_data);
     SetHandle(c_, c_data);
+    if (bias_) SetHandle(bias_, ctx.input(2).raw_data());
     if (scratch_) SetHandle(scratch_, ws + layout_.scratch);
     // The C API takes our prebuilt argument array; the C++ execute() would build a map per call.
     CheckDnnl(dnnl_primitive_execute(primitive_.get(), stream_.get(), num_args_, args_));
@@ -142,15 +180,16 @@ class MatmulKernel final : public Kernel {
   }
 
  private:
-  // Byte offsets into the workspace: the oneDNN scratchpad, then (f16 only) f32 copies.
+  // Byte offsets into the workspace: the oneDNN scratchpad, then (f16 run as f32) f32 copies.
   struct WorkspaceLayout {
     size_t scratch = 0, a_f32 = 0, b_f32 = 0, c_f32 = 0, total = 0;
   };
 
-  static WorkspaceLayout Layout(const KernelContext& ctx, size_t scratch_bytes) {
+  static WorkspaceLayout Layout(const KernelContext& ctx, memory::data_type type,
+                                size_t scratch_bytes) {
     WorkspaceLayout l;
     l.total = Align64(scratch_bytes);
-    if (ctx.input(0).dtype() == DType::kF16) {
+    if (ctx.input(0).dtype() == DType::kF16 && type == memory::data_type::f32) {
       l.a_f32 = l.total;
       l.total += Align64(ctx.input(0).numel() * sizeof(float));
       l.b_f32 = l.total;
@@ -171,8 +210,8 @@ class MatmulKernel final : public Kernel {
   bool convert_f16_ = false;
   dnnl::matmul primitive_;
   dnnl::stream stream_;
-  memory a_, b_, c_, scratch_;
-  dnnl_exec_arg_t args_[4] = {};
+  memory a_, b_, c_, bias_, scratch_;
+  dnnl_exec_arg_t args_[5] = {};
   int num_args_ = 0;
   WorkspaceLayout layout_;
 };
@@ -182,5 +221,7 @@ class MatmulKernel final : public Kernel {
 KILN_REGISTER_KERNEL("matmul", kCPU, kF32, MatmulKernel);
 KILN_REGISTER_KERNEL("matmul", kCPU, kBF16, MatmulKernel);
 KILN_REGISTER_KERNEL("matmul", kCPU, kF16, MatmulKernel);
+KILN_REGISTER_KERNEL("matmul_bias", kCPU, kF32, MatmulKernel);
+KILN_REGISTER_KERNEL("matmul_bias", kCPU, kBF16, MatmulKernel);
 
 }  // namespace kiln::kernels::cpu

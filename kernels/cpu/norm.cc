@@ -17,7 +17,8 @@ int64_t RowGrain(int64_t cols) { return kGrainElements / cols > 0 ? kGrainElemen
 
 // Note [RMS norm rounding]: as Hugging Face LlamaRMSNorm, the normalized x * rstd is rounded to x's
 // dtype before the gamma multiply (a no-op for f32); the backward uses the rounded value for
-// dgamma and treats the rounding as identity for dx.
+// dgamma and treats the rounding as identity for dx. The last pass over each row prefetches the
+// next row (see Prefetch in vec.h).
 template <typename T, bool kRms>
 void NormForwardTyped(const NormArgs& args) {
   const T* x = static_cast<const T*>(args.x);  // (rows, cols)
@@ -39,6 +40,7 @@ void NormForwardTyped(const NormArgs& args) {
         args.rstd[r] = rstd;
         const Vec rs = Vec::Broadcast(rstd);
         ForEachVector(0, cols, [&](int64_t i, int w) {
+          Prefetch(xr + cols + i);
           const Vec normalized = RoundTo<T>(LoadN(xr + i, w) * rs);
           StoreN(normalized * LoadN(gamma + i, w), yr + i, w);
         });
@@ -57,6 +59,7 @@ void NormForwardTyped(const NormArgs& args) {
         args.rstd[r] = rstd;
         const Vec rs = Vec::Broadcast(rstd);
         ForEachVector(0, cols, [&](int64_t i, int w) {
+          Prefetch(xr + cols + i);
           const Vec xhat = (LoadN(xr + i, w) - m) * rs;
           StoreN(Fma(xhat, LoadN(gamma + i, w), LoadN(beta + i, w)), yr + i, w);
         });
@@ -65,6 +68,8 @@ void NormForwardTyped(const NormArgs& args) {
   });
 }
 
+// The last pass over each row prefetches the next one (see Prefetch in vec.h).
+//
 // Per row, with xhat the normalized x and g = dy * gamma:
 //   layer norm: dx = rstd (g - mean(g) - xhat mean(g xhat)),  dgamma += dy xhat, dbeta += dy
 //   RMS norm:   dx = rstd (g - xhat mean(g xhat)),            dgamma += dy xhat
@@ -107,6 +112,8 @@ void NormBackwardTyped(const NormBackwardArgs& args) {
         const Vec mean_g = Vec::Broadcast(ReduceAdd(sum_g) * inv_cols);
         const Vec mean_gx = Vec::Broadcast(ReduceAdd(sum_gx) * inv_cols);
         ForEachVector(0, cols, [&](int64_t i, int w) {
+          Prefetch(xr + cols + i);
+          Prefetch(dyr + cols + i);
           const Vec xhat = (LoadN(xr + i, w) - m) * rs;
           const Vec g = LoadN(dyr + i, w) * LoadN(gamma + i, w);
           StoreN(rs * (g - mean_g - xhat * mean_gx), dxr + i, w);

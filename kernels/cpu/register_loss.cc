@@ -15,7 +15,8 @@ namespace {
 class CrossEntropyKernel final : public Kernel {
  public:
   size_t WorkspaceBytes(const KernelContext& ctx) const override {
-    return static_cast<size_t>(Rows(ctx.input(0))) * sizeof(float);
+    const Tensor& logits = ctx.input(0);
+    return RowLossBytes(logits) + ScratchBytes(logits);
   }
 
   void Run(const KernelContext& ctx) override {
@@ -42,14 +43,36 @@ class CrossEntropyKernel final : public Kernel {
     }
     float* row_loss = static_cast<float*>(ctx.workspace);  // (rows)
     if (rows > 0 && vocab > 0) {
-      Isa().cross_entropy({logits.dtype(), logits.raw_data(), t, dlogits.raw_data(), rows, vocab,
-                           ignore_index, counted, row_loss});
+      CrossEntropyArgs args;
+      args.dtype = logits.dtype();
+      args.logits = logits.raw_data();
+      args.targets = t;
+      args.dlogits = dlogits.raw_data();
+      args.rows = rows;
+      args.vocab = vocab;
+      args.ignore_index = ignore_index;
+      args.counted = counted;
+      args.row_loss = row_loss;
+      args.scratch =
+          reinterpret_cast<float*>(static_cast<char*>(ctx.workspace) + RowLossBytes(logits));
+      args.scratch_bytes = ScratchBytes(logits);
+      Isa().cross_entropy(args);
     }
     // Note [Cross-entropy with no counted rows]: the mean over zero rows is defined here as 0
     // (with a zero gradient) rather than PyTorch's NaN, so a fully padded micro-batch is harmless.
     double total = 0;
     for (int64_t r = 0; r < rows; ++r) total += row_loss[r];
     loss.data<float>()[0] = counted > 0 ? static_cast<float>(total / counted) : 0.0f;
+  }
+
+ private:
+  // Workspace: the per-row losses, then one scratch row per thread (cache-line aligned).
+  static size_t RowLossBytes(const Tensor& logits) {
+    return (static_cast<size_t>(Rows(logits)) * sizeof(float) + 63) / 64 * 64;
+  }
+  static size_t ScratchBytes(const Tensor& logits) {
+    return static_cast<size_t>(CrossEntropyScratch(LastDim(logits))) * sizeof(float) *
+           static_cast<size_t>(NumThreads());
   }
 };
 

@@ -17,6 +17,7 @@
 #include <type_traits>
 
 #include "engine/core/half.h"
+#include "kernels/cpu/vec/vec_inline.h"
 
 #if defined(KILN_ISA_AVX512)
 #include "kernels/cpu/vec/vec_avx512.h"
@@ -35,13 +36,13 @@ namespace kiln::kernels::cpu::KILN_ISA_NS {
 
 // Loads n <= kWidth elements (the rest of the lanes are zero); n == kWidth is a full load.
 template <typename T>
-inline Vec LoadN(const T* p, int n) {
+KILN_VEC_INLINE Vec LoadN(const T* p, int n) {
   return n == Vec::kWidth ? Vec::Load(p) : Vec::LoadPartial(p, n);
 }
 
 // Stores the first n <= kWidth lanes.
 template <typename T>
-inline void StoreN(Vec v, T* p, int n) {
+KILN_VEC_INLINE void StoreN(Vec v, T* p, int n) {
   if (n == Vec::kWidth) {
     v.Store(p);
   } else {
@@ -52,7 +53,7 @@ inline void StoreN(Vec v, T* p, int n) {
 // Rounds every lane to the storage type T and back (identity for float): the value a kernel
 // would read back after storing it as T.
 template <typename T>
-inline Vec RoundTo(Vec v) {
+KILN_VEC_INLINE Vec RoundTo(Vec v) {
   if constexpr (std::is_same_v<T, float>) {
     return v;
   } else {
@@ -62,11 +63,20 @@ inline Vec RoundTo(Vec v) {
   }
 }
 
+// Starts loading the cache line at p into L1. Row-wise kernels call it on the next row while they
+// write the current one: hardware prefetchers stop at 4 KiB page boundaries, so each new row of
+// a few KiB would otherwise begin with a stall. Prefetches never fault, even past the end.
+KILN_VEC_INLINE void Prefetch(const void* p) { __builtin_prefetch(p, /*rw=*/0, /*locality=*/3); }
+// The same into L2 only, for rows too large to share L1 with the current one.
+KILN_VEC_INLINE void PrefetchL2(const void* p) { __builtin_prefetch(p, /*rw=*/0, /*locality=*/2); }
+// Fetches a line about to be written (ownership requested early, into L2).
+KILN_VEC_INLINE void PrefetchForWrite(void* p) { __builtin_prefetch(p, /*rw=*/1, /*locality=*/2); }
+
 // Calls fn(i, n) for the vectors covering [begin, end): n == kWidth for full vectors, then one
 // call with the remainder. Four full vectors per iteration give the out-of-order core independent
 // work; fn must be inlinable (a lambda).
 template <typename Fn>
-inline void ForEachVector(int64_t begin, int64_t end, Fn&& fn) {
+KILN_VEC_INLINE void ForEachVector(int64_t begin, int64_t end, Fn&& fn) {
   constexpr int kW = Vec::kWidth;
   int64_t i = begin;
   for (; i + 4 * kW <= end; i += 4 * kW) {
@@ -83,7 +93,7 @@ inline void ForEachVector(int64_t begin, int64_t end, Fn&& fn) {
 // compute anything there). Four accumulators in a fixed order: the result depends only on the
 // range, never on how callers split work among threads.
 template <typename Fn>
-inline float ReduceSum(int64_t begin, int64_t end, Fn&& term) {
+KILN_VEC_INLINE float ReduceSum(int64_t begin, int64_t end, Fn&& term) {
   constexpr int kW = Vec::kWidth;
   Vec acc0 = Vec::Zero(), acc1 = Vec::Zero(), acc2 = Vec::Zero(), acc3 = Vec::Zero();
   int64_t i = begin;
@@ -103,7 +113,7 @@ inline float ReduceSum(int64_t begin, int64_t end, Fn&& term) {
 
 // The maximum over [begin, end) of term(i, w) (lanes past w ignored); -inf for an empty range.
 template <typename Fn>
-inline float ReduceMaxOver(int64_t begin, int64_t end, Fn&& term) {
+KILN_VEC_INLINE float ReduceMaxOver(int64_t begin, int64_t end, Fn&& term) {
   constexpr int kW = Vec::kWidth;
   const Vec neg_inf = Vec::Broadcast(-__builtin_inff());
   Vec acc0 = neg_inf, acc1 = neg_inf;

@@ -9,11 +9,12 @@
 #include <cstring>
 
 #include "engine/core/half.h"
+#include "kernels/cpu/vec/vec_inline.h"
 
 namespace kiln::kernels::cpu::avx2 {
 
 // f32 -> bf16 bits, round to nearest even with NaN kept quiet: exactly kiln::BFloat16::FromFloat.
-inline __m128i FloatToBf16Bits(__m256 v) {
+KILN_VEC_INLINE __m128i FloatToBf16Bits(__m256 v) {
   const __m256i u = _mm256_castps_si256(v);
   const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
   const __m256i rounded =
@@ -30,66 +31,65 @@ struct Vec {
   using Mask = __m256;  // all-ones lanes
   __m256 v;
 
-  static Vec Zero() { return {_mm256_setzero_ps()}; }
-  static Vec Broadcast(float f) { return {_mm256_set1_ps(f)}; }
+  KILN_VEC_INLINE static Vec Zero() { return {_mm256_setzero_ps()}; }
+  KILN_VEC_INLINE static Vec Broadcast(float f) { return {_mm256_set1_ps(f)}; }
 
-  static Vec Load(const float* p) { return {_mm256_loadu_ps(p)}; }
-  static Vec Load(const BFloat16* p) {
+  KILN_VEC_INLINE static Vec Load(const float* p) { return {_mm256_loadu_ps(p)}; }
+  KILN_VEC_INLINE static Vec Load(const BFloat16* p) {
     const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
     return {_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))};
   }
-  static Vec Load(const Float16* p) {
+  KILN_VEC_INLINE static Vec Load(const Float16* p) {
     return {_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))};
   }
   template <typename T>
-  static Vec LoadPartial(const T* p, int n) {
+  KILN_VEC_INLINE static Vec LoadPartial(const T* p, int n) {
     T buf[kWidth] = {};
     std::memcpy(buf, p, n * sizeof(T));
     return Load(buf);
   }
 
   // Lanes [0, n) of v, the rest from fill.
-  static Vec FirstLanes(Vec v, int n, Vec fill) {
+  KILN_VEC_INLINE static Vec FirstLanes(Vec v, int n, Vec fill) {
     const __m256 keep = _mm256_castsi256_ps(
         _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
     return {_mm256_blendv_ps(fill.v, v.v, keep)};
   }
 
-  void Store(float* p) const { _mm256_storeu_ps(p, v); }
-  void Store(BFloat16* p) const {
+  KILN_VEC_INLINE void Store(float* p) const { _mm256_storeu_ps(p, v); }
+  KILN_VEC_INLINE void Store(BFloat16* p) const {
     _mm_storeu_si128(reinterpret_cast<__m128i*>(p), FloatToBf16Bits(v));
   }
-  void Store(Float16* p) const {
+  KILN_VEC_INLINE void Store(Float16* p) const {
     _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
                      _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
   }
   template <typename T>
-  void StorePartial(T* p, int n) const {
+  KILN_VEC_INLINE void StorePartial(T* p, int n) const {
     T buf[kWidth];
     Store(buf);
     std::memcpy(p, buf, n * sizeof(T));
   }
 };
 
-inline Vec operator+(Vec a, Vec b) { return {_mm256_add_ps(a.v, b.v)}; }
-inline Vec operator-(Vec a, Vec b) { return {_mm256_sub_ps(a.v, b.v)}; }
-inline Vec operator*(Vec a, Vec b) { return {_mm256_mul_ps(a.v, b.v)}; }
-inline Vec operator/(Vec a, Vec b) { return {_mm256_div_ps(a.v, b.v)}; }
+KILN_VEC_INLINE Vec operator+(Vec a, Vec b) { return {_mm256_add_ps(a.v, b.v)}; }
+KILN_VEC_INLINE Vec operator-(Vec a, Vec b) { return {_mm256_sub_ps(a.v, b.v)}; }
+KILN_VEC_INLINE Vec operator*(Vec a, Vec b) { return {_mm256_mul_ps(a.v, b.v)}; }
 // a * b + c, fused.
-inline Vec Fma(Vec a, Vec b, Vec c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
+KILN_VEC_INLINE Vec Fma(Vec a, Vec b, Vec c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
+// 1/a to about 1 ulp for finite, normal a (12-bit rcp plus two Newton steps); not for 0 or inf.
+KILN_VEC_INLINE Vec FastReciprocal(Vec a) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  __m256 r = _mm256_rcp_ps(a.v);
+  r = _mm256_fmadd_ps(r, _mm256_fnmadd_ps(a.v, r, one), r);
+  return {_mm256_fmadd_ps(r, _mm256_fnmadd_ps(a.v, r, one), r)};
+}
 // Min/Max return b when either lane is NaN (x86 semantics): pass data as b to propagate NaN.
-inline Vec Min(Vec a, Vec b) { return {_mm256_min_ps(a.v, b.v)}; }
-inline Vec Max(Vec a, Vec b) { return {_mm256_max_ps(a.v, b.v)}; }
-inline Vec Abs(Vec a) {
-  return {_mm256_and_ps(a.v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)))};
-}
-inline Vec Sqrt(Vec a) { return {_mm256_sqrt_ps(a.v)}; }
-inline Vec RoundNearest(Vec a) {
-  return {_mm256_round_ps(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)};
-}
+KILN_VEC_INLINE Vec Min(Vec a, Vec b) { return {_mm256_min_ps(a.v, b.v)}; }
+KILN_VEC_INLINE Vec Max(Vec a, Vec b) { return {_mm256_max_ps(a.v, b.v)}; }
 // x * 2^n for integral n in [-150, 128]: two factors 2^(n/2) keep each one a normal float, so
 // results in the subnormal range come out right.
-inline Vec ScaleByPow2(Vec x, Vec n) {
+KILN_VEC_INLINE Vec ScaleByPow2(Vec x, Vec n) {
   const __m256i ni = _mm256_cvtps_epi32(n.v);
   const __m256i n1 = _mm256_srai_epi32(ni, 1);
   const __m256i n2 = _mm256_sub_epi32(ni, n1);
@@ -98,22 +98,38 @@ inline Vec ScaleByPow2(Vec x, Vec n) {
   const __m256 p2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
   return {_mm256_mul_ps(_mm256_mul_ps(x.v, p1), p2)};
 }
-// |mag| with the sign of `sign`.
-inline Vec CopySign(Vec mag, Vec sign) {
-  const __m256 sign_bit = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>(0x80000000u)));
-  return {_mm256_or_ps(_mm256_andnot_ps(sign_bit, mag.v), _mm256_and_ps(sign_bit, sign.v))};
-}
-inline Vec::Mask Less(Vec a, Vec b) { return _mm256_cmp_ps(a.v, b.v, _CMP_LT_OQ); }
+KILN_VEC_INLINE Vec::Mask Less(Vec a, Vec b) { return _mm256_cmp_ps(a.v, b.v, _CMP_LT_OQ); }
 // Lanes of a where m is set, else lanes of b.
-inline Vec Select(Vec::Mask m, Vec a, Vec b) { return {_mm256_blendv_ps(b.v, a.v, m)}; }
+KILN_VEC_INLINE Vec Select(Vec::Mask m, Vec a, Vec b) { return {_mm256_blendv_ps(b.v, a.v, m)}; }
 
-inline float FirstLane(Vec a) { return _mm256_cvtss_f32(a.v); }
-inline float ReduceAdd(Vec a) {
+// Transposes the 8 x 8 block held in rows[0..7] (row i becomes column i): unpack pairs of rows,
+// shuffle within 128-bit lanes into 4 x 4 blocks, then exchange the 128-bit halves.
+KILN_VEC_INLINE void Transpose(Vec (&rows)[8]) {
+  __m256 t[8], u[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(rows[2 * i].v, rows[2 * i + 1].v);
+    t[2 * i + 1] = _mm256_unpackhi_ps(rows[2 * i].v, rows[2 * i + 1].v);
+  }
+  // u[4i + j], 128-bit half k: column 4k + j of rows 4i .. 4i + 3.
+  for (int i = 0; i < 2; ++i) {
+    u[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int j = 0; j < 4; ++j) {
+    rows[j].v = _mm256_permute2f128_ps(u[j], u[4 + j], 0x20);      // low halves
+    rows[4 + j].v = _mm256_permute2f128_ps(u[j], u[4 + j], 0x31);  // high halves
+  }
+}
+
+KILN_VEC_INLINE float FirstLane(Vec a) { return _mm256_cvtss_f32(a.v); }
+KILN_VEC_INLINE float ReduceAdd(Vec a) {
   const __m128 s = _mm_add_ps(_mm256_castps256_ps128(a.v), _mm256_extractf128_ps(a.v, 1));
   const __m128 s2 = _mm_add_ps(s, _mm_movehl_ps(s, s));
   return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
 }
-inline float ReduceMax(Vec a) {
+KILN_VEC_INLINE float ReduceMax(Vec a) {
   const __m128 s = _mm_max_ps(_mm256_castps256_ps128(a.v), _mm256_extractf128_ps(a.v, 1));
   const __m128 s2 = _mm_max_ps(s, _mm_movehl_ps(s, s));
   return _mm_cvtss_f32(_mm_max_ss(s2, _mm_movehdup_ps(s2)));

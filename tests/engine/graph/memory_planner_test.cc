@@ -164,3 +164,25 @@ TEST_CASE("planner without in-place still never overlaps live values", "[planner
 
 }  // namespace
 }  // namespace kiln::graph
+
+namespace kiln::graph {
+namespace {
+
+TEST_CASE("the fusion pass folded every bias add of GPT-2 into its matmul", "[passes]") {
+  nn::ModelGraph m = BuildGpt2(DType::kBF16);
+  int fused = 0, adds_after_matmul = 0;
+  for (const Node& node : m.graph.nodes()) {
+    fused += node.op->name == "matmul_bias";
+    if (node.op->name == "add") {
+      const Value& in = m.graph.value(node.inputs[0]);
+      adds_after_matmul += in.producer != kNoNode &&
+                           m.graph.node(in.producer).op->name == "matmul" &&
+                           m.graph.value(node.inputs[1]).type.rank() == 1;
+    }
+  }
+  REQUIRE(fused == 4 * 4);  // c_attn, attn c_proj, c_fc, mlp c_proj in each of 4 layers
+  REQUIRE(adds_after_matmul == 0);
+}
+
+}  // namespace
+}  // namespace kiln::graph

@@ -138,3 +138,23 @@ TEST_CASE("forward: flat_slice is a shaped window sharing its input's memory", "
 
 }  // namespace
 }  // namespace kiln::testing
+
+namespace kiln::testing {
+namespace {
+
+TEST_CASE("forward: matmul_bias equals matmul then add, f32 and bf16", "[forward]") {
+  for (DType d : {DType::kF32, DType::kBF16}) {
+    const Tensor a = RandomTensor({2, 5, 24}, 1, 1.0f, d);
+    const Tensor w = RandomTensor({40, 24}, 2, 1.0f, d);
+    const Tensor bias = RandomTensor({40}, 3, 1.0f, d);
+    const std::vector<Tensor> fused =
+        Run("matmul_bias", {a, w, bias}, ops::MatmulAttrs{false, true});
+    const std::vector<Tensor> product = Run("matmul", {a, w}, ops::MatmulAttrs{false, true});
+    const std::vector<Tensor> sum = Run("add", {product[0], bias});
+    INFO(DTypeName(d));
+    KILN_REQUIRE_CLOSE(fused[0].ToFloats(), sum[0].ToFloats(), d == DType::kF32 ? 1e-6 : 1e-2);
+  }
+}
+
+}  // namespace
+}  // namespace kiln::testing

@@ -121,6 +121,8 @@ const AttnCase kCases[] = {
     {1, 150, 4, 4, 32, true, 0.0f},   // several query tiles, ragged last one
     {1, 70, 2, 1, 64, false, 0.0f},   // full mask, MQA
     {1, 40, 2, 2, 128, true, 0.25f},  // wide heads, explicit scale
+    {3, 1, 2, 1, 8, true, 0.0f},      // one token, a head narrower than a vector
+    {1, 128, 2, 2, 16, false, 0.0f},  // T an exact multiple of the tile
 };
 
 TEST_CASE("attention forward and backward match the reference", "[kernels][attention]") {
