@@ -24,8 +24,8 @@ void Say(const std::string& line) { std::fprintf(stderr, "kiln-worker: %s\n", li
 
 }  // namespace
 
-Reporter::Reporter(CoordinatorLink* link, absl::Duration interval, absl::Duration grace,
-                   bool rank0, std::function<void()> give_up)
+Reporter::Reporter(CoordinatorLink* link, absl::Duration interval, absl::Duration grace, bool rank0,
+                   std::function<void()> give_up)
     : link_(link),
       interval_(interval),
       grace_(grace),
@@ -56,6 +56,13 @@ void Reporter::AddMetrics(const v1::MetricPoint& point) {
   if (metrics_.size() >= kMaxQueuedPoints) metrics_.pop_front();
   metrics_.push_back(point);
   last_point_ = point;
+  // The first step goes out at once rather than with the next heartbeat (up to a second later):
+  // it is when watchers (kiln submit --follow) learn that training has started.
+  if (!first_point_queued_) {
+    first_point_queued_ = true;
+    flush_now_ = true;
+    wake_.Signal();
+  }
 }
 
 void Reporter::AddValLoss(int64_t step, double val_loss) {
@@ -77,6 +84,7 @@ void Reporter::AddValLoss(int64_t step, double val_loss) {
 void Reporter::AddCheckpoint(int64_t step, const std::string& path) {
   absl::MutexLock lock(&mu_);
   checkpoints_.emplace_back(step, path);
+  flush_now_ = true;
   wake_.Signal();
 }
 
@@ -156,8 +164,13 @@ void Reporter::Loop() {
       absl::MutexLock lock(&mu_);
       const absl::Time wake_at =
           lost_since_ == absl::InfiniteFuture() ? next : absl::Now() + backoff;
-      wake_.WaitWithDeadline(&mu_,
-                             g_parent_died.load() && !told_parent_died_ ? absl::Now() : wake_at);
+      // flush_now_ (not only the signal) so that a request made while this thread was busy
+      // with an RPC is not lost.
+      if (!flush_now_) {
+        wake_.WaitWithDeadline(&mu_,
+                               g_parent_died.load() && !told_parent_died_ ? absl::Now() : wake_at);
+      }
+      flush_now_ = false;
     }
     if (done_.load()) break;
     if (g_parent_died.load() && !told_parent_died_) {

@@ -77,6 +77,8 @@ class Reporter {
   std::deque<v1::MetricPoint> metrics_ ABSL_GUARDED_BY(mu_);
   std::deque<std::pair<int64_t, std::string>> checkpoints_ ABSL_GUARDED_BY(mu_);
   v1::MetricPoint last_point_ ABSL_GUARDED_BY(mu_);
+  bool first_point_queued_ ABSL_GUARDED_BY(mu_) = false;
+  bool flush_now_ ABSL_GUARDED_BY(mu_) = false;  // wake the loop: something to send at once
   absl::CondVar wake_;
 
   // Loop thread only.
