@@ -25,6 +25,7 @@ std::string KilndBinary() { return Runfile("scheduler/kilnd"); }
 std::string WorkerBinary() { return Runfile("worker/kiln-worker"); }
 std::string DataBinary() { return Runfile("worker/kiln-data"); }
 std::string CliBinary() { return Runfile("client/cli/kiln"); }
+std::string TrainBinary() { return Runfile("worker/kiln-train"); }
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path);

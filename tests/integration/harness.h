@@ -23,6 +23,7 @@ std::string KilndBinary();
 std::string WorkerBinary();  // kiln-worker as shipped: the real trainer
 std::string DataBinary();    // kiln-data
 std::string CliBinary();     // kiln
+std::string TrainBinary();   // kiln-train (tests that list //worker:kiln-train in their data)
 
 struct KilndOptions {
   std::string state_dir;
