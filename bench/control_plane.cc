@@ -6,7 +6,10 @@
 //     token to this program and sleeps); this program then registers and heartbeats for them with
 //     the real ClusterService calls, one connection per worker as real workers have. The simulated
 //     workers are the load; kilnd is what is measured.
+//  3. Time from submit to the first training step of a tiny job with the real kiln-worker, against
+//     kiln-train's time to its first step on the same spec (bench/first_step.h).
 // Usage: bazel run //bench:control_plane -- [--results FILE] [--heartbeat-s 30] [--trials 3]
+//            [--first-step-jobs 7]      (0 skips a part: --trials 0, --heartbeat-s 0, ...)
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -25,6 +28,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "bench/first_step.h"
+#include "bench/kilnd_bench.h"
 #include "client/client.h"
 #include "grpcpp/create_channel.h"
 #include "kiln/v1/cluster_service.grpc.pb.h"
@@ -35,79 +40,6 @@ namespace {
 
 constexpr int kSubmissions = 1000;
 constexpr int kWorkers = 500;
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
-struct Kilnd {
-  pid_t pid = -1;
-  std::string address;
-};
-
-Kilnd StartKilnd(const std::string& binary, const std::string& dir, int slots,
-                 const std::string& worker, const std::string& sync = "full") {
-  std::filesystem::create_directories(dir);
-  const std::string port_file = dir + "/ports";
-  Kilnd k;
-  k.pid = fork();
-  if (k.pid == 0) {
-    freopen((dir + "/kilnd.log").c_str(), "w", stderr);
-    setenv("KILN_BENCH_DIR", dir.c_str(), 1);
-    execl(binary.c_str(), binary.c_str(), "--listen", "127.0.0.1:0", "--state-dir",
-          (dir + "/state").c_str(), "--port-file", port_file.c_str(), "--slots",
-          std::to_string(slots).c_str(), "--worker-binary", worker.c_str(), "--grace-s", "2",
-          "--log-level", "warn", "--sync", sync.c_str(), nullptr);
-    _exit(127);
-  }
-  while (ReadFile(port_file).empty()) absl::SleepFor(absl::Milliseconds(20));
-  std::fprintf(stderr, "kilnd pid %d (%s)\n", k.pid, dir.c_str());
-  const std::string ports = ReadFile(port_file);
-  k.address = "127.0.0.1:" + ports.substr(5, ports.find('\n') - 5);
-  return k;
-}
-
-void StopKilnd(Kilnd& k) {
-  kill(k.pid, SIGTERM);
-  int status = 0;
-  waitpid(k.pid, &status, 0);
-}
-
-// utime + stime of a process, in seconds.
-double CpuSeconds(pid_t pid) {
-  const std::string stat = ReadFile(absl::StrCat("/proc/", pid, "/stat"));
-  std::istringstream fields(stat.substr(stat.rfind(')') + 2));
-  std::string f;
-  double ticks = 0;
-  for (int i = 0; i < 13 && fields >> f; ++i) {
-    if (i == 11 || i == 12) ticks += std::stod(f);
-  }
-  return ticks / sysconf(_SC_CLK_TCK);
-}
-
-double RssMiB(pid_t pid) {
-  std::istringstream in(ReadFile(absl::StrCat("/proc/", pid, "/status")));
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stod(line.substr(6)) / 1024;
-  }
-  return 0;
-}
-
-// The 1-minute load average: this machine is shared, so every figure carries it.
-std::string LoadAverage() {
-  std::istringstream in(ReadFile("/proc/loadavg"));
-  std::string one;
-  in >> one;
-  return one;
-}
-
-double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<size_t>(p * v.size()))];
-}
 
 struct Latencies {
   std::vector<double> ms;
@@ -352,22 +284,12 @@ std::string HeartbeatSection(const std::string& kilnd_binary, const std::string&
       state.ok() ? v1::JobState_Name(state->state()) : "unknown");
 }
 
-std::string Machine() {
-  std::string model = "unknown CPU";
-  std::istringstream in(ReadFile("/proc/cpuinfo"));
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("model name", 0) == 0) {
-      model = line.substr(line.find(':') + 2);
-      break;
-    }
-  }
-  return absl::StrFormat("%s, %d cores visible, %s", model, std::thread::hardware_concurrency(),
-                         absl::FormatTime("%Y-%m-%d", absl::Now(), absl::UTCTimeZone()));
-}
-
 int Main(int argc, char** argv) {
   std::string kilnd = "scheduler/kilnd";
+  FirstStepOptions first_step;
+  first_step.worker = "worker/kiln-worker";
+  first_step.trainer = "worker/kiln-train";
+  first_step.spec = "configs/mlp-tiny.yaml";
   std::string results;
   int seconds = 30;
   int trials = 3;
@@ -376,24 +298,41 @@ int Main(int argc, char** argv) {
     if (flag == "--kilnd") kilnd = argv[i + 1];
     if (flag == "--results") results = argv[i + 1];
     if (flag == "--heartbeat-s") seconds = std::stoi(argv[i + 1]);  // 0 = skip
-    if (flag == "--trials") trials = std::max(1, std::stoi(argv[i + 1]));
+    if (flag == "--trials") trials = std::max(0, std::stoi(argv[i + 1]));
+    if (flag == "--first-step-jobs") first_step.jobs = std::max(0, std::stoi(argv[i + 1]));
   }
   kilnd = std::filesystem::absolute(kilnd);
+  first_step.kilnd = kilnd;
+  first_step.worker = std::filesystem::absolute(first_step.worker);
+  first_step.trainer = std::filesystem::absolute(first_step.trainer);
+  first_step.spec = std::filesystem::absolute(first_step.spec);
   const std::string dir =
       absl::StrCat(std::filesystem::temp_directory_path().string(), "/kiln-bench-", getpid());
-  std::string section = "\n## Control plane (bench/control_plane)\n\nMachine: " + Machine() +
-                        ". kilnd built with -c opt; client and load generator on the same "
-                        "machine, which other builds share (hence the load averages).\n\n"
-                        "| workload | p50 ms | p99 ms | calls/s |\n|---|---|---|---|\n";
-  section += SubmitSection(kilnd, dir, trials);
-  section +=
-      "\n| load | kilnd CPU | kilnd RSS | heartbeat p50 / p99 | errors |\n"
-      "|---|---|---|---|---|\n";
-  if (seconds > 0) section += HeartbeatSection(kilnd, dir, seconds);
-  section +=
-      "\nTargets: >= 500 submissions/s, p99 < 20 ms, < 10 % of one core for 500 "
-      "heartbeating workers. Time from submit to the first training step needs the "
-      "trainer (engine/train) and is not measured yet.\n";
+  std::string section;
+  if (trials > 0 || seconds > 0) {
+    section = "\n## Control plane (bench/control_plane)\n\nMachine: " + Machine() +
+              ". kilnd built with -c opt; client and load generator on the same machine, which "
+              "other builds share (hence the load averages).\n";
+  }
+  if (trials > 0) {
+    section += "\n| workload | p50 ms | p99 ms | calls/s |\n|---|---|---|---|\n";
+    section += SubmitSection(kilnd, dir, trials);
+  }
+  if (seconds > 0) {
+    section +=
+        "\n| load | kilnd CPU | kilnd RSS | heartbeat p50 / p99 | errors |\n"
+        "|---|---|---|---|---|\n";
+    section += HeartbeatSection(kilnd, dir, seconds);
+  }
+  if (trials > 0 || seconds > 0) {
+    section +=
+        "\nTargets: >= 500 submissions/s, p99 < 20 ms, < 10 % of one core for 500 "
+        "heartbeating workers.\n";
+  }
+  if (first_step.jobs > 0) {
+    first_step.dir = dir + "/first-step";
+    section += FirstStepSection(first_step);
+  }
   std::fputs(section.c_str(), stdout);
   if (!results.empty()) std::ofstream(results, std::ios::app) << section;
   std::filesystem::remove_all(dir);
