@@ -15,7 +15,7 @@ class Storage {
  public:
   Storage() = default;
 
-  // Allocates `bytes` on `device` (zero-filled on the CPU). Aborts when the device has no allocator
+  // Allocates `bytes` on `device`, zero-filled (on a device through its DeviceRuntime). Aborts when the device has no allocator
   // or is out of memory: callers that can recover check Allocator::Allocate themselves.
   static Storage Allocate(size_t bytes, Device device);
   // Wraps memory that something else owns; `keep_alive` (may be null) is held while any view lives.

@@ -8,6 +8,7 @@
 #include "engine/core/parallel.h"
 #include "engine/core/rng.h"
 #include "engine/optim/grad_utils.h"
+#include "engine/train/device_select.h"
 #include "engine/dist/zero_pass.h"
 #include "engine/train/spec_config.h"
 
@@ -15,6 +16,7 @@ namespace kiln::train {
 
 absl::StatusOr<std::unique_ptr<TrainingSession>> TrainingSession::Create(
     const kiln::v1::JobSpec& spec, const TrainOptions& options) {
+  KILN_RETURN_IF_ERROR(CheckTrainingDevice(spec));  // before any work
   std::unique_ptr<TrainingSession> s(new TrainingSession());
   s->spec_ = spec;
   s->options_ = options;
