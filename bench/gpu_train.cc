@@ -1,6 +1,6 @@
 // Kiln's side of bench/gpu_train.sh: GPT-2 124M (L12 H12 D768, T1024, vocab 50304) training steps
-// in bf16 on one GPU — the CUDA executor and kernels, device AdamW with f32 master weights — timed
-// after warm-up. Prints one JSON line: tokens/s, step time, peak device memory, losses.
+// in bf16 on one GPU — the CUDA executor and kernels, device AdamW with f32 master weights —
+// timed after warm-up. Prints one JSON line: tokens/s, step time, peak device memory, losses.
 //
 //   gpu_train [--batch 8] [--steps 10] [--warmup 3] [--layers 12]
 #include <algorithm>
@@ -90,10 +90,10 @@ int main(int argc, char** argv) {
   std::vector<int32_t> tokens(static_cast<size_t>(batch) * 1024 + 1);
   std::uniform_int_distribution<int32_t> token(0, 50256);
   for (int32_t& t : tokens) t = token(rng);
-  const Tensor inputs = Tensor::FromVector(
-      std::vector<int32_t>(tokens.begin(), tokens.end() - 1), {batch, 1024});
-  const Tensor targets = Tensor::FromVector(
-      std::vector<int32_t>(tokens.begin() + 1, tokens.end()), {batch, 1024});
+  const Tensor inputs =
+      Tensor::FromVector(std::vector<int32_t>(tokens.begin(), tokens.end() - 1), {batch, 1024});
+  const Tensor targets =
+      Tensor::FromVector(std::vector<int32_t>(tokens.begin() + 1, tokens.end()), {batch, 1024});
   DeviceRuntime& rt = RuntimeFor(dev);
   double first_loss = 0, last_loss = 0, seconds = 0;
   for (int step = 0; step < warmup + steps; ++step) {

@@ -35,9 +35,9 @@ absl::Status CheckDeviceAvailable(Device device) {
   }
   const int count = runtime->DeviceCount();
   if (device.index < 0 || device.index >= count) {
-    return absl::FailedPreconditionError(absl::StrCat("no CUDA device available: ",
-                                                      device.ToString(), " requested, ", count,
-                                                      " device(s) present"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("no CUDA device available: ", device.ToString(), " requested, ", count,
+                     " device(s) present"));
   }
   return absl::OkStatus();
 }

@@ -285,7 +285,9 @@ void Tensor::Fill(float value) const {
 }
 
 std::vector<float> Tensor::ToFloats() const {
-  if (!device().is_cpu()) return numel() == 0 ? std::vector<float>() : HostCopyOfSpan(*this).ToFloats();
+  if (!device().is_cpu()) {
+    return numel() == 0 ? std::vector<float>() : HostCopyOfSpan(*this).ToFloats();
+  }
   std::vector<float> out(static_cast<size_t>(numel()));
   const Shape out_strides = ContiguousStrides(sizes());
   const DType sd = dtype();

@@ -106,8 +106,9 @@ class Communicator {
   const CommunicatorOptions& options() const { return options_; }
 
   // Tensors are handles: outputs are written through them, so views may be passed directly. They
-  // must be contiguous tensors on the backend's device (CPU; CUDA for nccl); the Work keeps them alive until it completes. Do not touch an
-  // output (or an AllReduce/Broadcast tensor) until its Work completed.
+  // must be contiguous tensors on the backend's device (CPU; CUDA for nccl); the Work keeps them
+  // alive until it completes. Do not touch an output (or an AllReduce/Broadcast tensor) until its
+  // Work completed.
   //
   // In place. Sum/max: f32, bf16, f16, i32, i64; avg: floating only. Any size.
   std::shared_ptr<Work> AllReduce(const Tensor& tensor, ReduceOp op);

@@ -24,41 +24,50 @@ namespace {
 // the error. Finally the compute stream waits for the operation's event, so later kernels read
 // the collective's results.
 
-#define KILN_NCCL_RETURN_IF_ERROR(call)                                                       \
-  do {                                                                                        \
-    const ncclResult_t kiln_nccl_result_ = (call);                                            \
-    if (kiln_nccl_result_ != ncclSuccess && kiln_nccl_result_ != ncclInProgress) {           \
-      return absl::InternalError(absl::StrCat(__FILE__, ":", __LINE__, ": ", #call, ": ",     \
-                                              ncclGetErrorString(kiln_nccl_result_)));        \
-    }                                                                                         \
+#define KILN_NCCL_RETURN_IF_ERROR(call)                                                   \
+  do {                                                                                    \
+    const ncclResult_t kiln_nccl_result_ = (call);                                        \
+    if (kiln_nccl_result_ != ncclSuccess && kiln_nccl_result_ != ncclInProgress) {        \
+      return absl::InternalError(absl::StrCat(__FILE__, ":", __LINE__, ": ", #call, ": ", \
+                                              ncclGetErrorString(kiln_nccl_result_)));    \
+    }                                                                                     \
   } while (0)
 
-#define KILN_CUDART_RETURN_IF_ERROR(call)                                                     \
-  do {                                                                                        \
-    const cudaError_t kiln_cudart_error_ = (call);                                            \
-    if (kiln_cudart_error_ != cudaSuccess) {                                                  \
-      return absl::InternalError(absl::StrCat(__FILE__, ":", __LINE__, ": ", #call, ": ",     \
-                                              cudaGetErrorString(kiln_cudart_error_)));       \
-    }                                                                                         \
+#define KILN_CUDART_RETURN_IF_ERROR(call)                                                 \
+  do {                                                                                    \
+    const cudaError_t kiln_cudart_error_ = (call);                                        \
+    if (kiln_cudart_error_ != cudaSuccess) {                                              \
+      return absl::InternalError(absl::StrCat(__FILE__, ":", __LINE__, ": ", #call, ": ", \
+                                              cudaGetErrorString(kiln_cudart_error_)));   \
+    }                                                                                     \
   } while (0)
 
 absl::StatusOr<ncclDataType_t> NcclType(DType dtype) {
   switch (dtype) {
-    case DType::kF32: return ncclFloat32;
-    case DType::kBF16: return ncclBfloat16;
-    case DType::kF16: return ncclFloat16;
-    case DType::kI32: return ncclInt32;
-    case DType::kI64: return ncclInt64;
-    case DType::kU8: return ncclUint8;
+    case DType::kF32:
+      return ncclFloat32;
+    case DType::kBF16:
+      return ncclBfloat16;
+    case DType::kF16:
+      return ncclFloat16;
+    case DType::kI32:
+      return ncclInt32;
+    case DType::kI64:
+      return ncclInt64;
+    case DType::kU8:
+      return ncclUint8;
   }
   return absl::InvalidArgumentError("dtype has no NCCL type");
 }
 
 ncclRedOp_t NcclOp(ReduceOp op) {
   switch (op) {
-    case ReduceOp::kMax: return ncclMax;
-    case ReduceOp::kAvg: return ncclAvg;
-    case ReduceOp::kSum: break;
+    case ReduceOp::kMax:
+      return ncclMax;
+    case ReduceOp::kAvg:
+      return ncclAvg;
+    case ReduceOp::kSum:
+      break;
   }
   return ncclSum;
 }
@@ -92,8 +101,8 @@ class NcclBackend : public Backend {
     ncclUniqueId id;
     if (rank_ == 0) {
       KILN_NCCL_RETURN_IF_ERROR(ncclGetUniqueId(&id));
-      KILN_RETURN_IF_ERROR(
-          store->Set("nccl/unique_id", std::string(reinterpret_cast<const char*>(&id), sizeof(id))));
+      KILN_RETURN_IF_ERROR(store->Set("nccl/unique_id",
+                                      std::string(reinterpret_cast<const char*>(&id), sizeof(id))));
     } else {
       KILN_ASSIGN_OR_RETURN(const std::string bytes, store->Get("nccl/unique_id", timeout));
       if (bytes.size() != sizeof(id)) return absl::InternalError("malformed NCCL unique id");
@@ -119,8 +128,8 @@ class NcclBackend : public Backend {
                              absl::Time deadline) override {
     KILN_ASSIGN_OR_RETURN(const ncclDataType_t type, NcclType(input.dtype()));
     return Run("ReduceScatter", deadline, [&] {
-      return ncclReduceScatter(input.raw_data(), output.raw_data(), Count(output), type,
-                               NcclOp(op), comm_, stream_);
+      return ncclReduceScatter(input.raw_data(), output.raw_data(), Count(output), type, NcclOp(op),
+                               comm_, stream_);
     });
   }
 
@@ -128,8 +137,7 @@ class NcclBackend : public Backend {
                          absl::Time deadline) override {
     KILN_ASSIGN_OR_RETURN(const ncclDataType_t type, NcclType(input.dtype()));
     return Run("AllGather", deadline, [&] {
-      return ncclAllGather(input.raw_data(), output.raw_data(), Count(input), type, comm_,
-                           stream_);
+      return ncclAllGather(input.raw_data(), output.raw_data(), Count(input), type, comm_, stream_);
     });
   }
 
@@ -273,8 +281,8 @@ class NcclBackend : public Backend {
         if (q != cudaErrorNotReady || absl::Now() > deadline) {
           cudaEventDestroy(done);
           Abort();
-          return absl::DeadlineExceededError(absl::StrCat(send ? "send" : "receive",
-                                                          " did not complete; NCCL aborted"));
+          return absl::DeadlineExceededError(
+              absl::StrCat(send ? "send" : "receive", " did not complete; NCCL aborted"));
         }
         std::this_thread::sleep_for(std::chrono::microseconds(50));
       }

@@ -11,7 +11,8 @@ absl::StatusOr<Device> TrainingDevice(const kiln::v1::JobSpec& spec) {
   const std::string name = spec.resources().has_device() ? spec.resources().device() : "cpu";
   absl::StatusOr<Device> device = ParseDevice(name);
   if (!device.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("resources.device: ", device.status().message()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("resources.device: ", device.status().message()));
   }
   return device;
 }

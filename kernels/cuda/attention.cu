@@ -24,9 +24,9 @@ constexpr int kQueryRows = 64;  // threads (query rows) per forward / dq block
 
 template <int kD>
 struct Tiles {
-  static constexpr int kKeys = 4096 / kD;                // keys per shared tile (32 KiB for k+v)
-  static constexpr int kKeyRows = kD >= 128 ? 32 : 64;   // threads (key rows) per dk/dv block
-  static constexpr int kQueries = 1024 / kD;             // queries per shared tile in dk/dv
+  static constexpr int kKeys = 4096 / kD;               // keys per shared tile (32 KiB for k+v)
+  static constexpr int kKeyRows = kD >= 128 ? 32 : 64;  // threads (key rows) per dk/dv block
+  static constexpr int kQueries = 1024 / kD;            // queries per shared tile in dk/dv
 };
 
 struct Geometry {
@@ -65,8 +65,8 @@ __device__ void LoadTile(float* tile, int ld, const T* base, int64_t stride, int
 }
 
 template <typename T, int kD>
-__global__ void __launch_bounds__(kQueryRows) attention_forward_kernel(const T* qkv, T* out,
-                                                                       float* lse, Geometry g) {
+__global__ void __launch_bounds__(kQueryRows)
+    attention_forward_kernel(const T* qkv, T* out, float* lse, Geometry g) {
   __shared__ float ks[Tiles<kD>::kKeys * kD];
   __shared__ float vs[Tiles<kD>::kKeys * kD];
   const int bh = blockIdx.y;
@@ -138,10 +138,9 @@ __global__ void attention_delta_kernel(const T* out, const T* dout, float* delta
 }
 
 template <typename T, int kD>
-__global__ void __launch_bounds__(kQueryRows) attention_dq_kernel(const T* qkv, const T* dout,
-                                                                  const float* lse,
-                                                                  const float* delta, T* dqkv,
-                                                                  Geometry g) {
+__global__ void __launch_bounds__(kQueryRows)
+    attention_dq_kernel(const T* qkv, const T* dout, const float* lse, const float* delta, T* dqkv,
+                        Geometry g) {
   __shared__ float ks[Tiles<kD>::kKeys * kD];
   __shared__ float vs[Tiles<kD>::kKeys * kD];
   const int bh = blockIdx.y;
@@ -194,8 +193,9 @@ __global__ void __launch_bounds__(kQueryRows) attention_dq_kernel(const T* qkv, 
 }
 
 template <typename T, int kD>
-__global__ void __launch_bounds__(Tiles<kD>::kKeyRows) attention_dkdv_kernel(
-    const T* qkv, const T* dout, const float* lse, const float* delta, T* dqkv, Geometry g) {
+__global__ void __launch_bounds__(Tiles<kD>::kKeyRows)
+    attention_dkdv_kernel(const T* qkv, const T* dout, const float* lse, const float* delta,
+                          T* dqkv, Geometry g) {
   constexpr int kRows = Tiles<kD>::kKeyRows, kQ = Tiles<kD>::kQueries, kLd = kD + 1;
   __shared__ float kown[kRows * kLd];  // this block's key rows (padded: conflict-free reads)
   __shared__ float vown[kRows * kLd];
@@ -306,20 +306,19 @@ void LaunchAttentionBackward(const AttentionLaunch& a, void* workspace, StreamPt
     const T* qkv = static_cast<const T*>(a.qkv);
     const T* dout = static_cast<const T*>(a.dout);
     T* dqkv = static_cast<T*>(a.dqkv);
-    attention_delta_kernel<<<static_cast<unsigned>((rows + 255) / 256), 256, 0,
-                             AsStream(stream)>>>(static_cast<const T*>(a.out), dout, delta, rows,
-                                                 g);
+    attention_delta_kernel<<<static_cast<unsigned>((rows + 255) / 256), 256, 0, AsStream(stream)>>>(
+        static_cast<const T*>(a.out), dout, delta, rows, g);
     DispatchHeadDim(a.head_dim, [&](auto bound) {
       constexpr int kD = decltype(bound)::value;
       const dim3 q_grid(static_cast<unsigned>((a.seq + kQueryRows - 1) / kQueryRows),
                         static_cast<unsigned>(a.batch * a.n_head));
-      attention_dq_kernel<T, kD><<<q_grid, kQueryRows, 0, AsStream(stream)>>>(qkv, dout, a.lse,
-                                                                              delta, dqkv, g);
+      attention_dq_kernel<T, kD>
+          <<<q_grid, kQueryRows, 0, AsStream(stream)>>>(qkv, dout, a.lse, delta, dqkv, g);
       constexpr int kRows = Tiles<kD>::kKeyRows;
       const dim3 kv_grid(static_cast<unsigned>((a.seq + kRows - 1) / kRows),
                          static_cast<unsigned>(a.batch * a.n_kv_head));
-      attention_dkdv_kernel<T, kD><<<kv_grid, kRows, 0, AsStream(stream)>>>(qkv, dout, a.lse,
-                                                                            delta, dqkv, g);
+      attention_dkdv_kernel<T, kD>
+          <<<kv_grid, kRows, 0, AsStream(stream)>>>(qkv, dout, a.lse, delta, dqkv, g);
     });
   });
   KILN_CUDA_CHECK_LAUNCH();

@@ -47,12 +47,12 @@ class DeviceMemoryProvider {
 };
 
 struct CachingAllocatorStats {
-  int64_t allocated_bytes = 0;       // handed out to callers (rounded sizes)
-  int64_t requested_bytes = 0;       // as requested (unrounded)
-  int64_t reserved_bytes = 0;        // held from the driver (segments)
+  int64_t allocated_bytes = 0;  // handed out to callers (rounded sizes)
+  int64_t requested_bytes = 0;  // as requested (unrounded)
+  int64_t reserved_bytes = 0;   // held from the driver (segments)
   int64_t peak_allocated_bytes = 0;
   int64_t peak_reserved_bytes = 0;
-  int64_t cached_free_bytes = 0;     // reserved but not allocated
+  int64_t cached_free_bytes = 0;  // reserved but not allocated
   int64_t largest_free_block = 0;
   // 1 - largest free block / cached free bytes: 0 when the free cache is one block (or empty),
   // near 1 when it is scattered in small pieces.
@@ -115,7 +115,7 @@ class CachingAllocator {
     char* ptr = nullptr;
     void* stream = nullptr;
     bool allocated = false;
-    bool small = false;  // which pool
+    bool small = false;     // which pool
     Block* prev = nullptr;  // neighbours within the segment
     Block* next = nullptr;
     std::set<void*> stream_uses;  // other streams (RecordStream)

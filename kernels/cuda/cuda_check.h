@@ -19,13 +19,13 @@ namespace kiln::kernels::cuda {
 
 }  // namespace kiln::kernels::cuda
 
-#define KILN_CUDA_CHECK(call)                                                                \
-  do {                                                                                       \
-    const cudaError_t kiln_cuda_error_ = (call);                                             \
-    if (kiln_cuda_error_ != cudaSuccess) {                                                   \
-      ::kiln::kernels::cuda::CudaCallFailed("CUDA", cudaGetErrorString(kiln_cuda_error_),    \
-                                            __FILE__, __LINE__, #call);                      \
-    }                                                                                        \
+#define KILN_CUDA_CHECK(call)                                                             \
+  do {                                                                                    \
+    const cudaError_t kiln_cuda_error_ = (call);                                          \
+    if (kiln_cuda_error_ != cudaSuccess) {                                                \
+      ::kiln::kernels::cuda::CudaCallFailed("CUDA", cudaGetErrorString(kiln_cuda_error_), \
+                                            __FILE__, __LINE__, #call);                   \
+    }                                                                                     \
   } while (0)
 
 // After a kernel launch: launch-configuration errors surface here, with the launch's location.

@@ -155,9 +155,7 @@ class CudaDeviceRuntime : public DeviceRuntime {
     std::call_once(probe_once_, [this] { Probe(); });
     return available_;
   }
-  int DeviceCount() override {
-    return Available().ok() ? static_cast<int>(devices_.size()) : 0;
-  }
+  int DeviceCount() override { return Available().ok() ? static_cast<int>(devices_.size()) : 0; }
   std::string DeviceName(int index) override {
     if (!Available().ok() || index < 0 || index >= DeviceCount()) return "";
     cudaDeviceProp prop;

@@ -5,8 +5,8 @@
 #include <cmath>
 #include <cstring>
 
-#include "kernels/cuda/cuda_check.h"
 #include "engine/core/device_runtime.h"
+#include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_context.h"
 
 namespace kiln::kernels::cuda {

@@ -28,8 +28,8 @@ class DeviceAdamW {
  public:
   // Moments cover the segments' elements in segment order, zero-initialized on `device`.
   static absl::StatusOr<std::unique_ptr<DeviceAdamW>> Create(const DeviceAdamWConfig& config,
-                                                            std::vector<DeviceSegment> segments,
-                                                            Device device);
+                                                             std::vector<DeviceSegment> segments,
+                                                             Device device);
   ~DeviceAdamW();
   // One update (step is the 1-based count of applied updates). master: f32 (n); grads: any float
   // dtype (n); params: the model's low-precision copy (n) or undefined. All on the device.

@@ -33,9 +33,15 @@ __device__ __forceinline__ float RoundTo(float v) {
 template <typename Fn>
 void DispatchFloat(FloatType type, Fn&& fn) {
   switch (type) {
-    case FloatType::kBF16: fn(__nv_bfloat16{}); return;
-    case FloatType::kF16: fn(__half{}); return;
-    case FloatType::kF32: fn(float{}); return;
+    case FloatType::kBF16:
+      fn(__nv_bfloat16{});
+      return;
+    case FloatType::kF16:
+      fn(__half{});
+      return;
+    case FloatType::kF32:
+      fn(float{});
+      return;
   }
 }
 

@@ -149,8 +149,8 @@ __global__ void rope_kernel(const T* x, T* y, int64_t rows, int64_t seq, int n_h
   const int half = head_dim / 2;
   const int64_t stride = static_cast<int64_t>(n_head + 2 * n_kv) * head_dim;
   const int rotated = n_head + n_kv;
-  const int64_t per_row = static_cast<int64_t>(rotated) * half + static_cast<int64_t>(n_kv) *
-                                                                      head_dim;
+  const int64_t per_row =
+      static_cast<int64_t>(rotated) * half + static_cast<int64_t>(n_kv) * head_dim;
   const int64_t n = rows * per_row;
   for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < n;
        idx += int64_t{gridDim.x} * blockDim.x) {
@@ -184,13 +184,15 @@ void LaunchUnary(UnaryOp op, FloatType x_type, FloatType y_type, const void* x, 
       Ty* ys = static_cast<Ty*>(y);
       const unsigned grid = GridFor(n, kThreads);
       if (op == UnaryOp::kScale) {
-        unary_kernel<UnaryOp::kScale><<<grid, kThreads, 0, AsStream(stream)>>>(xs, ys, n, alpha,
-                                                                               alpha_ptr);
+        unary_kernel<UnaryOp::kScale>
+            <<<grid, kThreads, 0, AsStream(stream)>>>(xs, ys, n, alpha, alpha_ptr);
       } else if constexpr (std::is_same_v<Tx, Ty>) {
         if (op == UnaryOp::kGelu) {
-          unary_kernel<UnaryOp::kGelu><<<grid, kThreads, 0, AsStream(stream)>>>(xs, ys, n, 1, nullptr);
+          unary_kernel<UnaryOp::kGelu>
+              <<<grid, kThreads, 0, AsStream(stream)>>>(xs, ys, n, 1, nullptr);
         } else {
-          unary_kernel<UnaryOp::kSilu><<<grid, kThreads, 0, AsStream(stream)>>>(xs, ys, n, 1, nullptr);
+          unary_kernel<UnaryOp::kSilu>
+              <<<grid, kThreads, 0, AsStream(stream)>>>(xs, ys, n, 1, nullptr);
         }
       }
     });
@@ -209,8 +211,8 @@ void LaunchBinary(BinaryOp op, FloatType a_type, FloatType b_type, const void* a
     if (op == BinaryOp::kAdd) {
       DispatchFloat(b_type, [&](auto tb) {
         using Tb = decltype(tb);
-        binary_kernel<BinaryOp::kAdd><<<grid, kThreads, 0, AsStream(stream)>>>(
-            as, static_cast<const Tb*>(b), os, n, b_n);
+        binary_kernel<BinaryOp::kAdd>
+            <<<grid, kThreads, 0, AsStream(stream)>>>(as, static_cast<const Tb*>(b), os, n, b_n);
       });
       return;
     }
@@ -220,12 +222,12 @@ void LaunchBinary(BinaryOp op, FloatType a_type, FloatType b_type, const void* a
         binary_kernel<BinaryOp::kMul><<<grid, kThreads, 0, AsStream(stream)>>>(as, bs, os, n, b_n);
         break;
       case BinaryOp::kGeluBackward:
-        binary_kernel<BinaryOp::kGeluBackward><<<grid, kThreads, 0, AsStream(stream)>>>(as, bs, os,
-                                                                                        n, b_n);
+        binary_kernel<BinaryOp::kGeluBackward>
+            <<<grid, kThreads, 0, AsStream(stream)>>>(as, bs, os, n, b_n);
         break;
       case BinaryOp::kSiluBackward:
-        binary_kernel<BinaryOp::kSiluBackward><<<grid, kThreads, 0, AsStream(stream)>>>(as, bs, os,
-                                                                                        n, b_n);
+        binary_kernel<BinaryOp::kSiluBackward>
+            <<<grid, kThreads, 0, AsStream(stream)>>>(as, bs, os, n, b_n);
         break;
       case BinaryOp::kAdd:
         break;
@@ -278,8 +280,8 @@ void LaunchDropout(FloatType type, const void* x, void* y, int64_t n, float p,
   KILN_CUDA_CHECK_LAUNCH();
 }
 
-void LaunchEmbedding(const void* table, const int32_t* ids, void* out, int64_t n,
-                     int64_t row_bytes, StreamPtr stream) {
+void LaunchEmbedding(const void* table, const int32_t* ids, void* out, int64_t n, int64_t row_bytes,
+                     StreamPtr stream) {
   if (n == 0 || row_bytes == 0) return;
   embedding_kernel<<<static_cast<unsigned>(n), 128, 0, AsStream(stream)>>>(
       static_cast<const char*>(table), ids, static_cast<char*>(out), row_bytes);

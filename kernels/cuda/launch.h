@@ -41,14 +41,14 @@ void LaunchDropout(FloatType type, const void* x, void* y, int64_t n, float p,
                    const int64_t* seed_step, uint32_t stream_id, StreamPtr stream);
 
 // out (n, row_bytes) = table rows ids[i] (bytes copied as they are).
-void LaunchEmbedding(const void* table, const int32_t* ids, void* out, int64_t n,
-                     int64_t row_bytes, StreamPtr stream);
+void LaunchEmbedding(const void* table, const int32_t* ids, void* out, int64_t n, int64_t row_bytes,
+                     StreamPtr stream);
 
 // ---- reduce.cu (Note [Deterministic reductions on the device]) ----
 size_t SumWorkspaceBytes(int64_t n);
 // out[0] = scale * sum(x) in f32 (accumulated in f64).
-void LaunchSum(FloatType type, const void* x, int64_t n, double scale, float* out,
-               void* workspace, StreamPtr stream);
+void LaunchSum(FloatType type, const void* x, int64_t n, double scale, float* out, void* workspace,
+               StreamPtr stream);
 size_t SumToWorkspaceBytes(int64_t rows, int64_t cols);
 // out (cols) = sum over rows of x (rows, cols); out has x's type.
 void LaunchSumTo(FloatType type, const void* x, int64_t rows, int64_t cols, void* out,

@@ -71,8 +71,8 @@ constexpr int kEmbeddingTile = 128;
 constexpr int kEmbeddingBuckets = 64;
 
 template <typename T>
-__global__ void embedding_backward_kernel(const T* dy, const int32_t* ids, float* dtable,
-                                          int64_t n, int64_t vocab, int64_t cols) {
+__global__ void embedding_backward_kernel(const T* dy, const int32_t* ids, float* dtable, int64_t n,
+                                          int64_t vocab, int64_t cols) {
   const int64_t c = blockIdx.x * int64_t{kEmbeddingTile} + threadIdx.x;
   const int bucket = blockIdx.y;
   for (int64_t i = 0; i < n; ++i) {
@@ -104,8 +104,7 @@ void LaunchCrossEntropy(FloatType type, const void* logits, const int32_t* targe
           counted, row_loss);
     });
   }
-  mean_loss_kernel<<<1, 1024, 0, AsStream(stream)>>>(row_loss, vocab > 0 ? rows : 0, counted,
-                                                     loss);
+  mean_loss_kernel<<<1, 1024, 0, AsStream(stream)>>>(row_loss, vocab > 0 ? rows : 0, counted, loss);
   KILN_CUDA_CHECK_LAUNCH();
 }
 

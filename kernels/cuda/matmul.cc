@@ -2,23 +2,24 @@
 // per node in Prepare for the bound shapes and addresses, then Run is one cublasLtMatmul on the
 // compute stream with the cuBLASLt workspace taken from the node's workspace. f32 runs with f32
 // compute (no TF32: results match the CPU within 1e-5); bf16 and f16 accumulate in f32.
+#include "engine/ops/attrs/matmul.h"
+
 #include <cublasLt.h>
 
 #include <mutex>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "engine/ops/attrs/matmul.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_context.h"
 
-#define KILN_CUBLAS_CHECK(call)                                                              \
-  do {                                                                                       \
-    const cublasStatus_t kiln_cublas_status_ = (call);                                       \
-    if (kiln_cublas_status_ != CUBLAS_STATUS_SUCCESS) {                                      \
-      ::kiln::kernels::cuda::CudaCallFailed(                                                 \
+#define KILN_CUBLAS_CHECK(call)                                                                 \
+  do {                                                                                          \
+    const cublasStatus_t kiln_cublas_status_ = (call);                                          \
+    if (kiln_cublas_status_ != CUBLAS_STATUS_SUCCESS) {                                         \
+      ::kiln::kernels::cuda::CudaCallFailed(                                                    \
           "cuBLASLt", cublasLtGetStatusString(kiln_cublas_status_), __FILE__, __LINE__, #call); \
-    }                                                                                        \
+    }                                                                                           \
   } while (0)
 
 namespace kiln::kernels::cuda {
@@ -41,9 +42,12 @@ cublasLtHandle_t HandleFor(Device device) {
 
 cudaDataType_t DataType(DType dtype) {
   switch (dtype) {
-    case DType::kBF16: return CUDA_R_16BF;
-    case DType::kF16: return CUDA_R_16F;
-    default: return CUDA_R_32F;
+    case DType::kBF16:
+      return CUDA_R_16BF;
+    case DType::kF16:
+      return CUDA_R_16F;
+    default:
+      return CUDA_R_32F;
   }
 }
 
@@ -101,10 +105,10 @@ class MatmulKernel final : public Kernel {
     KILN_CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc_, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     const cublasOperation_t op_first = attrs.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     const cublasOperation_t op_second = attrs.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
-    KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc_, CUBLASLT_MATMUL_DESC_TRANSA,
-                                                     &op_first, sizeof(op_first)));
-    KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc_, CUBLASLT_MATMUL_DESC_TRANSB,
-                                                     &op_second, sizeof(op_second)));
+    KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc_, CUBLASLT_MATMUL_DESC_TRANSA, &op_first,
+                                                     sizeof(op_first)));
+    KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc_, CUBLASLT_MATMUL_DESC_TRANSB, &op_second,
+                                                     sizeof(op_second)));
     // First operand (our b): stored (K, N) -> col-major (N, K) ld N; trans_b: (N, K) -> (K, N).
     if (attrs.trans_b) {
       KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&b_layout_, type, k, n, k));
@@ -147,14 +151,14 @@ class MatmulKernel final : public Kernel {
         pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c, sizeof(align_c)));
     cublasLtMatmulHeuristicResult_t result;
     int found = 0;
-    const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(
-        HandleFor(a.device()), desc_, b_layout_, a_layout_, c_layout_, c_layout_, pref, 1, &result,
-        &found);
+    const cublasStatus_t status =
+        cublasLtMatmulAlgoGetHeuristic(HandleFor(a.device()), desc_, b_layout_, a_layout_,
+                                       c_layout_, c_layout_, pref, 1, &result, &found);
     cublasLtMatmulPreferenceDestroy(pref);
     if (status != CUBLAS_STATUS_SUCCESS || found == 0) {
       return absl::UnimplementedError(absl::StrCat(
-          "cuBLASLt has no algorithm for ", std::string(DTypeName(dtype)), " matmul (", batch, " x ", rows,
-          " x ", n, " x ", k, "): ", cublasLtGetStatusString(status)));
+          "cuBLASLt has no algorithm for ", std::string(DTypeName(dtype)), " matmul (", batch,
+          " x ", rows, " x ", n, " x ", k, "): ", cublasLtGetStatusString(status)));
     }
     algo_ = result.algo;
     return absl::OkStatus();
@@ -167,15 +171,16 @@ class MatmulKernel final : public Kernel {
     if (empty_) return;
     const StreamPtr stream = LaunchStreamFor(a);
     if (zero_k_) {  // an empty sum: zeros
-      KILN_CUDA_CHECK(cudaMemsetAsync(c.raw_data(), 0, c.nbytes(), static_cast<cudaStream_t>(stream)));
+      KILN_CUDA_CHECK(
+          cudaMemsetAsync(c.raw_data(), 0, c.nbytes(), static_cast<cudaStream_t>(stream)));
       return;
     }
     KILN_CHECK(desc_ != nullptr) << "matmul ran before Prepare";
     KILN_CHECK(ctx.workspace_bytes >= kCublasWorkspace) << "matmul workspace";
     const float alpha = 1.0f, beta = 0.0f;
-    KILN_CUBLAS_CHECK(cublasLtMatmul(HandleFor(a.device()), desc_, &alpha, b.raw_data(),
-                                     b_layout_, a.raw_data(), a_layout_, &beta, c.raw_data(),
-                                     c_layout_, c.raw_data(), c_layout_, &algo_, ctx.workspace,
+    KILN_CUBLAS_CHECK(cublasLtMatmul(HandleFor(a.device()), desc_, &alpha, b.raw_data(), b_layout_,
+                                     a.raw_data(), a_layout_, &beta, c.raw_data(), c_layout_,
+                                     c.raw_data(), c_layout_, &algo_, ctx.workspace,
                                      kCublasWorkspace, static_cast<cudaStream_t>(stream)));
   }
 

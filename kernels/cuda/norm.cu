@@ -58,9 +58,9 @@ __global__ void norm_forward_kernel(const T* x, const float* gamma, const float*
 // Block b handles rows [b * per_block, ...): dx per row, and its partial dgamma / dbeta rows in
 // the workspace (each column owned by one thread, rows added in order).
 template <typename T, bool kRms>
-__global__ void norm_backward_kernel(const T* dy, const T* x, const float* gamma,
-                                     const float* mean, const float* rstd, T* dx, int64_t rows,
-                                     int64_t cols, int64_t per_block, float* partials) {
+__global__ void norm_backward_kernel(const T* dy, const T* x, const float* gamma, const float* mean,
+                                     const float* rstd, T* dx, int64_t rows, int64_t cols,
+                                     int64_t per_block, float* partials) {
   float* part_gamma = partials + blockIdx.x * 2 * cols;
   float* part_beta = part_gamma + cols;
   for (int64_t i = threadIdx.x; i < 2 * cols; i += blockDim.x) part_gamma[i] = 0.0f;

@@ -94,8 +94,8 @@ __global__ void column_combine_kernel(const float* partial, int64_t blocks, int6
 
 size_t SumWorkspaceBytes(int64_t n) { return static_cast<size_t>(Chunks(n)) * 2 * sizeof(double); }
 
-void LaunchSum(FloatType type, const void* x, int64_t n, double scale, float* out,
-               void* workspace, StreamPtr stream) {
+void LaunchSum(FloatType type, const void* x, int64_t n, double scale, float* out, void* workspace,
+               StreamPtr stream) {
   double* partials = static_cast<double*>(workspace);
   const int64_t chunks = Chunks(n);
   if (n > 0) {

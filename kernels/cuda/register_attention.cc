@@ -78,8 +78,7 @@ class AttentionKernel final : public Kernel {
     const auto& attrs = ctx.attrs_as<ops::AttentionAttrs>();
     if (attrs.head_dim > kMaxAttentionHeadDim) {
       return absl::UnimplementedError(absl::StrCat("CUDA attention supports head_dim up to ",
-                                                   kMaxAttentionHeadDim, ", got ",
-                                                   attrs.head_dim));
+                                                   kMaxAttentionHeadDim, ", got ", attrs.head_dim));
     }
     return absl::OkStatus();
   }

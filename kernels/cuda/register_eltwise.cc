@@ -131,9 +131,9 @@ void RunDropout(const KernelContext& ctx) {
 
 }  // namespace
 
-#define KILN_CUDA_FLOAT_KERNELS(op, fn)            \
-  KILN_REGISTER_KERNEL_FN(op, kCUDA, kF32, fn);    \
-  KILN_REGISTER_KERNEL_FN(op, kCUDA, kBF16, fn);   \
+#define KILN_CUDA_FLOAT_KERNELS(op, fn)          \
+  KILN_REGISTER_KERNEL_FN(op, kCUDA, kF32, fn);  \
+  KILN_REGISTER_KERNEL_FN(op, kCUDA, kBF16, fn); \
   KILN_REGISTER_KERNEL_FN(op, kCUDA, kF16, fn)
 
 KILN_CUDA_FLOAT_KERNELS("gelu", RunActivation<UnaryOp::kGelu>);

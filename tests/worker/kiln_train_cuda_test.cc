@@ -38,7 +38,9 @@ TEST_CASE("device: cuda without a GPU exits 2 with one line before any work", "[
   std::ofstream(spec) << "name: tiny\n"
                          "model: {family: gpt2, n_layer: 1, n_head: 2, d_model: 32, "
                          "vocab_size: 64, max_seq_len: 16}\n"
-                         "data: {train: " << dir << "/does-not-exist.bin, seq_len: 16}\n"
+                         "data: {train: "
+                      << dir
+                      << "/does-not-exist.bin, seq_len: 16}\n"
                          "train: {steps: 2, micro_batch: 2}\n"
                          "resources: {device: cuda}\n";
   const Result r = Run(Runfile("worker/kiln-train") + " " + spec);

@@ -1,13 +1,13 @@
 // The device-runtime registry of engine/core without any GPU backend linked: the CPU is always
 // available, and asking for a CUDA device says that no backend was linked (one line).
 #include "engine/core/device_runtime.h"
+
 #include "tests/testing.h"
 
 namespace kiln::testing {
 namespace {
 
-TEST_CASE("without a GPU backend, cuda is refused with a reason and cpu is available",
-          "[device]") {
+TEST_CASE("without a GPU backend, cuda is refused with a reason and cpu is available", "[device]") {
   REQUIRE(CheckDeviceAvailable(Device::CPU()).ok());
   REQUIRE(GetDeviceRuntime(DeviceType::kCUDA) == nullptr);
   const absl::Status status = CheckDeviceAvailable(Device::CUDA(0));

@@ -17,8 +17,7 @@ TEST_CASE("without a device the nccl backend is refused with the reason", "[nccl
   dist::InProcessStore store;
   auto comm = dist::MakeCommunicator("nccl", &store, 0, 1, {});
   REQUIRE_FALSE(comm.ok());
-  REQUIRE_THAT(std::string(comm.status().message()),
-               Catch::Contains("no CUDA device available: "));
+  REQUIRE_THAT(std::string(comm.status().message()), Catch::Contains("no CUDA device available: "));
 }
 
 Tensor Cuda(const std::vector<float>& v, DType dtype = DType::kF32) {

@@ -63,7 +63,8 @@ TEST_CASE("the caching allocator survives a randomized workload on the device", 
   REQUIRE(cache->CheckInvariants().empty());
   REQUIRE(s.allocated_bytes == before.allocated_bytes);
   // The cache did its job: far fewer cudaMallocs than allocations.
-  REQUIRE(s.num_device_mallocs - before.num_device_mallocs < (s.num_allocs - before.num_allocs) / 4);
+  REQUIRE(s.num_device_mallocs - before.num_device_mallocs <
+          (s.num_allocs - before.num_allocs) / 4);
   cache->EmptyCache();
   rt.DestroyStream(dev, side);
 }

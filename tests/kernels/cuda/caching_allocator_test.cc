@@ -2,13 +2,14 @@
 // rounding and pool selection, splitting and coalescing, best fit, per-stream reuse and events,
 // the free-cache-and-retry path before out of memory, and a randomized alloc/free/stream workload
 // checked against the structural invariants after every step.
+#include "kernels/cuda/caching_allocator.h"
+
 #include <cmath>
 #include <iterator>
 #include <map>
 #include <random>
 #include <vector>
 
-#include "kernels/cuda/caching_allocator.h"
 #include "tests/kernels/cuda/fake_device_memory.h"
 #include "tests/testing.h"
 

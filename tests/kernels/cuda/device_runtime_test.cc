@@ -2,8 +2,9 @@
 // registers itself without touching the driver, reports the driver's reason when no device can
 // be used, refuses allocators for devices it does not have, and — in a --config=nocuda build —
 // says the binary was built without CUDA. With a device present the availability checks flip.
-#include "engine/core/allocator.h"
 #include "engine/core/device_runtime.h"
+
+#include "engine/core/allocator.h"
 #include "engine/core/tensor.h"
 #include "tests/testing.h"
 
@@ -36,8 +37,7 @@ TEST_CASE("the CUDA runtime is registered and explains unavailability in one lin
 #endif
 }
 
-TEST_CASE("without a device there is no CUDA allocator and the CPU is unaffected",
-          "[cuda][host]") {
+TEST_CASE("without a device there is no CUDA allocator and the CPU is unaffected", "[cuda][host]") {
   if (CheckDeviceAvailable(Device::CUDA(0)).ok()) {
     REQUIRE(GetAllocator(Device::CUDA(0)) != nullptr);
     REQUIRE(GetAllocator(Device::CUDA(0))->device() == Device::CUDA(0));

@@ -24,9 +24,9 @@ inline std::string NoGpuReason() {
 }
 
 // At the top of every [gpu] test case.
-#define KILN_REQUIRE_GPU()                                       \
-  do {                                                           \
-    const std::string kiln_no_gpu_ = ::kiln::testing::NoGpuReason(); \
+#define KILN_REQUIRE_GPU()                                                   \
+  do {                                                                       \
+    const std::string kiln_no_gpu_ = ::kiln::testing::NoGpuReason();         \
     if (!kiln_no_gpu_.empty()) KILN_SKIP("no CUDA device: " + kiln_no_gpu_); \
   } while (0)
 

@@ -109,8 +109,7 @@ TEST_CASE("RoPE and fused attention match the CPU, forward and backward", "[gpu]
       const Tensor qkv = RandomTensor({2, g.seq, width}, dt, 15);
       CheckOpParity("rope", {qkv}, ops::RopeAttrs{g.heads, g.kv_heads, g.head_dim, 10000, false},
                     tol);
-      CheckOpParity("rope", {qkv}, ops::RopeAttrs{g.heads, g.kv_heads, g.head_dim, 500, true},
-                    tol);
+      CheckOpParity("rope", {qkv}, ops::RopeAttrs{g.heads, g.kv_heads, g.head_dim, 500, true}, tol);
       const ops::AttentionAttrs attrs{g.heads, g.kv_heads, g.head_dim, g.causal, 0.0f};
       CheckOpParity("attention", {qkv}, attrs, tol);
       auto fwd = graph::RunOp("attention", {qkv}, attrs);
