@@ -3,6 +3,7 @@
 #include "absl/status/status.h"
 #include "engine/core/device_runtime.h"
 #include "engine/core/status.h"
+#include "kernels/cuda/cuda_context.h"
 
 namespace kiln::kernels::cuda {
 namespace {
@@ -44,4 +45,7 @@ struct Registration {
 } registration;
 
 }  // namespace
+
+CachingAllocator* DeviceCachingAllocator(int) { return nullptr; }  // no device, no allocator
+
 }  // namespace kiln::kernels::cuda
