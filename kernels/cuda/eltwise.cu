@@ -127,13 +127,14 @@ __global__ void dropout_kernel(const T* x, T* y, int64_t n, float p, const int64
   }
 }
 
-// One block per output row, 16-byte words where the row allows.
-__global__ void embedding_kernel(const char* table, const int32_t* ids, char* out,
-                                 int64_t row_bytes) {
+// One block per output row; 16-byte words when the rows and both buffers are 16-byte aligned.
+__global__ void embedding_kernel(const char* table, const int32_t* ids, char* out, int64_t vocab,
+                                 int64_t row_bytes, bool wide) {
   const int64_t i = blockIdx.x;
+  if (ids[i] < 0 || ids[i] >= vocab) __trap();
   const char* src = table + static_cast<int64_t>(ids[i]) * row_bytes;
   char* dst = out + i * row_bytes;
-  if (row_bytes % 16 == 0) {
+  if (wide) {
     for (int64_t w = threadIdx.x; w < row_bytes / 16; w += blockDim.x) {
       reinterpret_cast<int4*>(dst)[w] = reinterpret_cast<const int4*>(src)[w];
     }
@@ -280,11 +281,14 @@ void LaunchDropout(FloatType type, const void* x, void* y, int64_t n, float p,
   KILN_CUDA_CHECK_LAUNCH();
 }
 
-void LaunchEmbedding(const void* table, const int32_t* ids, void* out, int64_t n, int64_t row_bytes,
-                     StreamPtr stream) {
+void LaunchEmbedding(const void* table, const int32_t* ids, void* out, int64_t n, int64_t vocab,
+                     int64_t row_bytes, StreamPtr stream) {
   if (n == 0 || row_bytes == 0) return;
+  const bool wide =
+      row_bytes % 16 == 0 &&
+      (reinterpret_cast<uintptr_t>(table) | reinterpret_cast<uintptr_t>(out)) % 16 == 0;
   embedding_kernel<<<static_cast<unsigned>(n), 128, 0, AsStream(stream)>>>(
-      static_cast<const char*>(table), ids, static_cast<char*>(out), row_bytes);
+      static_cast<const char*>(table), ids, static_cast<char*>(out), vocab, row_bytes, wide);
   KILN_CUDA_CHECK_LAUNCH();
 }
 

@@ -40,9 +40,10 @@ void LaunchFillFromScalar(FloatType type, void* out, int64_t n, const float* val
 void LaunchDropout(FloatType type, const void* x, void* y, int64_t n, float p,
                    const int64_t* seed_step, uint32_t stream_id, StreamPtr stream);
 
-// out (n, row_bytes) = table rows ids[i] (bytes copied as they are).
-void LaunchEmbedding(const void* table, const int32_t* ids, void* out, int64_t n, int64_t row_bytes,
-                     StreamPtr stream);
+// out (n, row_bytes) = table rows ids[i] (bytes copied as they are); an id outside [0, vocab)
+// traps (a broken contract, as in loss.cu).
+void LaunchEmbedding(const void* table, const int32_t* ids, void* out, int64_t n, int64_t vocab,
+                     int64_t row_bytes, StreamPtr stream);
 
 // ---- reduce.cu (Note [Deterministic reductions on the device]) ----
 size_t SumWorkspaceBytes(int64_t n);

@@ -45,7 +45,7 @@ void RunEmbedding(const KernelContext& ctx) {
   KILN_CHECK_EQ(table.dim(), 2);
   const int64_t cols = table.size(1), n = ids.numel();
   KILN_CHECK_EQ(out.numel(), n * cols);
-  LaunchEmbedding(table.raw_data(), ids.data<int32_t>(), out.raw_data(), n,
+  LaunchEmbedding(table.raw_data(), ids.data<int32_t>(), out.raw_data(), n, table.size(0),
                   cols * static_cast<int64_t>(table.element_size()), LaunchStreamFor(table));
 }
 
