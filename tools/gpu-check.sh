@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every GPU check in one go, on a machine with a GPU (sized for one H200, under 8 minutes):
-#   1. binaries: built with Bazel when it is installed, else taken from gpu-bundle.tar.xz (made by
-#      tools/gpu-bundle.sh on a build machine); nothing is installed here, nothing downloaded;
+#   1. binaries: built with Bazel when it is installed and the build works, else taken from
+#      gpu-bundle.tar.xz (made by tools/gpu-bundle.sh on a build machine; KILN_USE_BUNDLE=1 forces
+#      it); nothing is installed here, nothing downloaded;
 #   2. the [gpu] tests (every CUDA kernel vs the CPU, the allocator, NCCL, GPT-2 / Llama parity);
 #   3. bench/gpu_train.sh (GPT-2 124M, Kiln vs PyTorch eager / torch.compile, MFU, memory);
 #   4. a short table, last. Full logs go to $OUT (default ./gpu-out).
@@ -19,19 +20,27 @@ nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1 || log "nvidia-smi failed (see nvidia-smi
 
 # ---- 1. binaries ----
 declare -A BIN
-if [ -f gpu-bundle.tar.xz ]; then
+use_bundle=1
+if command -v bazel >/dev/null && [ "${KILN_USE_BUNDLE:-0}" != 1 ]; then
+  log "building with bazel"
+  if bazel build --jobs="$(nproc)" "${GPU_TEST_TARGETS[@]}" //bench:gpu_train //worker:kiln-train \
+    >"$OUT/build.log" 2>&1; then
+    use_bundle=0
+    for t in "${GPU_TEST_TARGETS[@]}" //bench:gpu_train; do
+      p="${t#//}"
+      BIN[$t]="bazel-bin/${p/://}"
+    done
+  else
+    log "bazel build failed (build.log); trying the prebuilt bundle"
+  fi
+fi
+if [ "$use_bundle" = 1 ]; then
+  [ -f gpu-bundle.tar.xz ] ||
+    { log "no build and no gpu-bundle.tar.xz: run tools/gpu-bundle.sh on a build machine"; exit 1; }
   log "using the prebuilt gpu-bundle.tar.xz"
   rm -rf gpu-bundle && tar -xJf gpu-bundle.tar.xz
   for t in "${GPU_TEST_TARGETS[@]}" //bench:gpu_train; do BIN[$t]="gpu-bundle/bin/${t##*:}"; done
   export LD_LIBRARY_PATH="$PWD/gpu-bundle/lib:${LD_LIBRARY_PATH:-}"
-elif command -v bazel >/dev/null; then
-  log "building with bazel"
-  bazel build --jobs="$(nproc)" "${GPU_TEST_TARGETS[@]}" //bench:gpu_train >"$OUT/build.log" 2>&1 ||
-    { log "build failed (build.log)"; tail -20 "$OUT/build.log"; exit 1; }
-  for t in "${GPU_TEST_TARGETS[@]}" //bench:gpu_train; do p="${t#//}"; BIN[$t]="bazel-bin/${p/://}"; done
-else
-  log "no bazel and no gpu-bundle.tar.xz: run tools/gpu-bundle.sh on a build machine first"
-  exit 1
 fi
 # CUDA libraries: the toolkit's, or the ones PyTorch's wheels bring (nccl, cublas).
 py="${PYTHON:-python3}"
@@ -50,7 +59,10 @@ total_p=0 total_f=0 total_s=0
 for t in "${GPU_TEST_TARGETS[@]}"; do
   name="${t##*:}"
   log "test $name"
-  timeout 300 "${BIN[$t]}" >"$OUT/$name.log" 2>&1
+  runfiles="$PWD/${BIN[$t]}.runfiles"
+  [ "$use_bundle" = 1 ] && runfiles="$PWD/gpu-bundle/runfiles"
+  TEST_SRCDIR="$runfiles" TEST_TMPDIR="$OUT/tmp/$name" timeout 300 "${BIN[$t]}" \
+    >"$OUT/$name.log" 2>&1
   rc=$?
   summary=$(grep -a "^KILN_TEST_SUMMARY" "$OUT/$name.log" | tail -1)
   p=$(echo "$summary" | sed -nE 's/.*passed=([0-9]+).*/\1/p'); p=${p:-0}
@@ -70,7 +82,8 @@ cp bench/RESULTS.md "$OUT/RESULTS.md" 2>/dev/null
 # ---- 4. the table, last ----
 {
   echo
-  echo "== GPU check on $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)," \
+  gpu="$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)"
+  echo "== GPU check on $gpu," \
     "$(($(date +%s) - t_start)) s; logs in $OUT"
   for t in "${GPU_TEST_TARGETS[@]}"; do printf '%-26s %s\n' "${t##*:}" "${RESULT[${t##*:}]}"; done
   echo

@@ -5,4 +5,5 @@ GPU_TEST_TARGETS=(
   //tests/kernels/cuda:kernel_parity_test
   //tests/engine/dist:nccl_test
   //tests/engine/cuda:train_parity_test
+  //tests/worker:kiln_train_cuda_test
 )

@@ -18,19 +18,13 @@ absl::StatusOr<Device> TrainingDevice(const kiln::v1::JobSpec& spec) {
 }
 
 // Note [Training on CUDA]
-// The executor, every kernel, the caching allocator and the device AdamW run on CUDA
-// (kernels/cuda; tests/engine/cuda drives a GPT-2 and a Llama step loop on them). The session's
-// step loop still stages batches, the loss seed, gradient statistics, the optimizer state and
-// checkpoints through host pointers, so a spec asking for cuda on a machine that has a device is
-// refused with a clear message instead of silently training on the CPU.
+// On a GPU the session binds its executors there, makes batches in host memory and copies them
+// over, reads the loss back, takes the gradient statistics and the AdamW step on the device
+// (kernels/cuda/device_optim.h) and stages optimizer state through the host for checkpoints.
+// One process without ZeRO for now: data parallelism over NCCL is not wired into the trainer.
 absl::Status CheckTrainingDevice(const kiln::v1::JobSpec& spec) {
   KILN_ASSIGN_OR_RETURN(const Device device, TrainingDevice(spec));
-  if (device.is_cpu()) return absl::OkStatus();
-  KILN_RETURN_IF_ERROR(CheckDeviceAvailable(device));
-  return absl::UnimplementedError(absl::StrCat(
-      "resources.device: ", device.ToString(),
-      " is available, but the trainer's step loop does not run on CUDA yet (the executor and "
-      "kernels do); use device: cpu"));
+  return CheckDeviceAvailable(device);
 }
 
 }  // namespace kiln::train

@@ -13,7 +13,7 @@ namespace kiln::train {
 absl::StatusOr<Device> TrainingDevice(const kiln::v1::JobSpec& spec);
 
 // OK for cpu. For cuda: FailedPrecondition "no CUDA device available: <reason>" without a usable
-// device; Unimplemented while the step loop itself is CPU-only (see Note [Training on CUDA]).
+// device (see Note [Training on CUDA] in device_select.cc).
 absl::Status CheckTrainingDevice(const kiln::v1::JobSpec& spec);
 
 }  // namespace kiln::train
