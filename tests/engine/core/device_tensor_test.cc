@@ -3,75 +3,18 @@
 // whose allocator registers the pinned-host allocator on first use (as the real backend does).
 // Checks zero-fill, contiguous and strided copies in both directions with dtype conversion,
 // Fill, ToFloats, Clone and the availability check, without a GPU.
-#include <cstdlib>
-#include <cstring>
-
 #include "engine/core/allocator.h"
 #include "engine/core/device_runtime.h"
 #include "engine/core/tensor.h"
+#include "tests/engine/core/fake_device.h"
 #include "tests/testing.h"
 
 namespace kiln::testing {
 namespace {
 
-class FakeRuntime : public DeviceRuntime {
- public:
-  absl::Status Available() override { return absl::OkStatus(); }
-  int DeviceCount() override { return 1; }
-  std::string DeviceName(int) override { return "fake"; }
-  void Copy(void* dst, const void* src, size_t bytes, Device) override {
-    ++copies;
-    std::memmove(dst, src, bytes);
-  }
-  void Memset(void* dst, int value, size_t bytes, Device) override {
-    ++memsets;
-    std::memset(dst, value, bytes);
-  }
-  void Synchronize(Device) override {}
-  StreamHandle ComputeStream(Device) override { return nullptr; }
-  StreamHandle CreateStream(Device) override { return nullptr; }
-  void DestroyStream(Device, StreamHandle) override {}
-  void SynchronizeStream(Device, StreamHandle) override {}
-  EventHandle CreateEvent(Device) override { return nullptr; }
-  void DestroyEvent(Device, EventHandle) override {}
-  void RecordEvent(Device, EventHandle, StreamHandle) override {}
-  void StreamWaitEvent(Device, StreamHandle, EventHandle) override {}
-  bool EventDone(Device, EventHandle) override { return true; }
-  void SynchronizeEvent(Device, EventHandle) override {}
-  int copies = 0, memsets = 0;
-};
-
-// Hands out garbage-filled memory so that a missing zero-fill shows.
-class FakeDeviceAllocator : public Allocator {
- public:
-  void* Allocate(size_t bytes) override {
-    void* p = std::malloc(bytes + 64);
-    std::memset(p, 0x7f, bytes + 64);
-    return p;
-  }
-  void Deallocate(void* ptr, size_t) override { std::free(ptr); }
-  Device device() const override { return Device::CUDA(0); }
-  std::string name() const override { return "fake-cuda"; }
-  AllocatorStats Stats() const override { return {}; }
-  void ResetPeak() override {}
-};
-
 FakeRuntime* g_runtime = nullptr;
 
-Allocator* FakeFactory(int index) {
-  static FakeDeviceAllocator* allocator = [] {
-    SetPinnedHostAllocator(new PinnedHostAllocator());  // takes the registry's lock
-    return new FakeDeviceAllocator();
-  }();
-  return index == 0 ? allocator : nullptr;
-}
-
-void Install() {
-  if (g_runtime != nullptr) return;
-  g_runtime = new FakeRuntime();
-  RegisterDeviceRuntime(DeviceType::kCUDA, g_runtime);
-  RegisterAllocator(DeviceType::kCUDA, &FakeFactory);
-}
+void Install() { g_runtime = InstallFakeCuda(); }
 
 TEST_CASE("device tensors are zero-filled and copy contiguously through the runtime", "[device]") {
   Install();
