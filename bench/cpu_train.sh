@@ -31,6 +31,8 @@ f32_ceiling=$(echo "$ceiling" | sed -E 's/.*f32_gflops=([0-9.]+).*/\1/')
 bf16_ceiling=$(echo "$ceiling" | sed -E 's/.*bf16_gflops=([0-9.]+).*/\1/')
 echo "oneDNN matmul ceiling (2048^3, $THREADS threads): f32 $f32_ceiling GFLOP/s, bf16 $bf16_ceiling GFLOP/s"
 
+blas_info=$(/usr/bin/python3 -c "import torch,re; print(re.search(r'BLAS_INFO=([^,]+)', torch.__config__.show()).group(1))" 2>/dev/null || echo unknown)
+
 peak_kb() { grep "Maximum resident set size" "$1" | awk '{print $NF}'; }
 
 # Kiln: median tokens/s over the steps after the first two.
@@ -94,6 +96,12 @@ if [ "$RECORD" = "1" ]; then
     echo "| model | precision | Kiln tok/s | PyTorch tok/s | ratio | Kiln peak MB | PyTorch peak MB | Kiln MFU |"
     echo "|---|---|---|---|---|---|---|---|"
     printf "%s\n" "${rows[@]}"
+    echo
+    echo "PyTorch's BLAS here: $blas_info. Debian's python3-torch is built against the generic"
+    echo "(reference) BLAS, which its fp32 linear layers call, so the fp32 ratio measures Kiln"
+    echo "against that build, not against PyTorch with MKL. Its bf16 path runs on oneDNN, like"
+    echo "Kiln's matmuls: the bf16 ratio is the like-for-like one."
+    echo "Machine load (1-minute average) at the end: $(cut -d' ' -f1 /proc/loadavg)."
   } > runs/bench/cpu_train.md
   /usr/bin/python3 bench/record.py "CPU training: Kiln vs PyTorch" runs/bench/cpu_train.md
 fi

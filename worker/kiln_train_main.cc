@@ -22,6 +22,7 @@
 #include "engine/dist/process.h"
 #include "engine/dist/tcp_store.h"
 #include "absl/strings/str_cat.h"
+#include "engine/train/device_select.h"
 #include "engine/train/session.h"
 #include "engine/train/trainer.h"
 #include "proto/spec_loader.h"
@@ -218,6 +219,10 @@ int main(int argc, char** argv) {
   }
   absl::StatusOr<kiln::v1::JobSpec> spec = kiln::spec::LoadSpecFile(args->spec_path);
   if (!spec.ok()) return Fail(spec.status());
+  // `device: cuda` without a usable GPU fails here, before any rank starts or data is read.
+  if (absl::Status device = kiln::train::CheckTrainingDevice(*spec); !device.ok()) {
+    return Fail(device);
+  }
   if (args->sample_only) {
     // Sample below, from what a finished run (any world size or ZeRO stage) left behind.
   } else if (args->nproc > 1) {

@@ -88,8 +88,12 @@ Allocator* GetAllocator(Device device) {
     return cpu;
   }
   Registry& r = GetRegistry();
-  std::lock_guard<std::mutex> lock(r.mu);
-  auto factory = r.factories[static_cast<int>(device.type)];
+  Allocator* (*factory)(int) = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(r.mu);
+    factory = r.factories[static_cast<int>(device.type)];
+  }
+  // Called unlocked: a backend's first use may register its pinned-host allocator (same lock).
   return factory == nullptr ? nullptr : factory(device.index);
 }
 

@@ -1,6 +1,8 @@
 // The global kernel registry.
 #include "engine/core/kernel.h"
 
+#include <algorithm>
+
 namespace kiln {
 
 KernelRegistry& KernelRegistry::Global() {
@@ -27,6 +29,16 @@ std::vector<DType> KernelRegistry::DTypesFor(std::string_view op, DeviceType dev
   for (const Entry& e : entries_) {
     if (e.device == device && e.op == op) out.push_back(e.dtype);
   }
+  return out;
+}
+
+std::vector<std::string> KernelRegistry::OpsOn(DeviceType device) const {
+  std::vector<std::string> out;
+  for (const Entry& e : entries_) {
+    if (e.device == device) out.push_back(e.op);
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
   return out;
 }
 

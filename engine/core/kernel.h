@@ -69,6 +69,8 @@ class KernelRegistry {
   KernelFactory Find(std::string_view op, DeviceType device, DType dtype) const;
   // The dtypes registered for (op, device), for error messages.
   std::vector<DType> DTypesFor(std::string_view op, DeviceType device) const;
+  // The ops with at least one kernel on `device`, each once, sorted.
+  std::vector<std::string> OpsOn(DeviceType device) const;
 
  private:
   struct Entry {

@@ -5,11 +5,18 @@
 
 #include <cstdint>
 
+// Philox also runs in CUDA kernels (dropout): the same code, compiled for both sides by nvcc.
+#if defined(__CUDACC__)
+#define KILN_HOST_DEVICE __host__ __device__
+#else
+#define KILN_HOST_DEVICE
+#endif
+
 namespace kiln {
 
 struct Philox {
   // Four independent 32-bit random words for counter `counter` under key `seed`.
-  static void Generate(uint64_t seed, uint64_t counter, uint32_t out[4]) {
+  KILN_HOST_DEVICE static void Generate(uint64_t seed, uint64_t counter, uint32_t out[4]) {
     uint32_t c0 = static_cast<uint32_t>(counter), c1 = static_cast<uint32_t>(counter >> 32);
     uint32_t c2 = 0, c3 = 0;
     uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
@@ -31,7 +38,9 @@ struct Philox {
     out[3] = c3;
   }
   // Uniform float in [0, 1) from a 32-bit word (24 bits of mantissa).
-  static float ToUniform(uint32_t x) { return static_cast<float>(x >> 8) * (1.0f / 16777216.0f); }
+  KILN_HOST_DEVICE static float ToUniform(uint32_t x) {
+    return static_cast<float>(x >> 8) * (1.0f / 16777216.0f);
+  }
 };
 
 }  // namespace kiln

@@ -3,6 +3,7 @@
 
 #include <cstring>
 
+#include "engine/core/device_runtime.h"
 #include "engine/core/status.h"
 
 namespace kiln {
@@ -22,7 +23,11 @@ Storage Storage::Allocate(size_t bytes, Device device) {
   s.impl_->nbytes = bytes;
   s.impl_->device = device;
   s.impl_->allocator = allocator;
-  if (device.is_cpu()) std::memset(s.impl_->data, 0, bytes);
+  if (device.is_cpu()) {
+    std::memset(s.impl_->data, 0, bytes);
+  } else if (bytes > 0) {
+    RuntimeFor(device).Memset(s.impl_->data, 0, bytes, device);
+  }
   return s;
 }
 

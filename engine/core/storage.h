@@ -15,8 +15,9 @@ class Storage {
  public:
   Storage() = default;
 
-  // Allocates `bytes` on `device` (zero-filled on the CPU). Aborts when the device has no allocator
-  // or is out of memory: callers that can recover check Allocator::Allocate themselves.
+  // Allocates `bytes` on `device`, zero-filled (on a device through its DeviceRuntime). Aborts
+  // when the device has no allocator or is out of memory: callers that can recover check
+  // Allocator::Allocate themselves.
   static Storage Allocate(size_t bytes, Device device);
   // Wraps memory that something else owns; `keep_alive` (may be null) is held while any view lives.
   static Storage Wrap(void* data, size_t bytes, Device device,

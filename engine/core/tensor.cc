@@ -4,6 +4,8 @@
 #include <cstring>
 #include <sstream>
 
+#include "engine/core/device_runtime.h"
+
 namespace kiln {
 
 Tensor Tensor::Make(Storage storage, int64_t offset, Shape sizes, Shape strides, DType dtype) {
@@ -158,19 +160,16 @@ void ForEachStrided(const Shape& sizes, const Shape& dst_strides, char* dst, siz
   }
 }
 
-}  // namespace
-
-void Tensor::CopyFrom(const Tensor& src) const {
-  KILN_CHECK(sizes() == src.sizes()) << "CopyFrom " << src.TypeString() << " into " << TypeString();
-  KILN_CHECK(device().is_cpu() && src.device().is_cpu()) << "CopyFrom handles CPU tensors only";
-  if (dtype() == src.dtype() && is_contiguous() && src.is_contiguous()) {
-    std::memmove(raw_data(), src.raw_data(), nbytes());
+// The CPU strided copy with dtype conversion (both tensors on the CPU).
+void CopyOnHost(const Tensor& dst, const Tensor& src) {
+  if (dst.dtype() == src.dtype() && dst.is_contiguous() && src.is_contiguous()) {
+    std::memmove(dst.raw_data(), src.raw_data(), dst.nbytes());
     return;
   }
-  const DType dd = dtype(), sd = src.dtype();
-  ForEachStrided(sizes(), strides(), static_cast<char*>(raw_data()), element_size(),
-                 src.strides(), static_cast<const char*>(src.raw_data()), src.element_size(),
-                 [&](char* d, const char* s) {
+  const DType dd = dst.dtype(), sd = src.dtype();
+  ForEachStrided(dst.sizes(), dst.strides(), static_cast<char*>(dst.raw_data()),
+                 dst.element_size(), src.strides(), static_cast<const char*>(src.raw_data()),
+                 src.element_size(), [&](char* d, const char* s) {
                    if (dd == sd) {
                      std::memcpy(d, s, DTypeSize(dd));
                    } else if (dd == DType::kI64 && sd == DType::kI32) {
@@ -182,6 +181,72 @@ void Tensor::CopyFrom(const Tensor& src) const {
                      StoreFromFloat(d, dd, LoadAsFloat(s, sd));
                    }
                  });
+}
+
+// Note [Device tensors through the host]
+// Tensor's copies handle device tensors through the DeviceRuntime: a contiguous same-dtype copy is
+// one runtime copy; anything else (strides, dtype conversion) stages the span of elements the view
+// touches through host memory, runs the CPU strided copy there, and writes the span back. These
+// are edge operations (IO, tests, setup), never part of a step.
+
+// [first, last] element offsets (from the storage start) that a view touches.
+std::pair<int64_t, int64_t> Span(const Tensor& t) {
+  int64_t lo = t.offset(), hi = t.offset();
+  for (int d = 0; d < t.dim(); ++d) {
+    const int64_t reach = (t.size(d) - 1) * t.stride(d);
+    if (reach > 0) hi += reach;
+    if (reach < 0) lo += reach;
+  }
+  return {lo, hi};
+}
+
+// A CPU tensor holding a copy of the elements of device tensor t, with t's sizes and strides.
+Tensor HostCopyOfSpan(const Tensor& t) {
+  const auto [lo, hi] = Span(t);
+  const size_t elem = t.element_size();
+  const size_t bytes = t.numel() == 0 ? 0 : static_cast<size_t>(hi - lo + 1) * elem;
+  Storage host = Storage::Allocate(bytes, Device::CPU());
+  if (bytes > 0) {
+    RuntimeFor(t.device())
+        .Copy(host.data(), static_cast<const char*>(t.storage().data()) + lo * elem, bytes,
+              t.device());
+  }
+  return Tensor::FromStorageStrided(host, t.offset() - lo, t.sizes(), t.strides(), t.dtype());
+}
+
+}  // namespace
+
+Tensor Tensor::FromStorageStrided(Storage storage, int64_t element_offset, const Shape& sizes,
+                                  const Shape& strides, DType dtype) {
+  KILN_CHECK_EQ(sizes.size(), strides.size());
+  return Make(std::move(storage), element_offset, sizes, strides, dtype);
+}
+
+void Tensor::CopyFrom(const Tensor& src) const {
+  KILN_CHECK(sizes() == src.sizes()) << "CopyFrom " << src.TypeString() << " into " << TypeString();
+  if (device().is_cpu() && src.device().is_cpu()) {
+    CopyOnHost(*this, src);
+    return;
+  }
+  if (numel() == 0) return;
+  const Device ordering = device().is_cpu() ? src.device() : device();
+  if (dtype() == src.dtype() && is_contiguous() && src.is_contiguous()) {
+    RuntimeFor(ordering).Copy(raw_data(), src.raw_data(), nbytes(), ordering);
+    return;
+  }
+  const Tensor host_src = src.device().is_cpu() ? src : HostCopyOfSpan(src);
+  if (device().is_cpu()) {
+    CopyOnHost(*this, host_src);
+    return;
+  }
+  // Read-modify-write the destination's span so that elements between strided ones survive.
+  const Tensor host_dst = HostCopyOfSpan(*this);
+  CopyOnHost(host_dst, host_src);
+  const auto [lo, hi] = Span(*this);
+  const size_t elem = element_size();
+  RuntimeFor(device()).Copy(static_cast<char*>(storage().data()) + lo * elem,
+                            static_cast<const char*>(host_dst.storage().data()),
+                            static_cast<size_t>(hi - lo + 1) * elem, device());
 }
 
 Tensor Tensor::Contiguous() const {
@@ -202,7 +267,16 @@ Tensor Tensor::To(DType target) const {
 }
 
 void Tensor::Fill(float value) const {
-  KILN_CHECK(device().is_cpu()) << "Fill handles CPU tensors only";
+  if (!device().is_cpu()) {
+    if (value == 0.0f && is_contiguous()) {  // +0.0 is all-zero bytes in every dtype
+      RuntimeFor(device()).Memset(raw_data(), 0, nbytes(), device());
+      return;
+    }
+    const Tensor host = Zeros(sizes(), dtype());
+    host.Fill(value);
+    CopyFrom(host);
+    return;
+  }
   char element[8];
   StoreFromFloat(element, dtype(), value);
   const Shape zero_strides(dim(), 0);
@@ -211,7 +285,9 @@ void Tensor::Fill(float value) const {
 }
 
 std::vector<float> Tensor::ToFloats() const {
-  KILN_CHECK(device().is_cpu()) << "ToFloats handles CPU tensors only";
+  if (!device().is_cpu()) {
+    return numel() == 0 ? std::vector<float>() : HostCopyOfSpan(*this).ToFloats();
+  }
   std::vector<float> out(static_cast<size_t>(numel()));
   const Shape out_strides = ContiguousStrides(sizes());
   const DType sd = dtype();
@@ -235,7 +311,7 @@ std::string Tensor::ToString(int max_elements) const {
   if (!defined()) return "Tensor(undefined)";
   std::ostringstream os;
   os << "Tensor(" << TypeString() << ", " << device() << ": ";
-  if (device().is_cpu()) {
+  {
     const std::vector<float> v = ToFloats();
     for (int i = 0; i < static_cast<int>(v.size()) && i < max_elements; ++i) {
       os << (i ? ", " : "") << v[i];

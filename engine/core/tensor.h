@@ -18,7 +18,7 @@ class Tensor {
  public:
   Tensor() = default;  // undefined: defined() is false
 
-  // New contiguous tensors (zero-filled on the CPU).
+  // New contiguous tensors, zero-filled (on a device through its DeviceRuntime).
   static Tensor Zeros(const Shape& shape, DType dtype, Device device = Device::CPU());
   static Tensor Full(const Shape& shape, float value, DType dtype);
   // A contiguous CPU tensor holding `values` converted to `dtype`.
@@ -29,6 +29,9 @@ class Tensor {
   // A view over memory owned elsewhere (`storage` may be larger than the tensor).
   static Tensor FromStorage(Storage storage, const Shape& shape, DType dtype,
                             int64_t element_offset = 0);
+  // A view with explicit strides (the caller keeps it inside the storage).
+  static Tensor FromStorageStrided(Storage storage, int64_t element_offset, const Shape& sizes,
+                                   const Shape& strides, DType dtype);
 
   bool defined() const { return impl_ != nullptr; }
   const Shape& sizes() const { return impl_->sizes; }
@@ -61,7 +64,8 @@ class Tensor {
   Tensor Transpose(int axis0, int axis1) const;
   Tensor Slice(int axis, int64_t start, int64_t end) const;
 
-  // Copies (CPU): Contiguous returns *this when already contiguous.
+  // Copies on the tensor's device: Contiguous returns *this when already contiguous. Device
+  // tensors go through the DeviceRuntime (Note [Device tensors through the host] in tensor.cc).
   Tensor Contiguous() const;
   Tensor Clone() const;
   Tensor To(DType dtype) const;
@@ -70,7 +74,7 @@ class Tensor {
   void CopyFrom(const Tensor& src) const;
   void Fill(float value) const;
 
-  std::vector<float> ToFloats() const;  // every element in row-major order, as float
+  std::vector<float> ToFloats() const;  // every element in row-major order, as float (any device)
   float Item() const;                   // the single element of a 1-element tensor
   std::string ToString(int max_elements = 16) const;
   // "f32[2, 3]"

@@ -15,16 +15,23 @@
 namespace kiln::dist {
 
 // Every method runs on the communicator's communication thread, one at a time, in issue order.
-// Tensors are contiguous CPU tensors whose sizes and dtypes were checked against each other (not
-// across ranks). `seq` is the collective's sequence number, the same on every rank; `deadline`
-// bounds every wait inside the call. `op` is kSum or kMax. A collective returns once this rank's
-// part is done (its outputs final) or with the error that stopped it.
+// Tensors are contiguous tensors on the backend's device type (CPU for Gloo and in-process, CUDA
+// for NCCL) whose sizes and dtypes were checked against each other (not across ranks). `seq` is
+// the collective's sequence number, the same on every rank; `deadline` bounds every wait inside
+// the call. `op` is kSum or kMax (kAvg too when NativeAverage()). A collective returns once this
+// rank's part is done (its outputs final) or with the error that stopped it.
 class Backend {
  public:
   // Finishes a posted point-to-point transfer by `deadline`; runs on the completion thread.
   using Completion = std::function<absl::Status(absl::Time deadline)>;
 
   virtual ~Backend() = default;
+
+  // Where this backend's tensors live.
+  virtual DeviceType device_type() const { return DeviceType::kCPU; }
+  // True when the backend reduces kAvg itself (NCCL); otherwise the Communicator sends kSum and
+  // divides afterwards on the host.
+  virtual bool NativeAverage() const { return false; }
 
   virtual absl::Status AllReduce(const Tensor& tensor, ReduceOp op, uint64_t seq,
                                  absl::Time deadline) = 0;

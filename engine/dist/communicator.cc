@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/dist/gloo_backend.h"
 #include "engine/dist/inprocess_backend.h"
+#include "engine/dist/nccl_backend.h"
 
 namespace kiln::dist {
 namespace {
@@ -12,11 +13,12 @@ namespace {
 // DTypeName is a std::string_view, which absl::StrCat of this abseil does not take.
 std::string Name(DType dtype) { return std::string(DTypeName(dtype)); }
 
-absl::Status CheckTensor(const Tensor& t, absl::string_view name) {
+absl::Status CheckTensor(const Tensor& t, absl::string_view name, DeviceType device) {
   if (!t.defined()) return absl::InvalidArgumentError(absl::StrCat(name, " is undefined"));
-  if (!t.device().is_cpu()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(name, " is on ", t.device().ToString(), "; these backends move CPU tensors"));
+  if (t.device().type != device) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        name, " is on ", t.device().ToString(), "; this backend moves ",
+        device == DeviceType::kCPU ? "CPU" : "CUDA", " tensors"));
   }
   if (!t.is_contiguous()) {
     return absl::InvalidArgumentError(
@@ -126,6 +128,10 @@ std::shared_ptr<Work> Communicator::Enqueue(Kind kind, absl::string_view name,
   return work;
 }
 
+absl::Status Communicator::CheckArg(const Tensor& t, absl::string_view name) const {
+  return CheckTensor(t, name, backend_->device_type());
+}
+
 std::shared_ptr<Work> Communicator::IssueCollective(
     absl::string_view name, absl::string_view detail, const absl::Status& valid,
     std::function<absl::Status(uint64_t, absl::Time)> run) {
@@ -140,14 +146,15 @@ std::shared_ptr<Work> Communicator::IssueCollective(
 
 std::shared_ptr<Work> Communicator::AllReduce(const Tensor& tensor, ReduceOp op) {
   const absl::Status valid = FirstError(
-      {[&] { return CheckTensor(tensor, "tensor"); }, [&] { return CheckReducible(tensor, op); }});
+      {[&] { return CheckArg(tensor, "tensor"); }, [&] { return CheckReducible(tensor, op); }});
   const std::string detail =
       tensor.defined() ? absl::StrCat(tensor.TypeString(), ", ", ReduceOpName(op)) : "";
   return IssueCollective(
       "AllReduce", detail, valid, [this, tensor, op](uint64_t seq, absl::Time deadline) {
-        const ReduceOp wire = op == ReduceOp::kAvg ? ReduceOp::kSum : op;
+        const bool divide = op == ReduceOp::kAvg && !backend_->NativeAverage();
+        const ReduceOp wire = divide ? ReduceOp::kSum : op;
         absl::Status status = backend_->AllReduce(tensor, wire, seq, deadline);
-        if (status.ok() && op == ReduceOp::kAvg) {
+        if (status.ok() && divide) {
           DivideInPlace(tensor.dtype(), tensor.raw_data(), tensor.numel(), world_);
         }
         return status;
@@ -157,7 +164,7 @@ std::shared_ptr<Work> Communicator::AllReduce(const Tensor& tensor, ReduceOp op)
 std::shared_ptr<Work> Communicator::ReduceScatter(const Tensor& input, const Tensor& output,
                                                   ReduceOp op) {
   const absl::Status valid = FirstError(
-      {[&] { return CheckTensor(input, "input"); }, [&] { return CheckTensor(output, "output"); },
+      {[&] { return CheckArg(input, "input"); }, [&] { return CheckArg(output, "output"); },
        [&] { return CheckSameDType(input, output); }, [&] { return CheckReducible(input, op); },
        [&]() -> absl::Status {
          if (input.numel() == world_ * output.numel()) return absl::OkStatus();
@@ -170,9 +177,10 @@ std::shared_ptr<Work> Communicator::ReduceScatter(const Tensor& input, const Ten
       input.defined() ? absl::StrCat(input.TypeString(), ", ", ReduceOpName(op)) : "";
   return IssueCollective(
       "ReduceScatter", detail, valid, [this, input, output, op](uint64_t seq, absl::Time deadline) {
-        const ReduceOp wire = op == ReduceOp::kAvg ? ReduceOp::kSum : op;
+        const bool divide = op == ReduceOp::kAvg && !backend_->NativeAverage();
+        const ReduceOp wire = divide ? ReduceOp::kSum : op;
         absl::Status status = backend_->ReduceScatter(input, output, wire, seq, deadline);
-        if (status.ok() && op == ReduceOp::kAvg) {
+        if (status.ok() && divide) {
           DivideInPlace(output.dtype(), output.raw_data(), output.numel(), world_);
         }
         return status;
@@ -181,7 +189,7 @@ std::shared_ptr<Work> Communicator::ReduceScatter(const Tensor& input, const Ten
 
 std::shared_ptr<Work> Communicator::AllGather(const Tensor& input, const Tensor& output) {
   const absl::Status valid = FirstError(
-      {[&] { return CheckTensor(input, "input"); }, [&] { return CheckTensor(output, "output"); },
+      {[&] { return CheckArg(input, "input"); }, [&] { return CheckArg(output, "output"); },
        [&] { return CheckSameDType(input, output); },
        [&]() -> absl::Status {
          if (output.numel() == world_ * input.numel()) return absl::OkStatus();
@@ -197,7 +205,7 @@ std::shared_ptr<Work> Communicator::AllGather(const Tensor& input, const Tensor&
 }
 
 std::shared_ptr<Work> Communicator::Broadcast(const Tensor& tensor, int root) {
-  const absl::Status valid = FirstError({[&] { return CheckTensor(tensor, "tensor"); },
+  const absl::Status valid = FirstError({[&] { return CheckArg(tensor, "tensor"); },
                                          [&]() -> absl::Status {
                                            if (root >= 0 && root < world_) return absl::OkStatus();
                                            return absl::InvalidArgumentError(absl::StrCat(
@@ -213,7 +221,7 @@ std::shared_ptr<Work> Communicator::Broadcast(const Tensor& tensor, int root) {
 
 std::shared_ptr<Work> Communicator::AllToAll(const Tensor& input, const Tensor& output) {
   const absl::Status valid = FirstError(
-      {[&] { return CheckTensor(input, "input"); }, [&] { return CheckTensor(output, "output"); },
+      {[&] { return CheckArg(input, "input"); }, [&] { return CheckArg(output, "output"); },
        [&] { return CheckSameDType(input, output); },
        [&]() -> absl::Status {
          if (input.numel() == output.numel() && input.numel() % world_ == 0) {
@@ -238,7 +246,7 @@ std::shared_ptr<Work> Communicator::Barrier() {
 
 std::shared_ptr<Work> Communicator::Send(const Tensor& tensor, int dst, int tag) {
   const absl::Status valid =
-      FirstError({[&] { return CheckTensor(tensor, "tensor"); },
+      FirstError({[&] { return CheckArg(tensor, "tensor"); },
                   [&] { return CheckPeer(dst, rank_, world_, "destination"); },
                   [&]() -> absl::Status {
                     return tag >= 0 ? absl::OkStatus() : absl::InvalidArgumentError("negative tag");
@@ -253,7 +261,7 @@ std::shared_ptr<Work> Communicator::Send(const Tensor& tensor, int dst, int tag)
 
 std::shared_ptr<Work> Communicator::Recv(const Tensor& tensor, int src, int tag) {
   const absl::Status valid =
-      FirstError({[&] { return CheckTensor(tensor, "tensor"); },
+      FirstError({[&] { return CheckArg(tensor, "tensor"); },
                   [&] { return CheckPeer(src, rank_, world_, "source"); },
                   [&]() -> absl::Status {
                     return tag >= 0 ? absl::OkStatus() : absl::InvalidArgumentError("negative tag");
@@ -372,9 +380,11 @@ absl::StatusOr<std::unique_ptr<Communicator>> MakeCommunicator(absl::string_view
     made = MakeGlooBackend(&scoped, rank, world, options);
   } else if (backend == "inprocess") {
     made = MakeInProcessBackend(&scoped, rank, world, options);
+  } else if (backend == "nccl") {
+    made = MakeNcclBackend(&scoped, rank, world, options);
   } else {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unknown communicator backend '", backend, "' (known: gloo, inprocess)"));
+    return absl::InvalidArgumentError(absl::StrCat("unknown communicator backend '", backend,
+                                                   "' (known: gloo, inprocess, nccl)"));
   }
   if (!made.ok()) {
     return absl::Status(made.status().code(),

@@ -55,6 +55,8 @@ struct CommunicatorOptions {
   // Gloo: bind to the address this host name or IP resolves to. Both empty: the machine's host
   // name, as Gloo resolves it.
   std::string tcp_host;
+  // NCCL: the CUDA device of this rank; -1 picks rank modulo the number of devices.
+  int cuda_device = -1;
 };
 
 // Note [Failures]
@@ -104,8 +106,9 @@ class Communicator {
   const CommunicatorOptions& options() const { return options_; }
 
   // Tensors are handles: outputs are written through them, so views may be passed directly. They
-  // must be contiguous CPU tensors; the Work keeps them alive until it completes. Do not touch an
-  // output (or an AllReduce/Broadcast tensor) until its Work completed.
+  // must be contiguous tensors on the backend's device (CPU; CUDA for nccl); the Work keeps them
+  // alive until it completes. Do not touch an output (or an AllReduce/Broadcast tensor) until its
+  // Work completed.
   //
   // In place. Sum/max: f32, bf16, f16, i32, i64; avg: floating only. Any size.
   std::shared_ptr<Work> AllReduce(const Tensor& tensor, ReduceOp op);
@@ -148,6 +151,8 @@ class Communicator {
   std::shared_ptr<Work> IssueCollective(
       absl::string_view name, absl::string_view detail, const absl::Status& valid,
       std::function<absl::Status(uint64_t seq, absl::Time deadline)> run);
+  // Defined, contiguous and on the backend's device type.
+  absl::Status CheckArg(const Tensor& t, absl::string_view name) const;
   void RunOps();          // the communication thread
   void RunCompletions();  // the completion thread (point-to-point)
   void Fail(Op& op, const absl::Status& cause);
@@ -171,7 +176,7 @@ class Communicator {
   std::thread completion_thread_;
 };
 
-// Builds a communicator for `rank` of `world` on `backend` ("gloo" or "inprocess"), meeting the
+// Builds a communicator for `rank` of `world` on `backend` ("gloo", "inprocess" or "nccl"), meeting the
 // other ranks through `store`. Every rank must create its communicators in the same order: each
 // gets its own key space in the store (a per-rank counter numbers them), so communicators never
 // read each other's rendezvous keys. Give each job attempt its own key space (a PrefixStore with

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "engine/core/device_runtime.h"
 #include "engine/graph/builder.h"
 #include "engine/graph/op_schema.h"
 
@@ -180,8 +181,12 @@ const Tensor& Executor::value(ValueId id) const {
 }
 
 void Executor::ZeroGrads() {
-  KILN_CHECK(options_.device.is_cpu()) << "ZeroGrads on a device needs its backend";
-  if (plan_.grads_bytes > 0) std::memset(grads_.data(), 0, plan_.grads_bytes);
+  if (plan_.grads_bytes == 0) return;
+  if (options_.device.is_cpu()) {
+    std::memset(grads_.data(), 0, plan_.grads_bytes);
+  } else {
+    RuntimeFor(options_.device).Memset(grads_.data(), 0, plan_.grads_bytes, options_.device);
+  }
 }
 
 std::string Executor::ProfileReport() const {

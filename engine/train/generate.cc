@@ -31,9 +31,12 @@ absl::StatusOr<std::vector<int32_t>> TrainingSession::Generate(const std::vector
   std::vector<int> order(V);
   for (int i = 0; i < new_tokens; ++i) {
     const int len = std::min<int>(T, static_cast<int>(tokens.size()));
-    int32_t* in = sample_exec_->value(sample_inputs_).data<int32_t>();
+    const Tensor& bound = sample_exec_->value(sample_inputs_);  // (1, T) i32, on the device
+    const Tensor host = bound.device().is_cpu() ? bound : Tensor::Zeros(bound.sizes(), DType::kI32);
+    int32_t* in = host.data<int32_t>();
     std::memset(in, 0, sizeof(int32_t) * T);
     std::copy(tokens.end() - len, tokens.end(), in);
+    if (!bound.device().is_cpu()) bound.CopyFrom(host);
     sample_exec_->Run();
     const Tensor& logits = sample_exec_->value(sample_logits_);  // (1, T, V)
     row = logits.Slice(1, len - 1, len).ToFloats();

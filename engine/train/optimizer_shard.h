@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "engine/core/tensor.h"
 #include "engine/optim/optimizer.h"
+#include "kernels/cuda/device_optim.h"
 
 namespace kiln::train {
 
@@ -46,8 +47,8 @@ class OptimizerShard {
   int num_ranges() const { return static_cast<int>(ranges_.size()); }
   std::pair<int64_t, int64_t> range(int r) const { return spec_.ranges[r]; }
   int64_t shard_offset(int r) const { return ranges_[r].shard_begin; }
-  // The optimizer state tensors of range r (each (range length) f32).
-  std::vector<std::pair<std::string, Tensor>> State(int r) { return ranges_[r].optimizer->State(); }
+  // The optimizer state tensors of range r (each (range length) f32, on the parameters' device).
+  std::vector<std::pair<std::string, Tensor>> State(int r);
   // The f32 master of range r.
   Tensor Master(int r) const;
   // The whole master as one shard-ordered tensor when it is stored that way (bf16/fp16, or ZeRO-3);
@@ -61,9 +62,14 @@ class OptimizerShard {
  private:
   struct Range {
     int64_t shard_begin = 0;
-    std::unique_ptr<optim::Optimizer> optimizer;
+    int64_t length = 0;
+    std::unique_ptr<optim::Optimizer> optimizer;                      // parameters on the CPU
+    std::unique_ptr<kernels::cuda::DeviceAdamW> device_optimizer;     // parameters on a GPU
   };
   OptimizerShard() = default;
+  static absl::StatusOr<std::unique_ptr<kernels::cuda::DeviceAdamW>> MakeDeviceOptimizer(
+      const optim::OptimizerConfig& config, const std::vector<optim::Segment>& segments,
+      Device device);
   int64_t ParamIndex(int r) const {
     return spec_.params_by_shard ? ranges_[r].shard_begin : spec_.ranges[r].first;
   }

@@ -8,6 +8,8 @@
 #include "engine/core/parallel.h"
 #include "engine/core/rng.h"
 #include "engine/optim/grad_utils.h"
+#include "engine/train/device_select.h"
+#include "kernels/cuda/device_optim.h"
 #include "engine/dist/zero_pass.h"
 #include "engine/train/spec_config.h"
 
@@ -15,7 +17,9 @@ namespace kiln::train {
 
 absl::StatusOr<std::unique_ptr<TrainingSession>> TrainingSession::Create(
     const kiln::v1::JobSpec& spec, const TrainOptions& options) {
+  KILN_RETURN_IF_ERROR(CheckTrainingDevice(spec));  // before any work
   std::unique_ptr<TrainingSession> s(new TrainingSession());
+  KILN_ASSIGN_OR_RETURN(s->device_, TrainingDevice(spec));
   s->spec_ = spec;
   s->options_ = options;
   if (options.threads > 0) SetNumThreads(options.threads);
@@ -88,10 +92,16 @@ absl::StatusOr<std::unique_ptr<TrainingSession>> TrainingSession::Create(
   for (graph::ValueId g : model.graph.grads()) has_grad.push_back(g != graph::kNoValue);
   s->stage_ = spec.parallel().zero_stage();
   s->distributed_ = options.world_size > 1 || s->stage_ > 0;
+  if (s->distributed_ && !s->device_.is_cpu()) {
+    return absl::UnimplementedError(
+        "resources.device: cuda trains one process without ZeRO for now (data parallelism over "
+        "NCCL is not wired into the trainer); use one worker and zero_stage 0, or device: cpu");
+  }
   if (s->distributed_) KILN_RETURN_IF_ERROR(s->SetUpDistributed(model.graph));
   graph::ExecutorOptions eo;
   eo.planner = s->planner_;
   eo.profile = options.profile;
+  eo.device = s->device_;
   KILN_ASSIGN_OR_RETURN(s->exec_, graph::Executor::Create(std::move(model.graph), eo));
   if (s->distributed_ && s->stage_ <= 1) {
     TrainingSession* self = s.get();
@@ -151,23 +161,31 @@ std::vector<Tensor> TrainingSession::ParamViews(const Tensor& full) const {
   return views;
 }
 
+// Batches are made in host memory; on a GPU they are then copied to the bound device tensors.
 void TrainingSession::FillBatch(data::BatchLoader* loader, const graph::Executor& exec,
                                 graph::ValueId inputs, graph::ValueId targets,
                                 int64_t batch_index) {
+  const Tensor& x = exec.value(inputs);
+  const Tensor& y = exec.value(targets);
+  const Tensor host_x = x.device().is_cpu() ? x : Tensor::Zeros(x.sizes(), x.dtype());
+  const Tensor host_y = y.device().is_cpu() ? y : Tensor::Zeros(y.sizes(), y.dtype());
   if (config_.family == "mlp") {
-    FillSyntheticBatch(exec, inputs, targets, batch_index);
-    return;
+    FillSyntheticBatch(host_x, host_y, batch_index);
+  } else {
+    loader->Next(host_x.data<int32_t>(), host_y.data<int32_t>());
   }
-  loader->Next(exec.value(inputs).data<int32_t>(), exec.value(targets).data<int32_t>());
+  if (!x.device().is_cpu()) {
+    x.CopyFrom(host_x);
+    y.CopyFrom(host_y);
+  }
 }
 
 // Note [The MLP's synthetic task]
 // The mlp family trains on data generated from the seed, so tests and demos need no files: features
 // x ~ N(0, 1) drawn per (seed, batch, row), and targets from a fixed random teacher — the argmax of
 // W x for classification, or sum(sin(x)) for regression. Any rank count sees the same global batch.
-void TrainingSession::FillSyntheticBatch(const graph::Executor& exec, graph::ValueId inputs,
-                                         graph::ValueId targets, int64_t batch_index) {
-  const Tensor& x = exec.value(inputs);
+void TrainingSession::FillSyntheticBatch(const Tensor& x, const Tensor& targets,
+                                         int64_t batch_index) {
   const int rows = static_cast<int>(x.size(0)), d = static_cast<int>(x.size(1));
   const int classes = config_.vocab_size;
   for (int r = 0; r < rows; ++r) {
@@ -197,11 +215,11 @@ void TrainingSession::FillSyntheticBatch(const graph::Executor& exec, graph::Val
           best = c;
         }
       }
-      exec.value(targets).data<int32_t>()[r] = best;
+      targets.data<int32_t>()[r] = best;
     } else {
       float y = 0;
       for (int j = 0; j < d; ++j) y += std::sin(xr[j]);
-      exec.value(targets).data<float>()[r] = y;
+      targets.data<float>()[r] = y;
     }
   }
 }
@@ -209,11 +227,11 @@ void TrainingSession::FillSyntheticBatch(const graph::Executor& exec, graph::Val
 absl::StatusOr<double> TrainingSession::RunMicroBatch(int micro, bool reduce) {
   const int64_t batch_index = step_ * grad_accum_ + micro;
   FillBatch(train_loader_.get(), *exec_, inputs_, targets_, batch_index);
-  exec_->value(loss_seed_).data<float>()[0] = static_cast<float>(scaler_.scale() / grad_accum_);
+  // Fill and CopyFrom rather than raw pointers: the executor's values may live on a GPU.
+  exec_->value(loss_seed_).Fill(static_cast<float>(scaler_.scale() / grad_accum_));
   if (rng_ != graph::kNoValue) {
-    int64_t* rng = exec_->value(rng_).data<int64_t>();
-    rng[0] = static_cast<int64_t>(seed_);
-    rng[1] = batch_index;
+    exec_->value(rng_).CopyFrom(
+        Tensor::FromVector<int64_t>({static_cast<int64_t>(seed_), batch_index}, {2}));
   }
   if (distributed_) {
     zero_->BeginMicroBatch(micro);
@@ -237,8 +255,16 @@ absl::StatusOr<StepMetrics> TrainingSession::Step() {
   m.loss = loss_sum / grad_accum_;
   // ZeRO 2/3 hold only this rank's reduced chunks; otherwise the whole (reduced) buffer.
   const Tensor& grads = stage_ >= 2 ? zero_->grad_shard() : exec_->flat_grads();
-  bool finite = !scaler_.enabled() || optim::AllFinite(grads);
-  double squared_norm = finite ? optim::SquaredNorm(grads) : INFINITY;
+  bool finite = true;
+  double squared_norm = 0;
+  if (grads.device().is_cpu()) {
+    finite = !scaler_.enabled() || optim::AllFinite(grads);
+    squared_norm = finite ? optim::SquaredNorm(grads) : INFINITY;
+  } else {
+    const kernels::cuda::GradStats stats = kernels::cuda::DeviceGradStats(grads);
+    finite = !scaler_.enabled() || stats.all_finite;
+    squared_norm = finite ? stats.squared_norm : INFINITY;
+  }
   // Data parallel gradients hold sums over ranks: the mean divides by the world size.
   if (distributed_) KILN_RETURN_IF_ERROR(ReduceAcrossRanks(m, finite, squared_norm));
   const double inv_scale = 1.0 / scaler_.scale() / options_.world_size;
@@ -291,6 +317,7 @@ absl::StatusOr<std::unique_ptr<graph::Executor>> TrainingSession::BuildForwardEx
   }
   graph::ExecutorOptions eo;
   eo.planner = planner_;
+  eo.device = device_;
   if (stage_ < 3) eo.shared_params = exec_->params_storage();
   return graph::Executor::Create(std::move(model.graph), eo);
 }

@@ -82,8 +82,8 @@ class TrainingSession {
   TrainingSession() = default;
   void FillBatch(data::BatchLoader* loader, const graph::Executor& exec, graph::ValueId inputs,
                  graph::ValueId targets, int64_t batch_index);
-  void FillSyntheticBatch(const graph::Executor& exec, graph::ValueId inputs,
-                          graph::ValueId targets, int64_t batch_index);
+  // Fills host tensors x (B, d_in) and targets (B) with the synthetic task's batch.
+  void FillSyntheticBatch(const Tensor& x, const Tensor& targets, int64_t batch_index);
   absl::StatusOr<std::unique_ptr<graph::Executor>> BuildForwardExecutor(int batch, int seq_len,
                                                                         bool logits);
   std::string StateJson() const;
@@ -102,6 +102,7 @@ class TrainingSession {
   TrainOptions options_;
   nn::ModelConfig config_;
   DType compute_ = DType::kF32;
+  Device device_;  // resources.device: where the executors, gradients and optimizer state live
   int micro_batch_ = 1, seq_len_ = 1, grad_accum_ = 1;
   int64_t total_steps_ = 0;
   nn::ParamTable params_;

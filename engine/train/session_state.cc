@@ -124,7 +124,12 @@ absl::Status TrainingSession::WriteOptimizerShard(const std::string& dir) const 
   for (int r = 0; r < shard_->num_ranges(); ++r) {
     const int64_t begin = shard_->range(r).first;
     for (const auto& [name, t] : const_cast<OptimizerShard&>(*shard_).State(r)) {
-      tensors.emplace_back(absl::StrCat(name, "@", begin), t);
+      Tensor host = t;  // the writer reads host memory: device state is copied out first
+      if (!t.device().is_cpu()) {
+        host = Tensor::Zeros(t.sizes(), t.dtype());
+        host.CopyFrom(t);
+      }
+      tensors.emplace_back(absl::StrCat(name, "@", begin), host);
     }
   }
   return ckpt::WriteSafetensors(

@@ -1,0 +1,327 @@
+// Fused causal (or full) attention on packed qkv with grouped-query heads, flash style: scores
+// live in registers and shared-memory tiles, never as a (T x T) matrix in global memory. The
+// forward writes out and the per-query log-sum-exp; the backward recomputes the probabilities from
+// q, k and lse. f32 compute for every storage type. See Note [CUDA attention scheme].
+#include "kernels/cuda/device_util.cuh"
+
+namespace kiln::kernels::cuda {
+namespace {
+
+// Note [CUDA attention scheme]
+// Forward: one thread per query row holds q (pre-scaled) and its output accumulator in registers
+// and streams key/value tiles through shared memory with an online softmax (running max m and sum
+// l; the accumulator is rescaled when m grows). lse = m + log(l).
+// Backward, three kernels: delta = rowsum(dout * out); dq with one thread per query row (keys
+// streamed as in the forward); dk and dv with one thread per key row of a kv head, streaming the
+// query tiles of every query head of its group — each output element has one owner that adds its
+// terms in a fixed order, so the backward is deterministic without atomics. With P = exp(scale
+// q.k - lse): dv += P dout, dP = dout.v, dS = scale P (dP - delta), dq += dS k, dk += dS q.
+// The head dimension is a template bound kD (32, 64 or 128) so that per-row vectors stay in
+// registers; lanes past the real head_dim hold zeros. This is the simple scheme, not a tensor-core
+// kernel (see the report in the CUDA backend's commit for its speed).
+
+constexpr int kQueryRows = 64;  // threads (query rows) per forward / dq block
+
+template <int kD>
+struct Tiles {
+  static constexpr int kKeys = 4096 / kD;               // keys per shared tile (32 KiB for k+v)
+  static constexpr int kKeyRows = kD >= 128 ? 32 : 64;  // threads (key rows) per dk/dv block
+  static constexpr int kQueries = 1024 / kD;            // queries per shared tile in dk/dv
+};
+
+struct Geometry {
+  int64_t seq;
+  int n_head, n_kv, head_dim, group;
+  int64_t stride;      // qkv row length (H + 2 Hkv) D
+  int64_t out_stride;  // H D
+  bool causal;
+  float scale;
+};
+
+Geometry MakeGeometry(const AttentionLaunch& a) {
+  Geometry g;
+  g.seq = a.seq;
+  g.n_head = a.n_head;
+  g.n_kv = a.n_kv_head;
+  g.head_dim = a.head_dim;
+  g.group = a.n_head / a.n_kv_head;
+  g.stride = static_cast<int64_t>(a.n_head + 2 * a.n_kv_head) * a.head_dim;
+  g.out_stride = static_cast<int64_t>(a.n_head) * a.head_dim;
+  g.causal = a.causal;
+  g.scale = a.scale;
+  return g;
+}
+
+// Loads rows [r0, r0 + rows) of the head at column `col` of a (T, stride) block into
+// tile[rows][ld] as f32 (zeros past seq and past head_dim).
+template <int kD, typename T>
+__device__ void LoadTile(float* tile, int ld, const T* base, int64_t stride, int64_t col,
+                         int64_t r0, int rows, const Geometry& g) {
+  for (int e = threadIdx.x; e < rows * kD; e += blockDim.x) {
+    const int r = e / kD, d = e % kD;
+    const int64_t t = r0 + r;
+    tile[r * ld + d] = (t < g.seq && d < g.head_dim) ? Load(base + t * stride + col + d) : 0.0f;
+  }
+}
+
+template <typename T, int kD>
+__global__ void __launch_bounds__(kQueryRows)
+    attention_forward_kernel(const T* qkv, T* out, float* lse, Geometry g) {
+  __shared__ float ks[Tiles<kD>::kKeys * kD];
+  __shared__ float vs[Tiles<kD>::kKeys * kD];
+  const int bh = blockIdx.y;
+  const int b = bh / g.n_head, h = bh % g.n_head, kv = h / g.group;
+  const int64_t q0 = static_cast<int64_t>(blockIdx.x) * kQueryRows;
+  const int64_t t = q0 + threadIdx.x;
+  const T* rows = qkv + b * g.seq * g.stride;
+  float q[kD], o[kD];
+#pragma unroll
+  for (int d = 0; d < kD; ++d) {
+    q[d] = (t < g.seq && d < g.head_dim) ? Load(rows + t * g.stride + h * g.head_dim + d) * g.scale
+                                         : 0.0f;
+    o[d] = 0.0f;
+  }
+  float m = -INFINITY, l = 0.0f;
+  const int64_t last = q0 + kQueryRows < g.seq ? q0 + kQueryRows : g.seq;
+  const int64_t keys = g.causal ? last : g.seq;
+  const int64_t k_col = static_cast<int64_t>(g.n_head + kv) * g.head_dim;
+  const int64_t v_col = static_cast<int64_t>(g.n_head + g.n_kv + kv) * g.head_dim;
+  for (int64_t k0 = 0; k0 < keys; k0 += Tiles<kD>::kKeys) {
+    const int tile = static_cast<int>(keys - k0 < Tiles<kD>::kKeys ? keys - k0 : Tiles<kD>::kKeys);
+    __syncthreads();
+    LoadTile<kD>(ks, kD, rows, g.stride, k_col, k0, tile, g);
+    LoadTile<kD>(vs, kD, rows, g.stride, v_col, k0, tile, g);
+    __syncthreads();
+    if (t >= g.seq) continue;
+    const int visible = g.causal ? static_cast<int>(t - k0 + 1 < tile ? t - k0 + 1 : tile) : tile;
+    for (int j = 0; j < visible; ++j) {
+      float s = 0.0f;
+#pragma unroll
+      for (int d = 0; d < kD; ++d) s = fmaf(q[d], ks[j * kD + d], s);
+      if (s > m) {
+        const float correction = expf(m - s);
+        l *= correction;
+#pragma unroll
+        for (int d = 0; d < kD; ++d) o[d] *= correction;
+        m = s;
+      }
+      const float p = expf(s - m);
+      l += p;
+#pragma unroll
+      for (int d = 0; d < kD; ++d) o[d] = fmaf(p, vs[j * kD + d], o[d]);
+    }
+  }
+  if (t >= g.seq) return;
+  const float inv = 1.0f / l;
+  T* orow = out + (b * g.seq + t) * g.out_stride + h * g.head_dim;
+#pragma unroll
+  for (int d = 0; d < kD; ++d) {
+    if (d < g.head_dim) Store(orow + d, o[d] * inv);
+  }
+  lse[(static_cast<int64_t>(b) * g.n_head + h) * g.seq + t] = m + logf(l);
+}
+
+// delta (B, H, T) = sum_d dout * out.
+template <typename T>
+__global__ void attention_delta_kernel(const T* out, const T* dout, float* delta, int64_t rows,
+                                       Geometry g) {
+  const int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;  // over (B, T, H)
+  if (idx >= rows) return;
+  const int h = static_cast<int>(idx % g.n_head);
+  const int64_t bt = idx / g.n_head;
+  const int64_t b = bt / g.seq, t = bt % g.seq;
+  const T* o = out + bt * g.out_stride + h * g.head_dim;
+  const T* d_o = dout + bt * g.out_stride + h * g.head_dim;
+  float acc = 0.0f;
+  for (int d = 0; d < g.head_dim; ++d) acc = fmaf(Load(d_o + d), Load(o + d), acc);
+  delta[(b * g.n_head + h) * g.seq + t] = acc;
+}
+
+template <typename T, int kD>
+__global__ void __launch_bounds__(kQueryRows)
+    attention_dq_kernel(const T* qkv, const T* dout, const float* lse, const float* delta, T* dqkv,
+                        Geometry g) {
+  __shared__ float ks[Tiles<kD>::kKeys * kD];
+  __shared__ float vs[Tiles<kD>::kKeys * kD];
+  const int bh = blockIdx.y;
+  const int b = bh / g.n_head, h = bh % g.n_head, kv = h / g.group;
+  const int64_t q0 = static_cast<int64_t>(blockIdx.x) * kQueryRows;
+  const int64_t t = q0 + threadIdx.x;
+  const T* rows = qkv + b * g.seq * g.stride;
+  float q[kD], d_o[kD], dq[kD];
+#pragma unroll
+  for (int d = 0; d < kD; ++d) {
+    const bool in = t < g.seq && d < g.head_dim;
+    q[d] = in ? Load(rows + t * g.stride + h * g.head_dim + d) : 0.0f;
+    d_o[d] = in ? Load(dout + (b * g.seq + t) * g.out_stride + h * g.head_dim + d) : 0.0f;
+    dq[d] = 0.0f;
+  }
+  const int64_t stat = (static_cast<int64_t>(b) * g.n_head + h) * g.seq + t;
+  const float row_lse = t < g.seq ? lse[stat] : 0.0f;
+  const float row_delta = t < g.seq ? delta[stat] : 0.0f;
+  const int64_t last = q0 + kQueryRows < g.seq ? q0 + kQueryRows : g.seq;
+  const int64_t keys = g.causal ? last : g.seq;
+  const int64_t k_col = static_cast<int64_t>(g.n_head + kv) * g.head_dim;
+  const int64_t v_col = static_cast<int64_t>(g.n_head + g.n_kv + kv) * g.head_dim;
+  for (int64_t k0 = 0; k0 < keys; k0 += Tiles<kD>::kKeys) {
+    const int tile = static_cast<int>(keys - k0 < Tiles<kD>::kKeys ? keys - k0 : Tiles<kD>::kKeys);
+    __syncthreads();
+    LoadTile<kD>(ks, kD, rows, g.stride, k_col, k0, tile, g);
+    LoadTile<kD>(vs, kD, rows, g.stride, v_col, k0, tile, g);
+    __syncthreads();
+    if (t >= g.seq) continue;
+    const int visible = g.causal ? static_cast<int>(t - k0 + 1 < tile ? t - k0 + 1 : tile) : tile;
+    for (int j = 0; j < visible; ++j) {
+      float s = 0.0f, dp = 0.0f;
+#pragma unroll
+      for (int d = 0; d < kD; ++d) {
+        s = fmaf(q[d], ks[j * kD + d], s);
+        dp = fmaf(d_o[d], vs[j * kD + d], dp);
+      }
+      const float p = expf(fmaf(s, g.scale, -row_lse));
+      const float ds = g.scale * p * (dp - row_delta);
+#pragma unroll
+      for (int d = 0; d < kD; ++d) dq[d] = fmaf(ds, ks[j * kD + d], dq[d]);
+    }
+  }
+  if (t >= g.seq) return;
+  T* dst = dqkv + (b * g.seq + t) * g.stride + h * g.head_dim;
+#pragma unroll
+  for (int d = 0; d < kD; ++d) {
+    if (d < g.head_dim) Store(dst + d, dq[d]);
+  }
+}
+
+template <typename T, int kD>
+__global__ void __launch_bounds__(Tiles<kD>::kKeyRows)
+    attention_dkdv_kernel(const T* qkv, const T* dout, const float* lse, const float* delta,
+                          T* dqkv, Geometry g) {
+  constexpr int kRows = Tiles<kD>::kKeyRows, kQ = Tiles<kD>::kQueries, kLd = kD + 1;
+  __shared__ float kown[kRows * kLd];  // this block's key rows (padded: conflict-free reads)
+  __shared__ float vown[kRows * kLd];
+  __shared__ float qs[kQ * kD];
+  __shared__ float dos[kQ * kD];
+  __shared__ float lse_s[kQ];
+  __shared__ float delta_s[kQ];
+  const int bg = blockIdx.y;
+  const int b = bg / g.n_kv, kv = bg % g.n_kv;
+  const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kRows;
+  const int64_t j = j0 + threadIdx.x;
+  const T* rows = qkv + b * g.seq * g.stride;
+  const int64_t k_col = static_cast<int64_t>(g.n_head + kv) * g.head_dim;
+  const int64_t v_col = static_cast<int64_t>(g.n_head + g.n_kv + kv) * g.head_dim;
+  LoadTile<kD>(kown, kLd, rows, g.stride, k_col, j0, kRows, g);
+  LoadTile<kD>(vown, kLd, rows, g.stride, v_col, j0, kRows, g);
+  float dk[kD], dv[kD];
+#pragma unroll
+  for (int d = 0; d < kD; ++d) dk[d] = dv[d] = 0.0f;
+  const float* kr = kown + threadIdx.x * kLd;
+  const float* vr = vown + threadIdx.x * kLd;
+  const int64_t first_query = g.causal ? j0 : 0;
+  for (int h = kv * g.group; h < (kv + 1) * g.group; ++h) {
+    const int64_t q_col = static_cast<int64_t>(h) * g.head_dim;
+    const T* dout_rows = dout + b * g.seq * g.out_stride;
+    const int64_t stat0 = (static_cast<int64_t>(b) * g.n_head + h) * g.seq;
+    for (int64_t i0 = first_query; i0 < g.seq; i0 += kQ) {
+      const int tile = static_cast<int>(g.seq - i0 < kQ ? g.seq - i0 : kQ);
+      __syncthreads();
+      LoadTile<kD>(qs, kD, rows, g.stride, q_col, i0, tile, g);
+      LoadTile<kD>(dos, kD, dout_rows, g.out_stride, q_col, i0, tile, g);
+      for (int i = threadIdx.x; i < tile; i += blockDim.x) {
+        lse_s[i] = lse[stat0 + i0 + i];
+        delta_s[i] = delta[stat0 + i0 + i];
+      }
+      __syncthreads();
+      if (j >= g.seq) continue;
+      for (int i = 0; i < tile; ++i) {
+        if (g.causal && i0 + i < j) continue;
+        float s = 0.0f, dp = 0.0f;
+#pragma unroll
+        for (int d = 0; d < kD; ++d) {
+          s = fmaf(qs[i * kD + d], kr[d], s);
+          dp = fmaf(dos[i * kD + d], vr[d], dp);
+        }
+        const float p = expf(fmaf(s, g.scale, -lse_s[i]));
+        const float ds = g.scale * p * (dp - delta_s[i]);
+#pragma unroll
+        for (int d = 0; d < kD; ++d) {
+          dv[d] = fmaf(p, dos[i * kD + d], dv[d]);
+          dk[d] = fmaf(ds, qs[i * kD + d], dk[d]);
+        }
+      }
+    }
+  }
+  if (j >= g.seq) return;
+  T* dst = dqkv + (b * g.seq + j) * g.stride;
+#pragma unroll
+  for (int d = 0; d < kD; ++d) {
+    if (d < g.head_dim) {
+      Store(dst + k_col + d, dk[d]);
+      Store(dst + v_col + d, dv[d]);
+    }
+  }
+}
+
+// Calls fn(std::integral_constant<int, kD>) with the smallest supported bound >= head_dim.
+template <typename Fn>
+void DispatchHeadDim(int head_dim, Fn&& fn) {
+  if (head_dim <= 32) {
+    fn(std::integral_constant<int, 32>{});
+  } else if (head_dim <= 64) {
+    fn(std::integral_constant<int, 64>{});
+  } else {
+    fn(std::integral_constant<int, 128>{});
+  }
+}
+
+}  // namespace
+
+void LaunchAttentionForward(const AttentionLaunch& a, StreamPtr stream) {
+  if (a.batch == 0 || a.seq == 0) return;
+  const Geometry g = MakeGeometry(a);
+  const dim3 grid(static_cast<unsigned>((a.seq + kQueryRows - 1) / kQueryRows),
+                  static_cast<unsigned>(a.batch * a.n_head));
+  DispatchFloat(a.type, [&](auto t) {
+    using T = decltype(t);
+    DispatchHeadDim(a.head_dim, [&](auto bound) {
+      constexpr int kD = decltype(bound)::value;
+      attention_forward_kernel<T, kD><<<grid, kQueryRows, 0, AsStream(stream)>>>(
+          static_cast<const T*>(a.qkv), static_cast<T*>(a.out), a.lse, g);
+    });
+  });
+  KILN_CUDA_CHECK_LAUNCH();
+}
+
+size_t AttentionBackwardWorkspaceBytes(int64_t batch, int n_head, int64_t seq) {
+  return static_cast<size_t>(batch * n_head * seq) * sizeof(float);
+}
+
+void LaunchAttentionBackward(const AttentionLaunch& a, void* workspace, StreamPtr stream) {
+  if (a.batch == 0 || a.seq == 0) return;
+  const Geometry g = MakeGeometry(a);
+  float* delta = static_cast<float*>(workspace);  // (B, H, T)
+  const int64_t rows = a.batch * a.seq * a.n_head;
+  DispatchFloat(a.type, [&](auto t) {
+    using T = decltype(t);
+    const T* qkv = static_cast<const T*>(a.qkv);
+    const T* dout = static_cast<const T*>(a.dout);
+    T* dqkv = static_cast<T*>(a.dqkv);
+    attention_delta_kernel<<<static_cast<unsigned>((rows + 255) / 256), 256, 0, AsStream(stream)>>>(
+        static_cast<const T*>(a.out), dout, delta, rows, g);
+    DispatchHeadDim(a.head_dim, [&](auto bound) {
+      constexpr int kD = decltype(bound)::value;
+      const dim3 q_grid(static_cast<unsigned>((a.seq + kQueryRows - 1) / kQueryRows),
+                        static_cast<unsigned>(a.batch * a.n_head));
+      attention_dq_kernel<T, kD>
+          <<<q_grid, kQueryRows, 0, AsStream(stream)>>>(qkv, dout, a.lse, delta, dqkv, g);
+      constexpr int kRows = Tiles<kD>::kKeyRows;
+      const dim3 kv_grid(static_cast<unsigned>((a.seq + kRows - 1) / kRows),
+                         static_cast<unsigned>(a.batch * a.n_kv_head));
+      attention_dkdv_kernel<T, kD>
+          <<<kv_grid, kRows, 0, AsStream(stream)>>>(qkv, dout, a.lse, delta, dqkv, g);
+    });
+  });
+  KILN_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace kiln::kernels::cuda

@@ -1,0 +1,95 @@
+// DeviceAdamW and DeviceGradStats: host-side set-up and launches of optim.cu and reduce.cu.
+#include "kernels/cuda/device_optim.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "engine/core/device_runtime.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/cuda_context.h"
+
+namespace kiln::kernels::cuda {
+
+absl::StatusOr<std::unique_ptr<DeviceAdamW>> DeviceAdamW::Create(
+    const DeviceAdamWConfig& config, std::vector<DeviceSegment> segments, Device device) {
+  KILN_RETURN_IF_ERROR(CheckDeviceAvailable(device));
+  std::unique_ptr<DeviceAdamW> o(new DeviceAdamW());
+  o->config_ = config;
+  o->device_ = device;
+  std::vector<AdamSegment> table;
+  int64_t state = 0;
+  for (const DeviceSegment& s : segments) {
+    if (s.has_grad && s.length > 0) {
+      AdamSegment a;
+      a.offset = s.offset;
+      a.state_offset = state;
+      a.length = s.length;
+      a.weight_decay = s.weight_decay ? 1 : 0;
+      table.push_back(a);
+      o->max_length_ = std::max(o->max_length_, s.length);
+    }
+    state += s.length;
+  }
+  o->m_ = Tensor::Zeros({state}, DType::kF32, device);
+  o->v_ = Tensor::Zeros({state}, DType::kF32, device);
+  o->num_segments_ = static_cast<int>(table.size());
+  const int64_t bytes = static_cast<int64_t>(table.size() * sizeof(AdamSegment));
+  o->segment_table_ = Tensor::Zeros({std::max<int64_t>(bytes, 1)}, DType::kU8, device);
+  if (bytes > 0) {
+    Tensor host = Tensor::Zeros({bytes}, DType::kU8);
+    std::memcpy(host.raw_data(), table.data(), static_cast<size_t>(bytes));
+    o->segment_table_.CopyFrom(host);
+  }
+  return o;
+}
+
+DeviceAdamW::~DeviceAdamW() = default;
+
+void DeviceAdamW::Step(const Tensor& master, const Tensor& grads, const Tensor& params,
+                       float grad_scale, float lr, int64_t step) {
+  CheckTensor(master, DType::kF32, "AdamW master");
+  CheckTensor(grads, grads.dtype(), "AdamW grads");
+  KILN_CHECK_EQ(master.numel(), grads.numel());
+  const double bc1 = 1.0 - std::pow(static_cast<double>(config_.beta1), static_cast<double>(step));
+  const double bc2 = 1.0 - std::pow(static_cast<double>(config_.beta2), static_cast<double>(step));
+  AdamLaunch a;
+  a.master = master.data<float>();
+  a.grads = grads.raw_data();
+  a.grad_type = ToFloatType(grads.dtype());
+  if (params.defined()) {
+    CheckTensor(params, params.dtype(), "AdamW params");
+    KILN_CHECK_EQ(params.numel(), master.numel());
+    a.params = params.raw_data();
+    a.param_type = ToFloatType(params.dtype());
+  }
+  a.exp_avg = m_.data<float>();
+  a.exp_avg_sq = v_.data<float>();
+  a.segments = static_cast<const AdamSegment*>(segment_table_.raw_data());
+  a.num_segments = num_segments_;
+  a.max_length = max_length_;
+  a.beta1 = config_.beta1;
+  a.beta2 = config_.beta2;
+  a.eps = config_.eps;
+  a.step_size = static_cast<float>(lr / bc1);
+  a.inv_bc2_sqrt = static_cast<float>(1.0 / std::sqrt(bc2));
+  a.grad_scale = grad_scale;
+  a.lr_weight_decay = lr * config_.weight_decay;
+  LaunchAdamW(a, LaunchStreamFor(master));
+}
+
+GradStats DeviceGradStats(const Tensor& flat) {
+  CheckTensor(flat, flat.dtype(), "gradient buffer");
+  const Device device = flat.device();
+  const size_t ws_bytes = NormStatsWorkspaceBytes(flat.numel());
+  const Tensor workspace =
+      Tensor::Zeros({static_cast<int64_t>(ws_bytes) + 16}, DType::kU8, device);  // partials, result
+  double* result = reinterpret_cast<double*>(static_cast<char*>(workspace.raw_data()) + ws_bytes);
+  LaunchNormStats(ToFloatType(flat.dtype()), flat.raw_data(), flat.numel(), result,
+                  workspace.raw_data(), LaunchStreamFor(flat));
+  double host[2];
+  RuntimeFor(device).Copy(host, result, sizeof(host), device);
+  return {host[0], host[1] == 1.0};
+}
+
+}  // namespace kiln::kernels::cuda

@@ -1,0 +1,58 @@
+// The optimizer side of training on a GPU: the fused AdamW of optim.cu over flat device buffers
+// (f32 master weights and moments on the device, gradients in any float type, the low-precision
+// weight copy written in the same pass) and the gradient statistics (squared L2 norm in f64 and
+// all-finite) that clipping and fp16 loss scaling read. Same arithmetic as engine/optim's AdamW.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/core/tensor.h"
+
+namespace kiln::kernels::cuda {
+
+struct DeviceAdamWConfig {
+  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
+  float weight_decay = 0.0f;
+};
+
+struct DeviceSegment {
+  int64_t offset = 0;  // into master / grads / params (elements)
+  int64_t length = 0;
+  bool weight_decay = true;
+  bool has_grad = true;  // false: skipped, as torch skips parameters without a gradient
+};
+
+class DeviceAdamW {
+ public:
+  // Moments cover the segments' elements in segment order, zero-initialized on `device`.
+  static absl::StatusOr<std::unique_ptr<DeviceAdamW>> Create(const DeviceAdamWConfig& config,
+                                                             std::vector<DeviceSegment> segments,
+                                                             Device device);
+  ~DeviceAdamW();
+  // One update (step is the 1-based count of applied updates). master: f32 (n); grads: any float
+  // dtype (n); params: the model's low-precision copy (n) or undefined. All on the device.
+  void Step(const Tensor& master, const Tensor& grads, const Tensor& params, float grad_scale,
+            float lr, int64_t step);
+  const Tensor& exp_avg() const { return m_; }
+  const Tensor& exp_avg_sq() const { return v_; }
+
+ private:
+  DeviceAdamW() = default;
+  DeviceAdamWConfig config_;
+  Device device_;
+  Tensor m_, v_;          // (state elements) f32
+  Tensor segment_table_;  // AdamSegment array in device memory (as raw bytes)
+  int num_segments_ = 0;
+  int64_t max_length_ = 0;
+};
+
+struct GradStats {
+  double squared_norm = 0;
+  bool all_finite = true;
+};
+// Deterministic: fixed blocks summed in f64, combined in block order (reduce.cu).
+GradStats DeviceGradStats(const Tensor& flat);
+
+}  // namespace kiln::kernels::cuda

@@ -1,0 +1,98 @@
+// Device-side helpers shared by the .cu files: loads and stores that convert between the storage
+// types and f32, the host-side dispatch from FloatType to the C++ type, warp and block reductions
+// in a fixed order, and launch-size helpers. Include only from .cu files.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/launch.h"
+
+namespace kiln::kernels::cuda {
+
+__device__ __forceinline__ float Load(const float* p) { return *p; }
+__device__ __forceinline__ float Load(const __nv_bfloat16* p) { return __bfloat162float(*p); }
+__device__ __forceinline__ float Load(const __half* p) { return __half2float(*p); }
+__device__ __forceinline__ void Store(float* p, float v) { *p = v; }
+__device__ __forceinline__ void Store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+__device__ __forceinline__ void Store(__half* p, float v) { *p = __float2half_rn(v); }
+
+// v rounded to T and back (round to nearest even), as the CPU's RoundTo<T>.
+template <typename T>
+__device__ __forceinline__ float RoundTo(float v) {
+  T t;
+  Store(&t, v);
+  return Load(&t);
+}
+
+// Calls fn(T{}) with T the storage type of `type` (host side).
+template <typename Fn>
+void DispatchFloat(FloatType type, Fn&& fn) {
+  switch (type) {
+    case FloatType::kBF16:
+      fn(__nv_bfloat16{});
+      return;
+    case FloatType::kF16:
+      fn(__half{});
+      return;
+    case FloatType::kF32:
+      fn(float{});
+      return;
+  }
+}
+
+inline cudaStream_t AsStream(StreamPtr s) { return static_cast<cudaStream_t>(s); }
+
+// Blocks of `threads` covering n elements with a grid-stride loop, capped.
+inline unsigned GridFor(int64_t n, int threads, int64_t cap = 8192) {
+  int64_t blocks = (n + threads - 1) / threads;
+  if (blocks < 1) blocks = 1;
+  if (blocks > cap) blocks = cap;
+  return static_cast<unsigned>(blocks);
+}
+
+template <typename T>
+__device__ __forceinline__ T WarpSum(T v) {
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+__device__ __forceinline__ float WarpMax(float v) {
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  }
+  return v;
+}
+
+// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
+// The order is fixed by the thread layout, so results repeat bit for bit.
+template <typename T>
+__device__ T BlockSum(T v) {
+  __shared__ T partial[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  v = WarpSum(v);
+  __syncthreads();  // partial may still be read by a previous call
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  const int warps = blockDim.x >> 5;
+  T total = lane < warps ? partial[lane] : T(0);
+  return WarpSum(total);
+}
+
+__device__ inline float BlockMax(float v) {
+  __shared__ float partial[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  v = WarpMax(v);
+  __syncthreads();
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  const int warps = blockDim.x >> 5;
+  float m = lane < warps ? partial[lane] : -INFINITY;
+  return WarpMax(m);
+}
+
+}  // namespace kiln::kernels::cuda

@@ -1,0 +1,154 @@
+// CUDA kernels of the element-wise ops (engine/ops/attrs/elementwise.h; dropout from loss.h):
+// contract checks on the bound tensors, then the launches of eltwise.cu. f32, bf16 and f16, as the
+// CPU registers them; scalars (scale_by's s, broadcast_scalar's s, dropout's rng) stay on the
+// device and are read by the kernels.
+#include "engine/ops/attrs/elementwise.h"
+#include "engine/ops/attrs/loss.h"
+#include "kernels/cuda/cuda_context.h"
+
+namespace kiln::kernels::cuda {
+namespace {
+
+template <UnaryOp kOp>
+void RunActivation(const KernelContext& ctx) {
+  const Tensor& x = ctx.input(0);
+  const Tensor& y = ctx.output(0);
+  CheckTensor(x, x.dtype(), "activation input");
+  CheckTensor(y, x.dtype(), "activation output");
+  CheckSameShape(x, y, "activation");
+  LaunchUnary(kOp, ToFloatType(x.dtype()), ToFloatType(y.dtype()), x.raw_data(), y.raw_data(),
+              x.numel(), 1.0f, nullptr, LaunchStreamFor(x));
+}
+
+// y = alpha * (s ? s[0] : 1) * x, converting dtype (scale, scale_by, cast).
+void Scale(const Tensor& x, const Tensor& y, float alpha, const float* s) {
+  CheckTensor(x, x.dtype(), "scale input");
+  KILN_CHECK_EQ(x.numel(), y.numel());
+  LaunchUnary(UnaryOp::kScale, ToFloatType(x.dtype()), ToFloatType(y.dtype()), x.raw_data(),
+              y.raw_data(), x.numel(), alpha, s, LaunchStreamFor(x));
+}
+
+void RunScale(const KernelContext& ctx) {
+  CheckTensor(ctx.output(0), ctx.input(0).dtype(), "scale output");
+  Scale(ctx.input(0), ctx.output(0), ctx.attrs_as<ops::ScaleAttrs>().alpha, nullptr);
+}
+
+void RunScaleBy(const KernelContext& ctx) {
+  const Tensor& s = ctx.input(1);  // [1] f32
+  CheckTensor(s, DType::kF32, "scale_by s");
+  KILN_CHECK_EQ(s.numel(), 1);
+  CheckTensor(ctx.output(0), ctx.input(0).dtype(), "scale_by output");
+  Scale(ctx.input(0), ctx.output(0), 1.0f, s.data<float>());
+}
+
+void RunCast(const KernelContext& ctx) {
+  CheckTensor(ctx.output(0), ctx.attrs_as<ops::CastAttrs>().dtype, "cast output");
+  Scale(ctx.input(0), ctx.output(0), 1.0f, nullptr);
+}
+
+template <BinaryOp kOp>
+void RunBinary(const KernelContext& ctx) {
+  const Tensor& a = ctx.input(0);
+  const Tensor& b = ctx.input(1);
+  const Tensor& out = ctx.output(0);
+  CheckTensor(a, a.dtype(), "first input");
+  CheckTensor(out, a.dtype(), "output");
+  CheckSameShape(a, out, "output");
+  if (kOp == BinaryOp::kAdd) {
+    CheckTensor(b, b.dtype(), "second input");
+    KILN_CHECK(b.dim() <= a.dim()) << "add: b must be a suffix of a";
+    for (int i = 1; i <= b.dim(); ++i) {
+      KILN_CHECK_EQ(b.size(-i), a.size(-i)) << "add: b's shape must be a suffix of a's";
+    }
+  } else {
+    CheckTensor(b, a.dtype(), "second input");
+    CheckSameShape(a, b, "inputs");
+  }
+  if (a.numel() == 0) return;
+  LaunchBinary(kOp, ToFloatType(a.dtype()), ToFloatType(b.dtype()), a.raw_data(), b.raw_data(),
+               out.raw_data(), a.numel(), b.numel(), LaunchStreamFor(a));
+}
+
+void RunAccumulateGrad(const KernelContext& ctx) {
+  const Tensor& g = ctx.input(0);
+  const Tensor& acc = ctx.output(0);
+  CheckTensor(g, g.dtype(), "accumulate_grad g");
+  CheckTensor(acc, acc.dtype(), "accumulate_grad G");
+  KILN_CHECK_EQ(acc.numel(), g.numel());
+  if (g.numel() == 0) return;
+  LaunchBinary(BinaryOp::kAdd, ToFloatType(acc.dtype()), ToFloatType(g.dtype()), acc.raw_data(),
+               g.raw_data(), acc.raw_data(), g.numel(), g.numel(), LaunchStreamFor(g));
+}
+
+void RunSwiglu(const KernelContext& ctx) {
+  const Tensor& gu = ctx.input(0);    // (..., 2F)
+  const Tensor& out = ctx.output(0);  // (..., F)
+  CheckTensor(gu, gu.dtype(), "swiglu input");
+  CheckTensor(out, gu.dtype(), "swiglu output");
+  KILN_CHECK_EQ(LastDim(gu), 2 * LastDim(out));
+  KILN_CHECK_EQ(Rows(gu), Rows(out));
+  LaunchSwiglu(ToFloatType(gu.dtype()), gu.raw_data(), out.raw_data(), Rows(out), LastDim(out),
+               LaunchStreamFor(gu));
+}
+
+void RunSwigluBackward(const KernelContext& ctx) {
+  const Tensor& dy = ctx.input(0);    // (..., F)
+  const Tensor& gu = ctx.input(1);    // (..., 2F)
+  const Tensor& dgu = ctx.output(0);  // (..., 2F)
+  CheckTensor(dy, dy.dtype(), "swiglu_backward dy");
+  CheckTensor(gu, dy.dtype(), "swiglu_backward gu");
+  CheckTensor(dgu, dy.dtype(), "swiglu_backward dgu");
+  CheckSameShape(gu, dgu, "swiglu_backward");
+  KILN_CHECK_EQ(LastDim(gu), 2 * LastDim(dy));
+  LaunchSwigluBackward(ToFloatType(dy.dtype()), dy.raw_data(), gu.raw_data(), dgu.raw_data(),
+                       Rows(dy), LastDim(dy), LaunchStreamFor(dy));
+}
+
+void RunBroadcastScalar(const KernelContext& ctx) {
+  const auto& attrs = ctx.attrs_as<ops::BroadcastScalarAttrs>();
+  const Tensor& s = ctx.input(0);  // [1] f32
+  const Tensor& out = ctx.output(0);
+  CheckTensor(s, DType::kF32, "broadcast_scalar s");
+  CheckTensor(out, attrs.dtype, "broadcast_scalar output");
+  LaunchFillFromScalar(ToFloatType(out.dtype()), out.raw_data(), out.numel(), s.data<float>(),
+                       attrs.alpha, LaunchStreamFor(s));
+}
+
+void RunDropout(const KernelContext& ctx) {
+  const auto& attrs = ctx.attrs_as<ops::DropoutAttrs>();
+  const Tensor& x = ctx.input(0);
+  const Tensor& rng = ctx.input(1);  // [2] i64: (seed, step)
+  const Tensor& y = ctx.output(0);
+  CheckTensor(x, x.dtype(), "dropout input");
+  CheckTensor(rng, DType::kI64, "dropout rng");
+  KILN_CHECK_EQ(rng.numel(), 2);
+  CheckTensor(y, x.dtype(), "dropout output");
+  CheckSameShape(x, y, "dropout");
+  KILN_CHECK(attrs.p >= 0.0f && attrs.p <= 1.0f) << "dropout p = " << attrs.p;
+  LaunchDropout(ToFloatType(x.dtype()), x.raw_data(), y.raw_data(), x.numel(), attrs.p,
+                rng.data<int64_t>(), attrs.stream, LaunchStreamFor(x));
+}
+
+}  // namespace
+
+#define KILN_CUDA_FLOAT_KERNELS(op, fn)          \
+  KILN_REGISTER_KERNEL_FN(op, kCUDA, kF32, fn);  \
+  KILN_REGISTER_KERNEL_FN(op, kCUDA, kBF16, fn); \
+  KILN_REGISTER_KERNEL_FN(op, kCUDA, kF16, fn)
+
+KILN_CUDA_FLOAT_KERNELS("gelu", RunActivation<UnaryOp::kGelu>);
+KILN_CUDA_FLOAT_KERNELS("silu", RunActivation<UnaryOp::kSilu>);
+KILN_CUDA_FLOAT_KERNELS("gelu_backward", RunBinary<BinaryOp::kGeluBackward>);
+KILN_CUDA_FLOAT_KERNELS("silu_backward", RunBinary<BinaryOp::kSiluBackward>);
+KILN_CUDA_FLOAT_KERNELS("add", RunBinary<BinaryOp::kAdd>);
+KILN_CUDA_FLOAT_KERNELS("mul", RunBinary<BinaryOp::kMul>);
+KILN_CUDA_FLOAT_KERNELS("scale", RunScale);
+KILN_CUDA_FLOAT_KERNELS("scale_by", RunScaleBy);
+KILN_CUDA_FLOAT_KERNELS("cast", RunCast);
+KILN_CUDA_FLOAT_KERNELS("accumulate_grad", RunAccumulateGrad);
+KILN_CUDA_FLOAT_KERNELS("swiglu", RunSwiglu);
+KILN_CUDA_FLOAT_KERNELS("swiglu_backward", RunSwigluBackward);
+KILN_CUDA_FLOAT_KERNELS("dropout", RunDropout);
+KILN_REGISTER_KERNEL_FN("broadcast_scalar", kCUDA, kF32, RunBroadcastScalar);
+
+}  // namespace kiln::kernels::cuda

@@ -1,0 +1,73 @@
+// A fake CUDA device for host tests of the device paths (there is no GPU in CI): a DeviceRuntime
+// whose "device memory" is host memory that Kiln must touch only through the runtime's Copy and
+// Memset, and an allocator that hands out garbage-filled blocks (a missing zero-fill shows) and
+// registers the pinned-host allocator on first use, as the real backend does.
+#pragma once
+
+#include <cstdlib>
+#include <cstring>
+
+#include "engine/core/allocator.h"
+#include "engine/core/device_runtime.h"
+
+namespace kiln::testing {
+
+class FakeRuntime : public DeviceRuntime {
+ public:
+  absl::Status Available() override { return absl::OkStatus(); }
+  int DeviceCount() override { return 1; }
+  std::string DeviceName(int) override { return "fake"; }
+  void Copy(void* dst, const void* src, size_t bytes, Device) override {
+    ++copies;
+    std::memmove(dst, src, bytes);
+  }
+  void Memset(void* dst, int value, size_t bytes, Device) override {
+    ++memsets;
+    std::memset(dst, value, bytes);
+  }
+  void Synchronize(Device) override {}
+  StreamHandle ComputeStream(Device) override { return nullptr; }
+  StreamHandle CreateStream(Device) override { return nullptr; }
+  void DestroyStream(Device, StreamHandle) override {}
+  void SynchronizeStream(Device, StreamHandle) override {}
+  EventHandle CreateEvent(Device) override { return nullptr; }
+  void DestroyEvent(Device, EventHandle) override {}
+  void RecordEvent(Device, EventHandle, StreamHandle) override {}
+  void StreamWaitEvent(Device, StreamHandle, EventHandle) override {}
+  bool EventDone(Device, EventHandle) override { return true; }
+  void SynchronizeEvent(Device, EventHandle) override {}
+  int copies = 0, memsets = 0;
+};
+
+class FakeDeviceAllocator : public Allocator {
+ public:
+  void* Allocate(size_t bytes) override {
+    void* p = std::aligned_alloc(64, (bytes + 64 + 63) / 64 * 64);
+    std::memset(p, 0x7f, bytes + 64);
+    return p;
+  }
+  void Deallocate(void* ptr, size_t) override { std::free(ptr); }
+  Device device() const override { return Device::CUDA(0); }
+  std::string name() const override { return "fake-cuda"; }
+  AllocatorStats Stats() const override { return {}; }
+  void ResetPeak() override {}
+};
+
+// Registers the fake as the CUDA runtime and allocator of this process (once); returns it.
+inline FakeRuntime* InstallFakeCuda() {
+  static FakeRuntime* runtime = [] {
+    auto* r = new FakeRuntime();
+    RegisterDeviceRuntime(DeviceType::kCUDA, r);
+    RegisterAllocator(DeviceType::kCUDA, [](int index) -> Allocator* {
+      static FakeDeviceAllocator* allocator = [] {
+        SetPinnedHostAllocator(new PinnedHostAllocator());  // takes the registry's lock
+        return new FakeDeviceAllocator();
+      }();
+      return index == 0 ? allocator : nullptr;
+    });
+    return r;
+  }();
+  return runtime;
+}
+
+}  // namespace kiln::testing

@@ -1,0 +1,91 @@
+"""kiln_cuda_library: .cu files compiled by nvcc in a genrule, linked through a cc_library.
+
+Every .cu file becomes one object (sm_80 and sm_90 machine code; files listed in `sm90a_srcs` get
+sm_90a instead of sm_90, for Hopper-only instructions). The objects, the host `srcs` and the CUDA
+libraries form one cc_library. With `--config=nocuda` (the //:cuda_off setting) the library is
+built from `nocuda_srcs` alone and nothing touches the toolkit, so a machine without CUDA builds.
+"""
+
+NVCC = "/usr/local/cuda/bin/nvcc"
+
+NVCC_FLAGS = [
+    "-O3",
+    "-std=c++17",
+    "-DNDEBUG",
+    "-Xcompiler",
+    "-fPIC",
+    "--expt-relaxed-constexpr",
+    "-I.",
+    "-gencode=arch=compute_80,code=sm_80",
+]
+
+SM90 = ["-gencode=arch=compute_90,code=sm_90"]
+SM90A = ["-gencode=arch=compute_90a,code=sm_90a"]
+
+def _object_name(name, src):
+    return "_nvcc/%s/%s" % (name, src.replace(".cu", ".o"))
+
+def kiln_cuda_library(
+        name,
+        cu_srcs = [],
+        cu_hdrs = [],
+        sm90a_srcs = [],
+        srcs = [],
+        hdrs = [],
+        deps = [],
+        cuda_deps = [],
+        nocuda_srcs = [],
+        nocuda_deps = [],
+        copts = [],
+        alwayslink = False,
+        visibility = None):
+    """A cc_library holding nvcc-compiled objects (default) or the no-CUDA fallback.
+
+    Args:
+      name: the cc_library's name.
+      cu_srcs: .cu files, one object each.
+      cu_hdrs: headers the .cu files include (workspace-relative includes).
+      sm90a_srcs: the subset of cu_srcs compiled for sm_90a instead of sm_90.
+      srcs: host C++ sources of the CUDA build (may include CUDA runtime headers).
+      hdrs: public headers (both builds).
+      deps: dependencies of both builds.
+      cuda_deps: dependencies of the CUDA build only (@local_cuda//:cudart, ...).
+      nocuda_srcs: sources of the build without CUDA.
+      nocuda_deps: dependencies of the build without CUDA.
+      copts: C++ options for the host sources.
+      alwayslink: as cc_library (needed for static registrations).
+      visibility: as cc_library.
+    """
+    objects = []
+    for src in cu_srcs:
+        out = _object_name(name, src)
+        arch = SM90A if src in sm90a_srcs else SM90
+        native.genrule(
+            name = "%s_nvcc_%s" % (name, src.replace("/", "_").replace(".", "_")),
+            srcs = [src] + cu_hdrs,
+            outs = [out],
+            cmd = select({
+                "//:cuda_off": "echo 'built without CUDA' >&2; exit 1",
+                "//conditions:default": " ".join(
+                    [NVCC, "-c", "$(location %s)" % src, "-o", "$@"] + NVCC_FLAGS + arch,
+                ),
+            }),
+            tags = ["manual"],
+            visibility = ["//visibility:private"],
+        )
+        objects.append(out)
+    native.cc_library(
+        name = name,
+        srcs = select({
+            "//:cuda_off": nocuda_srcs,
+            "//conditions:default": objects + srcs,
+        }),
+        hdrs = hdrs,
+        copts = copts,
+        deps = deps + select({
+            "//:cuda_off": nocuda_deps,
+            "//conditions:default": cuda_deps,
+        }),
+        alwayslink = alwayslink,
+        visibility = visibility,
+    )

@@ -1,0 +1,9 @@
+# The [gpu] test targets, shared by tools/gpu-check.sh and tools/gpu-bundle.sh (sourced).
+GPU_TEST_TARGETS=(
+  //tests/kernels/cuda:device_runtime_test
+  //tests/kernels/cuda:allocator_gpu_test
+  //tests/kernels/cuda:kernel_parity_test
+  //tests/engine/dist:nccl_test
+  //tests/engine/cuda:train_parity_test
+  //tests/worker:kiln_train_cuda_test
+)
