@@ -112,3 +112,12 @@ struct KernelRegistrar {
 // KILN_REGISTER_KERNEL_FN("gelu", kCPU, kF32, GeluForward);
 #define KILN_REGISTER_KERNEL_FN(op, device, dtype, fn) \
   KILN_REGISTER_KERNEL(op, device, dtype, ::kiln::FunctionKernel<fn>)
+
+// The same kernel for each floating dtype (f32, bf16, f16):
+// KILN_REGISTER_FLOAT_KERNELS("gelu", kCPU, GeluKernel);
+#define KILN_REGISTER_FLOAT_KERNELS(op, device, KernelClass) \
+  KILN_REGISTER_KERNEL(op, device, kF32, KernelClass);       \
+  KILN_REGISTER_KERNEL(op, device, kBF16, KernelClass);      \
+  KILN_REGISTER_KERNEL(op, device, kF16, KernelClass)
+#define KILN_REGISTER_FLOAT_KERNEL_FNS(op, device, fn) \
+  KILN_REGISTER_FLOAT_KERNELS(op, device, ::kiln::FunctionKernel<fn>)

@@ -218,9 +218,7 @@ class MatmulKernel final : public Kernel {
 
 }  // namespace
 
-KILN_REGISTER_KERNEL("matmul", kCPU, kF32, MatmulKernel);
-KILN_REGISTER_KERNEL("matmul", kCPU, kBF16, MatmulKernel);
-KILN_REGISTER_KERNEL("matmul", kCPU, kF16, MatmulKernel);
+KILN_REGISTER_FLOAT_KERNELS("matmul", kCPU, MatmulKernel);
 KILN_REGISTER_KERNEL("matmul_bias", kCPU, kF32, MatmulKernel);
 KILN_REGISTER_KERNEL("matmul_bias", kCPU, kBF16, MatmulKernel);
 

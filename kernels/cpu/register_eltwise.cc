@@ -51,17 +51,7 @@ void RunBinary(const KernelContext& ctx) {
   const Tensor& a = ctx.input(0);
   const Tensor& b = ctx.input(1);
   const Tensor& out = ctx.output(0);
-  CheckTensor(out, a.dtype(), "output");
-  CheckSameShape(a, out, "output");
-  if (kOp == BinaryOp::kAdd) {
-    KILN_CHECK(b.dim() <= a.dim()) << "add: b must be a suffix of a";
-    for (int i = 1; i <= b.dim(); ++i) {
-      KILN_CHECK_EQ(b.size(-i), a.size(-i)) << "add: b's shape must be a suffix of a's";
-    }
-  } else {
-    CheckTensor(b, a.dtype(), "second input");
-    CheckSameShape(a, b, "inputs");
-  }
+  CheckBinary(ctx, DeviceType::kCPU, kOp == BinaryOp::kAdd);
   if (a.numel() == 0) return;
   Isa().binary({kOp, a.dtype(), b.dtype(), a.raw_data(), b.raw_data(), out.raw_data(), a.numel(),
                 b.numel()});
@@ -138,45 +128,19 @@ void RunDropout(const KernelContext& ctx) {
 
 }  // namespace
 
-KILN_REGISTER_KERNEL_FN("gelu", kCPU, kF32, RunActivation<UnaryOp::kGelu>);
-KILN_REGISTER_KERNEL_FN("gelu", kCPU, kBF16, RunActivation<UnaryOp::kGelu>);
-KILN_REGISTER_KERNEL_FN("gelu", kCPU, kF16, RunActivation<UnaryOp::kGelu>);
-KILN_REGISTER_KERNEL_FN("silu", kCPU, kF32, RunActivation<UnaryOp::kSilu>);
-KILN_REGISTER_KERNEL_FN("silu", kCPU, kBF16, RunActivation<UnaryOp::kSilu>);
-KILN_REGISTER_KERNEL_FN("silu", kCPU, kF16, RunActivation<UnaryOp::kSilu>);
-KILN_REGISTER_KERNEL_FN("gelu_backward", kCPU, kF32, RunBinary<BinaryOp::kGeluBackward>);
-KILN_REGISTER_KERNEL_FN("gelu_backward", kCPU, kBF16, RunBinary<BinaryOp::kGeluBackward>);
-KILN_REGISTER_KERNEL_FN("gelu_backward", kCPU, kF16, RunBinary<BinaryOp::kGeluBackward>);
-KILN_REGISTER_KERNEL_FN("silu_backward", kCPU, kF32, RunBinary<BinaryOp::kSiluBackward>);
-KILN_REGISTER_KERNEL_FN("silu_backward", kCPU, kBF16, RunBinary<BinaryOp::kSiluBackward>);
-KILN_REGISTER_KERNEL_FN("silu_backward", kCPU, kF16, RunBinary<BinaryOp::kSiluBackward>);
-KILN_REGISTER_KERNEL_FN("add", kCPU, kF32, RunBinary<BinaryOp::kAdd>);
-KILN_REGISTER_KERNEL_FN("add", kCPU, kBF16, RunBinary<BinaryOp::kAdd>);
-KILN_REGISTER_KERNEL_FN("add", kCPU, kF16, RunBinary<BinaryOp::kAdd>);
-KILN_REGISTER_KERNEL_FN("mul", kCPU, kF32, RunBinary<BinaryOp::kMul>);
-KILN_REGISTER_KERNEL_FN("mul", kCPU, kBF16, RunBinary<BinaryOp::kMul>);
-KILN_REGISTER_KERNEL_FN("mul", kCPU, kF16, RunBinary<BinaryOp::kMul>);
-KILN_REGISTER_KERNEL_FN("scale", kCPU, kF32, RunScale);
-KILN_REGISTER_KERNEL_FN("scale", kCPU, kBF16, RunScale);
-KILN_REGISTER_KERNEL_FN("scale", kCPU, kF16, RunScale);
-KILN_REGISTER_KERNEL_FN("scale_by", kCPU, kF32, RunScaleBy);
-KILN_REGISTER_KERNEL_FN("scale_by", kCPU, kBF16, RunScaleBy);
-KILN_REGISTER_KERNEL_FN("scale_by", kCPU, kF16, RunScaleBy);
-KILN_REGISTER_KERNEL_FN("cast", kCPU, kF32, RunCast);
-KILN_REGISTER_KERNEL_FN("cast", kCPU, kBF16, RunCast);
-KILN_REGISTER_KERNEL_FN("cast", kCPU, kF16, RunCast);
-KILN_REGISTER_KERNEL_FN("accumulate_grad", kCPU, kF32, RunAccumulateGrad);
-KILN_REGISTER_KERNEL_FN("accumulate_grad", kCPU, kBF16, RunAccumulateGrad);
-KILN_REGISTER_KERNEL_FN("accumulate_grad", kCPU, kF16, RunAccumulateGrad);
-KILN_REGISTER_KERNEL_FN("swiglu", kCPU, kF32, RunSwiglu);
-KILN_REGISTER_KERNEL_FN("swiglu", kCPU, kBF16, RunSwiglu);
-KILN_REGISTER_KERNEL_FN("swiglu", kCPU, kF16, RunSwiglu);
-KILN_REGISTER_KERNEL_FN("swiglu_backward", kCPU, kF32, RunSwigluBackward);
-KILN_REGISTER_KERNEL_FN("swiglu_backward", kCPU, kBF16, RunSwigluBackward);
-KILN_REGISTER_KERNEL_FN("swiglu_backward", kCPU, kF16, RunSwigluBackward);
+KILN_REGISTER_FLOAT_KERNEL_FNS("gelu", kCPU, RunActivation<UnaryOp::kGelu>);
+KILN_REGISTER_FLOAT_KERNEL_FNS("silu", kCPU, RunActivation<UnaryOp::kSilu>);
+KILN_REGISTER_FLOAT_KERNEL_FNS("gelu_backward", kCPU, RunBinary<BinaryOp::kGeluBackward>);
+KILN_REGISTER_FLOAT_KERNEL_FNS("silu_backward", kCPU, RunBinary<BinaryOp::kSiluBackward>);
+KILN_REGISTER_FLOAT_KERNEL_FNS("add", kCPU, RunBinary<BinaryOp::kAdd>);
+KILN_REGISTER_FLOAT_KERNEL_FNS("mul", kCPU, RunBinary<BinaryOp::kMul>);
+KILN_REGISTER_FLOAT_KERNEL_FNS("scale", kCPU, RunScale);
+KILN_REGISTER_FLOAT_KERNEL_FNS("scale_by", kCPU, RunScaleBy);
+KILN_REGISTER_FLOAT_KERNEL_FNS("cast", kCPU, RunCast);
+KILN_REGISTER_FLOAT_KERNEL_FNS("accumulate_grad", kCPU, RunAccumulateGrad);
+KILN_REGISTER_FLOAT_KERNEL_FNS("swiglu", kCPU, RunSwiglu);
+KILN_REGISTER_FLOAT_KERNEL_FNS("swiglu_backward", kCPU, RunSwigluBackward);
 KILN_REGISTER_KERNEL_FN("broadcast_scalar", kCPU, kF32, RunBroadcastScalar);
-KILN_REGISTER_KERNEL_FN("dropout", kCPU, kF32, RunDropout);
-KILN_REGISTER_KERNEL_FN("dropout", kCPU, kBF16, RunDropout);
-KILN_REGISTER_KERNEL_FN("dropout", kCPU, kF16, RunDropout);
+KILN_REGISTER_FLOAT_KERNEL_FNS("dropout", kCPU, RunDropout);
 
 }  // namespace kiln::kernels::cpu

@@ -24,13 +24,8 @@ class CrossEntropyKernel final : public Kernel {
     const Tensor& targets = ctx.input(1);   // (...) i32
     const Tensor& loss = ctx.output(0);     // [1] f32
     const Tensor& dlogits = ctx.output(1);  // (..., V)
-    CheckTensor(targets, DType::kI32, "cross_entropy targets");
-    CheckTensor(loss, DType::kF32, "cross_entropy loss");
-    CheckTensor(dlogits, logits.dtype(), "cross_entropy dlogits");
-    CheckSameShape(logits, dlogits, "cross_entropy dlogits");
-    KILN_CHECK_EQ(loss.numel(), 1);
-    const int64_t rows = Rows(logits), vocab = LastDim(logits);
-    KILN_CHECK_EQ(targets.numel(), rows);
+    const CrossEntropyShape shape = CheckCrossEntropy(ctx, DeviceType::kCPU);
+    const int64_t rows = shape.rows, vocab = shape.vocab;
     KILN_CHECK(ctx.workspace_bytes >= WorkspaceBytes(ctx)) << "cross_entropy workspace";
     const int ignore_index = ctx.attrs_as<ops::CrossEntropyAttrs>().ignore_index;
     const int32_t* t = targets.data<int32_t>();
@@ -81,11 +76,8 @@ void RunEmbedding(const KernelContext& ctx) {
   const Tensor& table = ctx.input(0);  // (V, C)
   const Tensor& ids = ctx.input(1);    // (...) i32
   const Tensor& out = ctx.output(0);   // (..., C)
-  CheckTensor(ids, DType::kI32, "embedding ids");
-  CheckTensor(out, table.dtype(), "embedding output");
-  KILN_CHECK_EQ(table.dim(), 2);
-  const int64_t vocab = table.size(0), cols = table.size(1), n = ids.numel();
-  KILN_CHECK_EQ(out.numel(), n * cols);
+  const EmbeddingShape shape = CheckEmbedding(ctx, DeviceType::kCPU);
+  const int64_t n = shape.n, vocab = shape.vocab, cols = shape.cols;
   const int32_t* id = ids.data<int32_t>();
   const size_t row_bytes = static_cast<size_t>(cols) * table.element_size();
   const char* src = static_cast<const char*>(table.raw_data());
@@ -104,13 +96,8 @@ void RunEmbeddingBackward(const KernelContext& ctx) {
   const Tensor& dy = ctx.input(0);       // (..., C)
   const Tensor& ids = ctx.input(1);      // (...) i32
   const Tensor& dtable = ctx.output(0);  // (V, C) f32
-  CheckTensor(ids, DType::kI32, "embedding_backward ids");
-  CheckTensor(dtable, DType::kF32, "embedding_backward dtable");
-  KILN_CHECK_EQ(dtable.dim(), 2);
-  const int64_t vocab = dtable.size(0), cols = dtable.size(1), n = ids.numel();
-  const int64_t attr_vocab = ctx.attrs_as<ops::EmbeddingAttrs>().vocab_size;
-  KILN_CHECK(attr_vocab == 0 || attr_vocab == vocab) << "dtable rows " << vocab;
-  KILN_CHECK_EQ(dy.numel(), n * cols);
+  const EmbeddingShape shape = CheckEmbeddingBackward(ctx, DeviceType::kCPU);
+  const int64_t n = shape.n, vocab = shape.vocab, cols = shape.cols;
   const int32_t* id = ids.data<int32_t>();
   for (int64_t i = 0; i < n; ++i) {
     KILN_CHECK(id[i] >= 0 && id[i] < vocab) << "id " << id[i] << " outside [0, " << vocab << ")";
@@ -120,14 +107,8 @@ void RunEmbeddingBackward(const KernelContext& ctx) {
 
 }  // namespace
 
-KILN_REGISTER_KERNEL("cross_entropy", kCPU, kF32, CrossEntropyKernel);
-KILN_REGISTER_KERNEL("cross_entropy", kCPU, kBF16, CrossEntropyKernel);
-KILN_REGISTER_KERNEL("cross_entropy", kCPU, kF16, CrossEntropyKernel);
-KILN_REGISTER_KERNEL_FN("embedding", kCPU, kF32, RunEmbedding);
-KILN_REGISTER_KERNEL_FN("embedding", kCPU, kBF16, RunEmbedding);
-KILN_REGISTER_KERNEL_FN("embedding", kCPU, kF16, RunEmbedding);
-KILN_REGISTER_KERNEL_FN("embedding_backward", kCPU, kF32, RunEmbeddingBackward);
-KILN_REGISTER_KERNEL_FN("embedding_backward", kCPU, kBF16, RunEmbeddingBackward);
-KILN_REGISTER_KERNEL_FN("embedding_backward", kCPU, kF16, RunEmbeddingBackward);
+KILN_REGISTER_FLOAT_KERNELS("cross_entropy", kCPU, CrossEntropyKernel);
+KILN_REGISTER_FLOAT_KERNEL_FNS("embedding", kCPU, RunEmbedding);
+KILN_REGISTER_FLOAT_KERNEL_FNS("embedding_backward", kCPU, RunEmbeddingBackward);
 
 }  // namespace kiln::kernels::cpu

@@ -7,19 +7,6 @@
 namespace kiln::kernels::cpu {
 namespace {
 
-// Checks the f32 (C) parameters and (rows) statistics against x.
-void CheckNormTensors(const Tensor& x, std::initializer_list<const Tensor*> params,
-                      std::initializer_list<const Tensor*> stats) {
-  for (const Tensor* p : params) {
-    CheckTensor(*p, DType::kF32, "norm parameter");
-    KILN_CHECK_EQ(p->numel(), LastDim(x));
-  }
-  for (const Tensor* s : stats) {
-    CheckTensor(*s, DType::kF32, "norm statistic");
-    KILN_CHECK_EQ(s->numel(), Rows(x));
-  }
-}
-
 // layer_norm(x, gamma, beta) -> (y, mean, rstd); rms_norm(x, gamma) -> (y, rstd).
 template <bool kRms>
 void RunNorm(const KernelContext& ctx) {
@@ -27,8 +14,7 @@ void RunNorm(const KernelContext& ctx) {
   const Tensor& gamma = ctx.input(1);
   const Tensor& y = ctx.output(0);
   const Tensor& rstd = ctx.output(kRms ? 1 : 2);
-  CheckTensor(y, x.dtype(), "norm output");
-  CheckSameShape(x, y, "norm");
+  CheckNorm(ctx, DeviceType::kCPU, kRms);
   NormArgs args;
   args.rms = kRms;
   args.dtype = x.dtype();
@@ -39,10 +25,7 @@ void RunNorm(const KernelContext& ctx) {
   args.rows = Rows(x);
   args.cols = LastDim(x);
   args.eps = ctx.attrs_as<ops::NormAttrs>().eps;
-  if constexpr (kRms) {
-    CheckNormTensors(x, {&gamma}, {&rstd});
-  } else {
-    CheckNormTensors(x, {&gamma, &ctx.input(2)}, {&ctx.output(1), &rstd});
+  if constexpr (!kRms) {
     args.beta = ctx.input(2).data<float>();
     args.mean = ctx.output(1).data<float>();
   }
@@ -67,10 +50,7 @@ class NormBackwardKernel final : public Kernel {
     const Tensor& rstd = ctx.input(kRms ? 3 : 4);
     const Tensor& dx = ctx.output(0);
     const Tensor& dgamma = ctx.output(1);
-    CheckTensor(x, dy.dtype(), "norm backward x");
-    CheckTensor(dx, dy.dtype(), "norm backward dx");
-    CheckSameShape(dy, x, "norm backward");
-    CheckSameShape(dy, dx, "norm backward");
+    CheckNormBackward(ctx, DeviceType::kCPU, kRms);
     KILN_CHECK(ctx.workspace_bytes >= WorkspaceBytes(ctx)) << "norm backward workspace";
     NormBackwardArgs args;
     args.rms = kRms;
@@ -84,10 +64,7 @@ class NormBackwardKernel final : public Kernel {
     args.rows = Rows(x);
     args.cols = LastDim(x);
     args.partials = static_cast<float*>(ctx.workspace);
-    if constexpr (kRms) {
-      CheckNormTensors(x, {&gamma, &dgamma}, {&rstd});
-    } else {
-      CheckNormTensors(x, {&gamma, &dgamma, &ctx.output(2)}, {&ctx.input(3), &rstd});
+    if constexpr (!kRms) {
       args.mean = ctx.input(3).data<float>();
       args.dbeta = ctx.output(2).data<float>();
     }
@@ -98,17 +75,9 @@ class NormBackwardKernel final : public Kernel {
 
 }  // namespace
 
-KILN_REGISTER_KERNEL_FN("layer_norm", kCPU, kF32, RunNorm<false>);
-KILN_REGISTER_KERNEL_FN("layer_norm", kCPU, kBF16, RunNorm<false>);
-KILN_REGISTER_KERNEL_FN("layer_norm", kCPU, kF16, RunNorm<false>);
-KILN_REGISTER_KERNEL_FN("rms_norm", kCPU, kF32, RunNorm<true>);
-KILN_REGISTER_KERNEL_FN("rms_norm", kCPU, kBF16, RunNorm<true>);
-KILN_REGISTER_KERNEL_FN("rms_norm", kCPU, kF16, RunNorm<true>);
-KILN_REGISTER_KERNEL("layer_norm_backward", kCPU, kF32, NormBackwardKernel<false>);
-KILN_REGISTER_KERNEL("layer_norm_backward", kCPU, kBF16, NormBackwardKernel<false>);
-KILN_REGISTER_KERNEL("layer_norm_backward", kCPU, kF16, NormBackwardKernel<false>);
-KILN_REGISTER_KERNEL("rms_norm_backward", kCPU, kF32, NormBackwardKernel<true>);
-KILN_REGISTER_KERNEL("rms_norm_backward", kCPU, kBF16, NormBackwardKernel<true>);
-KILN_REGISTER_KERNEL("rms_norm_backward", kCPU, kF16, NormBackwardKernel<true>);
+KILN_REGISTER_FLOAT_KERNEL_FNS("layer_norm", kCPU, RunNorm<false>);
+KILN_REGISTER_FLOAT_KERNEL_FNS("rms_norm", kCPU, RunNorm<true>);
+KILN_REGISTER_FLOAT_KERNELS("layer_norm_backward", kCPU, NormBackwardKernel<false>);
+KILN_REGISTER_FLOAT_KERNELS("rms_norm_backward", kCPU, NormBackwardKernel<true>);
 
 }  // namespace kiln::kernels::cpu

@@ -41,13 +41,7 @@ class SumToKernel final : public Kernel {
   void Run(const KernelContext& ctx) override {
     const Tensor& dy = ctx.input(0);
     const Tensor& out = ctx.output(0);
-    CheckTensor(out, dy.dtype(), "sum_to output");
-    const Shape& shape = ctx.attrs_as<ops::SumToAttrs>().shape;
-    KILN_CHECK(out.sizes() == shape) << "sum_to output " << ShapeToString(out.sizes());
-    KILN_CHECK(static_cast<int>(shape.size()) <= dy.dim()) << "sum_to target longer than input";
-    for (int i = 1; i <= static_cast<int>(shape.size()); ++i) {
-      KILN_CHECK_EQ(shape[shape.size() - i], dy.size(-i)) << "sum_to target is not a suffix";
-    }
+    CheckSumTo(ctx, DeviceType::kCPU);
     KILN_CHECK(ctx.workspace_bytes >= WorkspaceBytes(ctx)) << "sum_to workspace";
     const int64_t cols = out.numel();
     if (cols == 0) return;
@@ -58,14 +52,8 @@ class SumToKernel final : public Kernel {
 
 }  // namespace
 
-KILN_REGISTER_KERNEL("sum", kCPU, kF32, SumKernel<false>);
-KILN_REGISTER_KERNEL("sum", kCPU, kBF16, SumKernel<false>);
-KILN_REGISTER_KERNEL("sum", kCPU, kF16, SumKernel<false>);
-KILN_REGISTER_KERNEL("mean", kCPU, kF32, SumKernel<true>);
-KILN_REGISTER_KERNEL("mean", kCPU, kBF16, SumKernel<true>);
-KILN_REGISTER_KERNEL("mean", kCPU, kF16, SumKernel<true>);
-KILN_REGISTER_KERNEL("sum_to", kCPU, kF32, SumToKernel);
-KILN_REGISTER_KERNEL("sum_to", kCPU, kBF16, SumToKernel);
-KILN_REGISTER_KERNEL("sum_to", kCPU, kF16, SumToKernel);
+KILN_REGISTER_FLOAT_KERNELS("sum", kCPU, SumKernel<false>);
+KILN_REGISTER_FLOAT_KERNELS("mean", kCPU, SumKernel<true>);
+KILN_REGISTER_FLOAT_KERNELS("sum_to", kCPU, SumToKernel);
 
 }  // namespace kiln::kernels::cpu

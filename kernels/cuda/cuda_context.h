@@ -7,6 +7,7 @@
 
 #include "engine/core/kernel.h"
 #include "engine/core/tensor.h"
+#include "kernels/common/contracts.h"
 #include "kernels/cuda/caching_allocator.h"
 #include "kernels/cuda/launch.h"
 
@@ -35,23 +36,13 @@ inline StreamPtr LaunchStreamFor(const Tensor& t) {
 // The caching allocator behind GetAllocator(Device::CUDA(index)) (null when unavailable).
 CachingAllocator* DeviceCachingAllocator(int index);
 
+using kernels::CheckSameShape;
+using kernels::LastDim;
+using kernels::Rows;
+
 // Aborts (a plan bound the wrong tensors) unless t is a contiguous CUDA tensor of `dtype`.
 inline void CheckTensor(const Tensor& t, DType dtype, std::string_view what) {
-  KILN_CHECK(t.defined() && t.device().is_cuda() && t.is_contiguous())
-      << what << " must be a contiguous CUDA tensor";
-  KILN_CHECK(t.dtype() == dtype) << what << " is " << t.dtype() << ", expected " << dtype;
-}
-
-inline void CheckSameShape(const Tensor& a, const Tensor& b, std::string_view what) {
-  KILN_CHECK(a.sizes() == b.sizes())
-      << what << ": " << ShapeToString(a.sizes()) << " vs " << ShapeToString(b.sizes());
-}
-
-// Length of the last axis (1 for a 0-d tensor) and the rows before it.
-inline int64_t LastDim(const Tensor& t) { return t.dim() == 0 ? 1 : t.size(-1); }
-inline int64_t Rows(const Tensor& t) {
-  const int64_t c = LastDim(t);
-  return c == 0 ? 0 : t.numel() / c;
+  CheckTensorOn(t, DeviceType::kCUDA, dtype, what);
 }
 
 }  // namespace kiln::kernels::cuda

@@ -131,8 +131,8 @@ class MatmulKernel final : public Kernel {
       const void* bias_pointer = ctx.input(2).raw_data();
       KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc_, CUBLASLT_MATMUL_DESC_EPILOGUE,
                                                        &epilogue, sizeof(epilogue)));
-      KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
-          desc_, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_pointer, sizeof(bias_pointer)));
+      KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc_, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                       &bias_pointer, sizeof(bias_pointer)));
     }
     // First operand (our b): stored (K, N) -> col-major (N, K) ld N; trans_b: (N, K) -> (K, N).
     if (attrs.trans_b) {
@@ -219,9 +219,7 @@ class MatmulKernel final : public Kernel {
 
 }  // namespace
 
-KILN_REGISTER_KERNEL("matmul", kCUDA, kF32, MatmulKernel);
-KILN_REGISTER_KERNEL("matmul", kCUDA, kBF16, MatmulKernel);
-KILN_REGISTER_KERNEL("matmul", kCUDA, kF16, MatmulKernel);
+KILN_REGISTER_FLOAT_KERNELS("matmul", kCUDA, MatmulKernel);
 KILN_REGISTER_KERNEL("matmul_bias", kCUDA, kF32, MatmulKernel);
 KILN_REGISTER_KERNEL("matmul_bias", kCUDA, kBF16, MatmulKernel);
 

@@ -51,19 +51,7 @@ void RunBinary(const KernelContext& ctx) {
   const Tensor& a = ctx.input(0);
   const Tensor& b = ctx.input(1);
   const Tensor& out = ctx.output(0);
-  CheckTensor(a, a.dtype(), "first input");
-  CheckTensor(out, a.dtype(), "output");
-  CheckSameShape(a, out, "output");
-  if (kOp == BinaryOp::kAdd) {
-    CheckTensor(b, b.dtype(), "second input");
-    KILN_CHECK(b.dim() <= a.dim()) << "add: b must be a suffix of a";
-    for (int i = 1; i <= b.dim(); ++i) {
-      KILN_CHECK_EQ(b.size(-i), a.size(-i)) << "add: b's shape must be a suffix of a's";
-    }
-  } else {
-    CheckTensor(b, a.dtype(), "second input");
-    CheckSameShape(a, b, "inputs");
-  }
+  CheckBinary(ctx, DeviceType::kCUDA, kOp == BinaryOp::kAdd);
   if (a.numel() == 0) return;
   LaunchBinary(kOp, ToFloatType(a.dtype()), ToFloatType(b.dtype()), a.raw_data(), b.raw_data(),
                out.raw_data(), a.numel(), b.numel(), LaunchStreamFor(a));
@@ -131,24 +119,19 @@ void RunDropout(const KernelContext& ctx) {
 
 }  // namespace
 
-#define KILN_CUDA_FLOAT_KERNELS(op, fn)          \
-  KILN_REGISTER_KERNEL_FN(op, kCUDA, kF32, fn);  \
-  KILN_REGISTER_KERNEL_FN(op, kCUDA, kBF16, fn); \
-  KILN_REGISTER_KERNEL_FN(op, kCUDA, kF16, fn)
-
-KILN_CUDA_FLOAT_KERNELS("gelu", RunActivation<UnaryOp::kGelu>);
-KILN_CUDA_FLOAT_KERNELS("silu", RunActivation<UnaryOp::kSilu>);
-KILN_CUDA_FLOAT_KERNELS("gelu_backward", RunBinary<BinaryOp::kGeluBackward>);
-KILN_CUDA_FLOAT_KERNELS("silu_backward", RunBinary<BinaryOp::kSiluBackward>);
-KILN_CUDA_FLOAT_KERNELS("add", RunBinary<BinaryOp::kAdd>);
-KILN_CUDA_FLOAT_KERNELS("mul", RunBinary<BinaryOp::kMul>);
-KILN_CUDA_FLOAT_KERNELS("scale", RunScale);
-KILN_CUDA_FLOAT_KERNELS("scale_by", RunScaleBy);
-KILN_CUDA_FLOAT_KERNELS("cast", RunCast);
-KILN_CUDA_FLOAT_KERNELS("accumulate_grad", RunAccumulateGrad);
-KILN_CUDA_FLOAT_KERNELS("swiglu", RunSwiglu);
-KILN_CUDA_FLOAT_KERNELS("swiglu_backward", RunSwigluBackward);
-KILN_CUDA_FLOAT_KERNELS("dropout", RunDropout);
+KILN_REGISTER_FLOAT_KERNEL_FNS("gelu", kCUDA, RunActivation<UnaryOp::kGelu>);
+KILN_REGISTER_FLOAT_KERNEL_FNS("silu", kCUDA, RunActivation<UnaryOp::kSilu>);
+KILN_REGISTER_FLOAT_KERNEL_FNS("gelu_backward", kCUDA, RunBinary<BinaryOp::kGeluBackward>);
+KILN_REGISTER_FLOAT_KERNEL_FNS("silu_backward", kCUDA, RunBinary<BinaryOp::kSiluBackward>);
+KILN_REGISTER_FLOAT_KERNEL_FNS("add", kCUDA, RunBinary<BinaryOp::kAdd>);
+KILN_REGISTER_FLOAT_KERNEL_FNS("mul", kCUDA, RunBinary<BinaryOp::kMul>);
+KILN_REGISTER_FLOAT_KERNEL_FNS("scale", kCUDA, RunScale);
+KILN_REGISTER_FLOAT_KERNEL_FNS("scale_by", kCUDA, RunScaleBy);
+KILN_REGISTER_FLOAT_KERNEL_FNS("cast", kCUDA, RunCast);
+KILN_REGISTER_FLOAT_KERNEL_FNS("accumulate_grad", kCUDA, RunAccumulateGrad);
+KILN_REGISTER_FLOAT_KERNEL_FNS("swiglu", kCUDA, RunSwiglu);
+KILN_REGISTER_FLOAT_KERNEL_FNS("swiglu_backward", kCUDA, RunSwigluBackward);
+KILN_REGISTER_FLOAT_KERNEL_FNS("dropout", kCUDA, RunDropout);
 KILN_REGISTER_KERNEL_FN("broadcast_scalar", kCUDA, kF32, RunBroadcastScalar);
 
 }  // namespace kiln::kernels::cuda

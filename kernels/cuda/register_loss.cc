@@ -19,14 +19,8 @@ class CrossEntropyKernel final : public Kernel {
     const Tensor& targets = ctx.input(1);   // (...) i32
     const Tensor& loss = ctx.output(0);     // [1] f32
     const Tensor& dlogits = ctx.output(1);  // (..., V)
-    CheckTensor(logits, logits.dtype(), "cross_entropy logits");
-    CheckTensor(targets, DType::kI32, "cross_entropy targets");
-    CheckTensor(loss, DType::kF32, "cross_entropy loss");
-    CheckTensor(dlogits, logits.dtype(), "cross_entropy dlogits");
-    CheckSameShape(logits, dlogits, "cross_entropy dlogits");
-    KILN_CHECK_EQ(loss.numel(), 1);
-    const int64_t rows = Rows(logits), vocab = LastDim(logits);
-    KILN_CHECK_EQ(targets.numel(), rows);
+    const CrossEntropyShape shape = CheckCrossEntropy(ctx, DeviceType::kCUDA);
+    const int64_t rows = shape.rows, vocab = shape.vocab;
     KILN_CHECK(ctx.workspace_bytes >= WorkspaceBytes(ctx)) << "cross_entropy workspace";
     LaunchCrossEntropy(ToFloatType(logits.dtype()), logits.raw_data(), targets.data<int32_t>(),
                        dlogits.raw_data(), rows, vocab,
@@ -39,13 +33,9 @@ void RunEmbedding(const KernelContext& ctx) {
   const Tensor& table = ctx.input(0);  // (V, C)
   const Tensor& ids = ctx.input(1);    // (...) i32
   const Tensor& out = ctx.output(0);   // (..., C)
-  CheckTensor(table, table.dtype(), "embedding table");
-  CheckTensor(ids, DType::kI32, "embedding ids");
-  CheckTensor(out, table.dtype(), "embedding output");
-  KILN_CHECK_EQ(table.dim(), 2);
-  const int64_t cols = table.size(1), n = ids.numel();
-  KILN_CHECK_EQ(out.numel(), n * cols);
-  LaunchEmbedding(table.raw_data(), ids.data<int32_t>(), out.raw_data(), n, table.size(0),
+  const EmbeddingShape shape = CheckEmbedding(ctx, DeviceType::kCUDA);
+  const int64_t n = shape.n, vocab = shape.vocab, cols = shape.cols;
+  LaunchEmbedding(table.raw_data(), ids.data<int32_t>(), out.raw_data(), n, vocab,
                   cols * static_cast<int64_t>(table.element_size()), LaunchStreamFor(table));
 }
 
@@ -53,14 +43,8 @@ void RunEmbeddingBackward(const KernelContext& ctx) {
   const Tensor& dy = ctx.input(0);       // (..., C)
   const Tensor& ids = ctx.input(1);      // (...) i32
   const Tensor& dtable = ctx.output(0);  // (V, C) f32
-  CheckTensor(dy, dy.dtype(), "embedding_backward dy");
-  CheckTensor(ids, DType::kI32, "embedding_backward ids");
-  CheckTensor(dtable, DType::kF32, "embedding_backward dtable");
-  KILN_CHECK_EQ(dtable.dim(), 2);
-  const int64_t vocab = dtable.size(0), cols = dtable.size(1), n = ids.numel();
-  const int64_t attr_vocab = ctx.attrs_as<ops::EmbeddingAttrs>().vocab_size;
-  KILN_CHECK(attr_vocab == 0 || attr_vocab == vocab) << "dtable rows " << vocab;
-  KILN_CHECK_EQ(dy.numel(), n * cols);
+  const EmbeddingShape shape = CheckEmbeddingBackward(ctx, DeviceType::kCUDA);
+  const int64_t n = shape.n, vocab = shape.vocab, cols = shape.cols;
   LaunchEmbeddingBackward(ToFloatType(dy.dtype()), dy.raw_data(), ids.data<int32_t>(),
                           dtable.data<float>(), n, vocab, cols, LaunchStreamFor(dy));
 }
@@ -97,14 +81,7 @@ class SumToKernel final : public Kernel {
   void Run(const KernelContext& ctx) override {
     const Tensor& dy = ctx.input(0);
     const Tensor& out = ctx.output(0);
-    CheckTensor(dy, dy.dtype(), "sum_to input");
-    CheckTensor(out, dy.dtype(), "sum_to output");
-    const Shape& shape = ctx.attrs_as<ops::SumToAttrs>().shape;
-    KILN_CHECK(out.sizes() == shape) << "sum_to output " << ShapeToString(out.sizes());
-    KILN_CHECK(static_cast<int>(shape.size()) <= dy.dim()) << "sum_to target longer than input";
-    for (int i = 1; i <= static_cast<int>(shape.size()); ++i) {
-      KILN_CHECK_EQ(shape[shape.size() - i], dy.size(-i)) << "sum_to target is not a suffix";
-    }
+    CheckSumTo(ctx, DeviceType::kCUDA);
     KILN_CHECK(ctx.workspace_bytes >= WorkspaceBytes(ctx)) << "sum_to workspace";
     const int64_t cols = out.numel();
     if (cols == 0) return;
@@ -115,20 +92,11 @@ class SumToKernel final : public Kernel {
 
 }  // namespace
 
-#define KILN_CUDA_FLOAT_CLASSES(op, Class)       \
-  KILN_REGISTER_KERNEL(op, kCUDA, kF32, Class);  \
-  KILN_REGISTER_KERNEL(op, kCUDA, kBF16, Class); \
-  KILN_REGISTER_KERNEL(op, kCUDA, kF16, Class)
-
-KILN_CUDA_FLOAT_CLASSES("cross_entropy", CrossEntropyKernel);
-KILN_CUDA_FLOAT_CLASSES("sum", SumKernel<false>);
-KILN_CUDA_FLOAT_CLASSES("mean", SumKernel<true>);
-KILN_CUDA_FLOAT_CLASSES("sum_to", SumToKernel);
-KILN_REGISTER_KERNEL_FN("embedding", kCUDA, kF32, RunEmbedding);
-KILN_REGISTER_KERNEL_FN("embedding", kCUDA, kBF16, RunEmbedding);
-KILN_REGISTER_KERNEL_FN("embedding", kCUDA, kF16, RunEmbedding);
-KILN_REGISTER_KERNEL_FN("embedding_backward", kCUDA, kF32, RunEmbeddingBackward);
-KILN_REGISTER_KERNEL_FN("embedding_backward", kCUDA, kBF16, RunEmbeddingBackward);
-KILN_REGISTER_KERNEL_FN("embedding_backward", kCUDA, kF16, RunEmbeddingBackward);
+KILN_REGISTER_FLOAT_KERNELS("cross_entropy", kCUDA, CrossEntropyKernel);
+KILN_REGISTER_FLOAT_KERNELS("sum", kCUDA, SumKernel<false>);
+KILN_REGISTER_FLOAT_KERNELS("mean", kCUDA, SumKernel<true>);
+KILN_REGISTER_FLOAT_KERNELS("sum_to", kCUDA, SumToKernel);
+KILN_REGISTER_FLOAT_KERNEL_FNS("embedding", kCUDA, RunEmbedding);
+KILN_REGISTER_FLOAT_KERNEL_FNS("embedding_backward", kCUDA, RunEmbeddingBackward);
 
 }  // namespace kiln::kernels::cuda

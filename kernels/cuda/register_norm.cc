@@ -6,27 +6,13 @@
 namespace kiln::kernels::cuda {
 namespace {
 
-void CheckNormTensors(const Tensor& x, std::initializer_list<const Tensor*> params,
-                      std::initializer_list<const Tensor*> stats) {
-  for (const Tensor* p : params) {
-    CheckTensor(*p, DType::kF32, "norm parameter");
-    KILN_CHECK_EQ(p->numel(), LastDim(x));
-  }
-  for (const Tensor* s : stats) {
-    CheckTensor(*s, DType::kF32, "norm statistic");
-    KILN_CHECK_EQ(s->numel(), Rows(x));
-  }
-}
-
 template <bool kRms>
 void RunNorm(const KernelContext& ctx) {
   const Tensor& x = ctx.input(0);  // (..., C)
   const Tensor& gamma = ctx.input(1);
   const Tensor& y = ctx.output(0);
   const Tensor& rstd = ctx.output(kRms ? 1 : 2);
-  CheckTensor(x, x.dtype(), "norm input");
-  CheckTensor(y, x.dtype(), "norm output");
-  CheckSameShape(x, y, "norm");
+  CheckNorm(ctx, DeviceType::kCUDA, kRms);
   NormLaunch a;
   a.rms = kRms;
   a.type = ToFloatType(x.dtype());
@@ -37,10 +23,7 @@ void RunNorm(const KernelContext& ctx) {
   a.rows = Rows(x);
   a.cols = LastDim(x);
   a.eps = ctx.attrs_as<ops::NormAttrs>().eps;
-  if constexpr (kRms) {
-    CheckNormTensors(x, {&gamma}, {&rstd});
-  } else {
-    CheckNormTensors(x, {&gamma, &ctx.input(2)}, {&ctx.output(1), &rstd});
+  if constexpr (!kRms) {
     a.beta = ctx.input(2).data<float>();
     a.mean = ctx.output(1).data<float>();
   }
@@ -62,11 +45,7 @@ class NormBackwardKernel final : public Kernel {
     const Tensor& rstd = ctx.input(kRms ? 3 : 4);
     const Tensor& dx = ctx.output(0);
     const Tensor& dgamma = ctx.output(1);
-    CheckTensor(dy, dy.dtype(), "norm backward dy");
-    CheckTensor(x, dy.dtype(), "norm backward x");
-    CheckTensor(dx, dy.dtype(), "norm backward dx");
-    CheckSameShape(dy, x, "norm backward");
-    CheckSameShape(dy, dx, "norm backward");
+    CheckNormBackward(ctx, DeviceType::kCUDA, kRms);
     KILN_CHECK(ctx.workspace_bytes >= WorkspaceBytes(ctx)) << "norm backward workspace";
     NormLaunch a;
     a.rms = kRms;
@@ -79,10 +58,7 @@ class NormBackwardKernel final : public Kernel {
     a.dgamma = dgamma.data<float>();
     a.rows = Rows(x);
     a.cols = LastDim(x);
-    if constexpr (kRms) {
-      CheckNormTensors(x, {&gamma, &dgamma}, {&rstd});
-    } else {
-      CheckNormTensors(x, {&gamma, &dgamma, &ctx.output(2)}, {&ctx.input(3), &rstd});
+    if constexpr (!kRms) {
       a.mean = ctx.input(3).data<float>();
       a.dbeta = ctx.output(2).data<float>();
     }
@@ -92,17 +68,9 @@ class NormBackwardKernel final : public Kernel {
 
 }  // namespace
 
-KILN_REGISTER_KERNEL_FN("layer_norm", kCUDA, kF32, RunNorm<false>);
-KILN_REGISTER_KERNEL_FN("layer_norm", kCUDA, kBF16, RunNorm<false>);
-KILN_REGISTER_KERNEL_FN("layer_norm", kCUDA, kF16, RunNorm<false>);
-KILN_REGISTER_KERNEL_FN("rms_norm", kCUDA, kF32, RunNorm<true>);
-KILN_REGISTER_KERNEL_FN("rms_norm", kCUDA, kBF16, RunNorm<true>);
-KILN_REGISTER_KERNEL_FN("rms_norm", kCUDA, kF16, RunNorm<true>);
-KILN_REGISTER_KERNEL("layer_norm_backward", kCUDA, kF32, NormBackwardKernel<false>);
-KILN_REGISTER_KERNEL("layer_norm_backward", kCUDA, kBF16, NormBackwardKernel<false>);
-KILN_REGISTER_KERNEL("layer_norm_backward", kCUDA, kF16, NormBackwardKernel<false>);
-KILN_REGISTER_KERNEL("rms_norm_backward", kCUDA, kF32, NormBackwardKernel<true>);
-KILN_REGISTER_KERNEL("rms_norm_backward", kCUDA, kBF16, NormBackwardKernel<true>);
-KILN_REGISTER_KERNEL("rms_norm_backward", kCUDA, kF16, NormBackwardKernel<true>);
+KILN_REGISTER_FLOAT_KERNEL_FNS("layer_norm", kCUDA, RunNorm<false>);
+KILN_REGISTER_FLOAT_KERNEL_FNS("rms_norm", kCUDA, RunNorm<true>);
+KILN_REGISTER_FLOAT_KERNELS("layer_norm_backward", kCUDA, NormBackwardKernel<false>);
+KILN_REGISTER_FLOAT_KERNELS("rms_norm_backward", kCUDA, NormBackwardKernel<true>);
 
 }  // namespace kiln::kernels::cuda

@@ -1,0 +1,227 @@
+// The shared contract checks of kernels/common/contracts.h.
+#include "kernels/common/contracts.h"
+
+#include <cmath>
+
+#include "engine/core/status.h"
+#include "engine/ops/attrs/elementwise.h"
+#include "engine/ops/attrs/loss.h"
+
+namespace kiln::kernels {
+namespace {
+
+std::string_view DeviceName(DeviceType device) {
+  return device == DeviceType::kCPU ? "CPU" : "CUDA";
+}
+
+// The f32 (C) parameters and (rows) statistics of a norm against x.
+void CheckNormTensors(DeviceType device, const Tensor& x,
+                      std::initializer_list<const Tensor*> params,
+                      std::initializer_list<const Tensor*> stats) {
+  for (const Tensor* p : params) {
+    CheckTensorOn(*p, device, DType::kF32, "norm parameter");
+    KILN_CHECK_EQ(p->numel(), LastDim(x));
+  }
+  for (const Tensor* s : stats) {
+    CheckTensorOn(*s, device, DType::kF32, "norm statistic");
+    KILN_CHECK_EQ(s->numel(), Rows(x));
+  }
+}
+
+}  // namespace
+
+void CheckTensorOn(const Tensor& t, DeviceType device, DType dtype, std::string_view what) {
+  KILN_CHECK(t.defined() && t.device().type == device && t.is_contiguous())
+      << what << " must be a contiguous " << DeviceName(device) << " tensor";
+  KILN_CHECK(t.dtype() == dtype) << what << " is " << t.dtype() << ", expected " << dtype;
+}
+
+void CheckSameShape(const Tensor& a, const Tensor& b, std::string_view what) {
+  KILN_CHECK(a.sizes() == b.sizes())
+      << what << ": " << ShapeToString(a.sizes()) << " vs " << ShapeToString(b.sizes());
+}
+
+void CheckPacked(const Tensor& t, int64_t width, std::string_view what) {
+  KILN_CHECK(t.dim() == 3 && t.size(2) == width)
+      << what << " must be (B, T, " << width << "), got " << ShapeToString(t.sizes());
+}
+
+void CheckBinary(const KernelContext& ctx, DeviceType device, bool is_add) {
+  const Tensor& a = ctx.input(0);
+  const Tensor& b = ctx.input(1);
+  const Tensor& out = ctx.output(0);
+  CheckTensorOn(a, device, a.dtype(), "first input");
+  CheckTensorOn(out, device, a.dtype(), "output");
+  CheckSameShape(a, out, "output");
+  if (is_add) {
+    CheckTensorOn(b, device, b.dtype(), "second input");
+    KILN_CHECK(b.dim() <= a.dim()) << "add: b must be a suffix of a";
+    for (int i = 1; i <= b.dim(); ++i) {
+      KILN_CHECK_EQ(b.size(-i), a.size(-i)) << "add: b's shape must be a suffix of a's";
+    }
+  } else {
+    CheckTensorOn(b, device, a.dtype(), "second input");
+    CheckSameShape(a, b, "inputs");
+  }
+}
+
+void CheckNorm(const KernelContext& ctx, DeviceType device, bool rms) {
+  const Tensor& x = ctx.input(0);  // (..., C)
+  const Tensor& y = ctx.output(0);
+  CheckTensorOn(x, device, x.dtype(), "norm input");
+  CheckTensorOn(y, device, x.dtype(), "norm output");
+  CheckSameShape(x, y, "norm");
+  if (rms) {
+    CheckNormTensors(device, x, {&ctx.input(1)}, {&ctx.output(1)});
+  } else {
+    CheckNormTensors(device, x, {&ctx.input(1), &ctx.input(2)}, {&ctx.output(1), &ctx.output(2)});
+  }
+}
+
+void CheckNormBackward(const KernelContext& ctx, DeviceType device, bool rms) {
+  const Tensor& dy = ctx.input(0);  // (..., C)
+  const Tensor& x = ctx.input(1);   // (..., C)
+  const Tensor& dx = ctx.output(0);
+  CheckTensorOn(dy, device, dy.dtype(), "norm backward dy");
+  CheckTensorOn(x, device, dy.dtype(), "norm backward x");
+  CheckTensorOn(dx, device, dy.dtype(), "norm backward dx");
+  CheckSameShape(dy, x, "norm backward");
+  CheckSameShape(dy, dx, "norm backward");
+  if (rms) {
+    CheckNormTensors(device, x, {&ctx.input(2), &ctx.output(1)}, {&ctx.input(3)});
+  } else {
+    CheckNormTensors(device, x, {&ctx.input(2), &ctx.output(1), &ctx.output(2)},
+                     {&ctx.input(3), &ctx.input(4)});
+  }
+}
+
+CrossEntropyShape CheckCrossEntropy(const KernelContext& ctx, DeviceType device) {
+  const Tensor& logits = ctx.input(0);    // (..., V)
+  const Tensor& targets = ctx.input(1);   // (...) i32
+  const Tensor& loss = ctx.output(0);     // [1] f32
+  const Tensor& dlogits = ctx.output(1);  // (..., V)
+  CheckTensorOn(logits, device, logits.dtype(), "cross_entropy logits");
+  CheckTensorOn(targets, device, DType::kI32, "cross_entropy targets");
+  CheckTensorOn(loss, device, DType::kF32, "cross_entropy loss");
+  CheckTensorOn(dlogits, device, logits.dtype(), "cross_entropy dlogits");
+  CheckSameShape(logits, dlogits, "cross_entropy dlogits");
+  KILN_CHECK_EQ(loss.numel(), 1);
+  CrossEntropyShape s{Rows(logits), LastDim(logits)};
+  KILN_CHECK_EQ(targets.numel(), s.rows);
+  return s;
+}
+
+EmbeddingShape CheckEmbedding(const KernelContext& ctx, DeviceType device) {
+  const Tensor& table = ctx.input(0);  // (V, C)
+  const Tensor& ids = ctx.input(1);    // (...) i32
+  const Tensor& out = ctx.output(0);   // (..., C)
+  CheckTensorOn(table, device, table.dtype(), "embedding table");
+  CheckTensorOn(ids, device, DType::kI32, "embedding ids");
+  CheckTensorOn(out, device, table.dtype(), "embedding output");
+  KILN_CHECK_EQ(table.dim(), 2);
+  EmbeddingShape s{ids.numel(), table.size(0), table.size(1)};
+  KILN_CHECK_EQ(out.numel(), s.n * s.cols);
+  return s;
+}
+
+EmbeddingShape CheckEmbeddingBackward(const KernelContext& ctx, DeviceType device) {
+  const Tensor& dy = ctx.input(0);       // (..., C)
+  const Tensor& ids = ctx.input(1);      // (...) i32
+  const Tensor& dtable = ctx.output(0);  // (V, C) f32
+  CheckTensorOn(dy, device, dy.dtype(), "embedding_backward dy");
+  CheckTensorOn(ids, device, DType::kI32, "embedding_backward ids");
+  CheckTensorOn(dtable, device, DType::kF32, "embedding_backward dtable");
+  KILN_CHECK_EQ(dtable.dim(), 2);
+  EmbeddingShape s{ids.numel(), dtable.size(0), dtable.size(1)};
+  const int64_t attr_vocab = ctx.attrs_as<ops::EmbeddingAttrs>().vocab_size;
+  KILN_CHECK(attr_vocab == 0 || attr_vocab == s.vocab) << "dtable rows " << s.vocab;
+  KILN_CHECK_EQ(dy.numel(), s.n * s.cols);
+  return s;
+}
+
+void CheckSumTo(const KernelContext& ctx, DeviceType device) {
+  const Tensor& dy = ctx.input(0);
+  const Tensor& out = ctx.output(0);
+  CheckTensorOn(dy, device, dy.dtype(), "sum_to input");
+  CheckTensorOn(out, device, dy.dtype(), "sum_to output");
+  const Shape& shape = ctx.attrs_as<ops::SumToAttrs>().shape;
+  KILN_CHECK(out.sizes() == shape) << "sum_to output " << ShapeToString(out.sizes());
+  KILN_CHECK(static_cast<int>(shape.size()) <= dy.dim()) << "sum_to target longer than input";
+  for (int i = 1; i <= static_cast<int>(shape.size()); ++i) {
+    KILN_CHECK_EQ(shape[shape.size() - i], dy.size(-i)) << "sum_to target is not a suffix";
+  }
+}
+
+absl::Status CheckRopeAttrs(const ops::RopeAttrs& attrs) {
+  if (attrs.head_dim % 2 != 0 || attrs.n_kv_head <= 0 || attrs.n_head % attrs.n_kv_head != 0) {
+    return absl::InvalidArgumentError(
+        "rope: head_dim must be even, n_head a multiple of n_kv_head");
+  }
+  return absl::OkStatus();
+}
+
+void CheckRope(const KernelContext& ctx, DeviceType device) {
+  const auto& attrs = ctx.attrs_as<ops::RopeAttrs>();
+  const Tensor& x = ctx.input(0);   // (B, T, (H + 2 Hkv) D)
+  const Tensor& y = ctx.output(0);  // (B, T, (H + 2 Hkv) D)
+  CheckTensorOn(x, device, x.dtype(), "rope input");
+  CheckTensorOn(y, device, x.dtype(), "rope output");
+  CheckSameShape(x, y, "rope");
+  CheckPacked(x, static_cast<int64_t>(attrs.n_head + 2 * attrs.n_kv_head) * attrs.head_dim,
+              "rope qkv");
+}
+
+void BuildRopeTables(const ops::RopeAttrs& attrs, int64_t seq, std::vector<float>* cos,
+                     std::vector<float>* sin) {
+  const int64_t half = attrs.head_dim / 2;
+  cos->resize(static_cast<size_t>(seq * half));
+  sin->resize(cos->size());
+  for (int64_t i = 0; i < half; ++i) {
+    const float exponent = static_cast<float>(2 * i) / static_cast<float>(attrs.head_dim);
+    const float inv_freq = 1.0f / std::pow(attrs.theta, exponent);
+    for (int64_t t = 0; t < seq; ++t) {
+      const float angle = static_cast<float>(t) * inv_freq;
+      (*cos)[t * half + i] = static_cast<float>(std::cos(static_cast<double>(angle)));
+      (*sin)[t * half + i] = static_cast<float>(std::sin(static_cast<double>(angle)));
+    }
+  }
+}
+
+AttentionGeometry CheckAttention(const KernelContext& ctx, DeviceType device, bool backward) {
+  const auto& attrs = ctx.attrs_as<ops::AttentionAttrs>();
+  KILN_CHECK(attrs.n_kv_head > 0 && attrs.n_head % attrs.n_kv_head == 0 && attrs.head_dim > 0)
+      << "attention: n_head " << attrs.n_head << " must be a multiple of n_kv_head "
+      << attrs.n_kv_head;
+  const Tensor& qkv = ctx.input(backward ? 1 : 0);
+  CheckTensorOn(qkv, device, qkv.dtype(), "attention qkv");
+  CheckPacked(qkv, static_cast<int64_t>(attrs.n_head + 2 * attrs.n_kv_head) * attrs.head_dim,
+              "attention qkv");
+  AttentionGeometry g;
+  g.batch = qkv.size(0);
+  g.seq = qkv.size(1);
+  g.n_head = attrs.n_head;
+  g.n_kv_head = attrs.n_kv_head;
+  g.head_dim = attrs.head_dim;
+  g.causal = attrs.causal;
+  g.scale =
+      attrs.scale != 0.0f ? attrs.scale : 1.0f / std::sqrt(static_cast<float>(attrs.head_dim));
+  const Shape out_shape{g.batch, g.seq, int64_t{g.n_head} * g.head_dim};
+  const Shape lse_shape{g.batch, g.n_head, g.seq};
+  const Tensor& out = backward ? ctx.input(2) : ctx.output(0);
+  const Tensor& lse = backward ? ctx.input(3) : ctx.output(1);
+  CheckTensorOn(out, device, qkv.dtype(), "attention out");
+  CheckTensorOn(lse, device, DType::kF32, "attention lse");
+  KILN_CHECK(out.sizes() == out_shape) << "attention out " << ShapeToString(out.sizes());
+  KILN_CHECK(lse.sizes() == lse_shape) << "attention lse " << ShapeToString(lse.sizes());
+  if (backward) {
+    const Tensor& dout = ctx.input(0);
+    const Tensor& dqkv = ctx.output(0);
+    CheckTensorOn(dout, device, qkv.dtype(), "attention_backward dout");
+    CheckTensorOn(dqkv, device, qkv.dtype(), "attention_backward dqkv");
+    CheckSameShape(dout, out, "attention_backward dout");
+    CheckSameShape(dqkv, qkv, "attention_backward dqkv");
+  }
+  return g;
+}
+
+}  // namespace kiln::kernels
