@@ -3,6 +3,8 @@
 // vacuously), and prints one summary line that tools/test.sh adds up:
 //   KILN_TEST_SUMMARY passed=N failed=M skipped=K
 #define CATCH_CONFIG_RUNNER
+#include <sys/wait.h>
+
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -90,6 +92,18 @@ std::string Runfile(const std::string& path) {
     if (std::filesystem::exists(candidate)) return candidate;
   }
   return path;  // run from the workspace root by hand
+}
+
+CommandResult RunCommand(const std::string& command) {
+  CommandResult r;
+  FILE* p = popen((command + " 2>&1").c_str(), "r");
+  REQUIRE(p != nullptr);
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.output.append(buf, n);
+  const int status = pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
 }
 
 std::string TempDir(const std::string& name) {

@@ -21,6 +21,14 @@ std::string Runfile(const std::string& workspace_relative_path);
 // A fresh directory for this test case's files (under $TEST_TMPDIR when Bazel runs the test).
 std::string TempDir(const std::string& name);
 
+// Runs `command` with /bin/sh, stdout and stderr together; exit_code is 128 + the signal number
+// when the command died by a signal.
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;
+};
+CommandResult RunCommand(const std::string& command);
+
 }  // namespace kiln::testing
 
 // Skips the current TEST_CASE (use at its top level): `KILN_SKIP("no CUDA device: " + why);`

@@ -29,15 +29,11 @@
 namespace kiln::testing {
 namespace {
 
+// RunCommand (tests/testing.h) with the output returned through `output`.
 int RunCommand(const std::string& command, std::string* output) {
-  FILE* p = popen((command + " 2>&1").c_str(), "r");
-  REQUIRE(p != nullptr);
-  char buf[4096];
-  size_t n;
-  output->clear();
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) output->append(buf, n);
-  const int status = pclose(p);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  CommandResult r = testing::RunCommand(command);
+  *output = std::move(r.output);
+  return r.exit_code;
 }
 
 std::string Spec(const std::string& dir, const std::string& family, int world, int stage,

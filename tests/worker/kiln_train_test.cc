@@ -20,22 +20,8 @@
 namespace kiln::testing {
 namespace {
 
-struct Result {
-  int exit_code = -1;
-  std::string output;
-};
-
-Result Run(const std::string& command) {
-  Result r;
-  FILE* p = popen((command + " 2>&1").c_str(), "r");
-  REQUIRE(p != nullptr);
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.output.append(buf, n);
-  const int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
-}
+using Result = CommandResult;
+Result Run(const std::string& command) { return RunCommand(command); }
 
 std::string KilnTrain() { return Runfile("worker/kiln-train"); }
 
