@@ -2,6 +2,8 @@
 // cadence, cancellation — and the exit-code policy shared by kiln-train and kiln-worker.
 #include "engine/train/trainer.h"
 
+#include "engine/train/device_select.h"
+
 #include <cstdio>
 #include <fstream>
 
@@ -68,6 +70,9 @@ absl::Status RunTraining(const kiln::v1::JobSpec& input_spec, const TrainOptions
   if (observer == nullptr) observer = &no_observer;
   kiln::v1::JobSpec spec = input_spec;
   KILN_RETURN_IF_ERROR(spec::NormalizeSpec(&spec));
+  // `device: cuda` without a usable GPU: one line, before any data is read (kiln-worker's path;
+  // kiln-train checks earlier, before it starts ranks).
+  KILN_RETURN_IF_ERROR(CheckTrainingDevice(spec));
   KILN_ASSIGN_OR_RETURN(std::unique_ptr<TrainingSession> session,
                         TrainingSession::Create(spec, options));
   MetricsFile metrics;

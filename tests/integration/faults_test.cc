@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "engine/core/device_runtime.h"
 #include "tests/integration/harness.h"
 #include "tests/testing.h"
 
@@ -265,6 +266,36 @@ TEST_CASE("exit code 2 (bad input: tokens beyond the vocabulary) is not retried"
   CHECK(failed->ranks(0).exit_code() == 2);
   CHECK(Contains(failed->reason(), "rank 0 exited with code 2: INVALID_ARGUMENT: " + *tokens));
   CHECK(Contains(failed->reason(), "is not below model.vocab_size 64"));
+  CHECK(Contains(failed->reason(), "(bad input: not retried)"));
+}
+
+TEST_CASE("a device: cuda job on a node whose GPU has no usable driver fails once, exit 2",
+          "[integration]") {
+  if (CheckDeviceAvailable(Device::CUDA(0)).ok()) {
+    KILN_SKIP("a CUDA device is present: the no-driver path cannot be exercised here");
+  }
+  // kilnd finds "GPUs" through CUDA_VISIBLE_DEVICES (as on a node whose driver is broken), accepts
+  // the job and launches its worker, which must stop before any work with the driver's reason.
+  setenv("CUDA_VISIBLE_DEVICES", "0", 1);
+  KilndProcess kilnd(Options("no_driver_state"));
+  const absl::Status started = kilnd.Start();
+  unsetenv("CUDA_VISIBLE_DEVICES");
+  REQUIRE(started.ok());
+  auto client = kilnd.Client();
+  std::string yaml = MlpJob(50, 1);
+  const std::string cpu_resources = "resources: {workers: 1}";
+  REQUIRE(yaml.find(cpu_resources) != std::string::npos);
+  yaml.replace(yaml.find(cpu_resources), cpu_resources.size(),
+               "resources: {workers: 1, device: cuda}");
+  auto job = Submit(client.get(), yaml);
+  INFO(kilnd.Log());
+  REQUIRE(job.ok());
+  auto failed = WaitForState(client.get(), job->id(), v1::FAILED, absl::Seconds(60));
+  REQUIRE(failed.ok());
+  CHECK(failed->attempt() == 1);
+  CHECK(failed->restarts() == 0);
+  CHECK(failed->ranks(0).exit_code() == 2);
+  CHECK(Contains(failed->reason(), "no CUDA device available"));
   CHECK(Contains(failed->reason(), "(bad input: not retried)"));
 }
 
