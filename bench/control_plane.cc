@@ -34,6 +34,7 @@
 #include "grpcpp/create_channel.h"
 #include "kiln/v1/cluster_service.grpc.pb.h"
 #include "proto/spec_loader.h"
+#include "worker/coordinator_link.h"
 
 namespace kiln::bench {
 namespace {
@@ -194,7 +195,7 @@ std::string HeartbeatSection(const std::string& kilnd_binary, const std::string&
   constexpr int kThreads = 10;
   std::vector<std::unique_ptr<v1::ClusterService::Stub>> stubs;
   for (int r = 0; r < kWorkers; ++r) {
-    grpc::ChannelArguments args;
+    grpc::ChannelArguments args = worker::WorkerChannelArguments();
     args.SetInt("kiln.bench.worker", r);  // distinct channels, not one shared connection
     stubs.push_back(v1::ClusterService::NewStub(
         grpc::CreateCustomChannel(k.address, grpc::InsecureChannelCredentials(), args)));

@@ -22,13 +22,17 @@ extern char** environ;
 namespace kiln::scheduler {
 namespace {
 
-// KEY=VALUE strings: kilnd's environment with `extra` overriding by key.
+// KEY=VALUE strings: kilnd's environment (plus defaults) with `extra` overriding by key.
 std::vector<std::string> MergeEnv(const std::vector<std::string>& extra) {
   std::map<std::string, std::string> env;
   for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
     const std::string entry(*e);
     env[entry.substr(0, entry.find('='))] = entry;
   }
+  // Workers start with passive OpenMP waiting unless the operator chose a policy: kiln-worker
+  // would otherwise re-exec itself to get it (Note [OpenMP wait policy], engine/core/parallel.h),
+  // loading every shared library, CUDA's included, twice.
+  env.emplace("OMP_WAIT_POLICY", "OMP_WAIT_POLICY=passive");
   for (const std::string& entry : extra) env[entry.substr(0, entry.find('='))] = entry;
   std::vector<std::string> out;
   for (auto& [key, entry] : env) out.push_back(std::move(entry));

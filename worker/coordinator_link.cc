@@ -29,6 +29,18 @@ bool IsTransient(const absl::Status& status) {
   }
 }
 
+grpc::ChannelArguments WorkerChannelArguments() {
+  grpc::ChannelArguments args;
+  // Reconnect quickly once kilnd is back (the default backoff grows to two minutes).
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  // Note [Heartbeat cost] (scheduler/heartbeat_server.h): no BDP probing. A worker receives one
+  // small reply a second; probing answers each with an HTTP/2 PING that kilnd must acknowledge,
+  // an extra wakeup and write per heartbeat on the coordinator.
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  return args;
+}
+
 absl::StatusOr<std::unique_ptr<CoordinatorLink>> CoordinatorLink::Create(
     const LinkOptions& options) {
   std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
@@ -39,13 +51,9 @@ absl::StatusOr<std::unique_ptr<CoordinatorLink>> CoordinatorLink::Create(
     ssl.pem_root_certs.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
     credentials = grpc::SslCredentials(ssl);
   }
-  grpc::ChannelArguments args;
-  // Reconnect quickly once kilnd is back (the default backoff grows to two minutes).
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   std::unique_ptr<CoordinatorLink> link(new CoordinatorLink(options));
-  link->stub_ =
-      v1::ClusterService::NewStub(grpc::CreateCustomChannel(options.server, credentials, args));
+  link->stub_ = v1::ClusterService::NewStub(
+      grpc::CreateCustomChannel(options.server, credentials, WorkerChannelArguments()));
   return link;
 }
 

@@ -10,9 +10,14 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "grpcpp/client_context.h"
+#include "grpcpp/support/channel_arguments.h"
 #include "kiln/v1/cluster_service.grpc.pb.h"
 
 namespace kiln::worker {
+
+// The channel settings every worker uses to reach kilnd (bench/control_plane's simulated workers
+// use them too, so that they cost kilnd what real ones do).
+grpc::ChannelArguments WorkerChannelArguments();
 
 struct LinkOptions {
   std::string server;  // host:port of kilnd
