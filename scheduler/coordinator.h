@@ -107,6 +107,11 @@ class Coordinator {
     std::vector<v1::JobEvent> pending;  // events written with the next Persist
     bool kill_sent = false;
     bool unsaved = false;  // a Persist failed; retried every tick
+    // The newest stored metric point's attempt and step (Note [Metrics exactly once]); loaded from
+    // the store on the first report after kilnd starts.
+    bool metric_cursor_loaded = false;
+    int last_metric_attempt = 0;
+    int64_t last_metric_step = 0;
   };
 
   // Lifecycle (coordinator_lifecycle.cc).

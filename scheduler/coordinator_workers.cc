@@ -162,7 +162,26 @@ absl::Status Coordinator::ReportMetrics(const std::string& token,
   if (!found.ok()) return found.status();
   ActiveJob& job = **found;
   if (request.worker().rank() != 0 || request.points().empty()) return absl::OkStatus();
-  std::vector<v1::MetricPoint> points(request.points().begin(), request.points().end());
+  // Note [Metrics exactly once]
+  // A worker resends a batch whose reply it did not get (kilnd killed after the commit, or the
+  // reply lost), so a batch can arrive twice. Rank 0 reports one point per step, in step order,
+  // within an attempt; a point at or before the newest stored step of the same attempt is such a
+  // resend and is dropped. A new attempt (a gang restart from a checkpoint) reports its steps
+  // again, under its own attempt number, and those are kept.
+  if (!job.metric_cursor_loaded) {
+    absl::StatusOr<std::optional<v1::MetricPoint>> last = store_->LastMetric(job.rec.job().id());
+    if (!last.ok()) return last.status();
+    job.last_metric_attempt = last->has_value() ? (*last)->attempt() : 0;
+    job.last_metric_step = last->has_value() ? (*last)->step() : 0;
+    job.metric_cursor_loaded = true;
+  }
+  const int attempt = job.rec.job().attempt();
+  std::vector<v1::MetricPoint> points;
+  for (const v1::MetricPoint& p : request.points()) {
+    if (attempt == job.last_metric_attempt && p.step() <= job.last_metric_step) continue;
+    points.push_back(p);
+  }
+  if (points.empty()) return absl::OkStatus();
   const absl::Time now = absl::Now();
   for (v1::MetricPoint& p : points) {
     p.set_attempt(job.rec.job().attempt());
@@ -183,6 +202,8 @@ absl::Status Coordinator::ReportMetrics(const std::string& token,
   SetTime(job.rec.mutable_job()->mutable_updated_at(), now);
   absl::Status s = store_->AppendMetrics(job.rec, points);
   if (!s.ok()) return s;
+  job.last_metric_attempt = attempt;
+  job.last_metric_step = points.back().step();
   BumpVersion();
   return absl::OkStatus();
 }

@@ -327,6 +327,19 @@ absl::StatusOr<std::vector<JobStore::MetricRow>> JobStore::Metrics(const std::st
   return out;
 }
 
+absl::StatusOr<std::optional<v1::MetricPoint>> JobStore::LastMetric(const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  KILN_ASSIGN_OR_RETURN(
+      auto stmt,
+      db_->Prepare("SELECT point FROM metrics WHERE job_seq = ? ORDER BY row DESC LIMIT 1"));
+  stmt->Bind(1, SeqOf(job_id));
+  KILN_ASSIGN_OR_RETURN(bool row, stmt->Step());
+  if (!row) return std::optional<v1::MetricPoint>();
+  v1::MetricPoint point;
+  if (!point.ParseFromString(stmt->Blob(0))) return absl::DataLossError("corrupt metric");
+  return std::optional<v1::MetricPoint>(std::move(point));
+}
+
 absl::Status JobStore::Cursors(const std::string& job_id, int64_t* event_seq, int64_t* metric_row) {
   absl::MutexLock lock(&mu_);
   KILN_ASSIGN_OR_RETURN(

@@ -79,6 +79,9 @@ class JobStore {
   absl::StatusOr<std::vector<MetricRow>> Metrics(const std::string& job_id, int64_t after_step,
                                                  int64_t after_row, int limit);
 
+  // The newest metric point stored for a job, if any.
+  absl::StatusOr<std::optional<v1::MetricPoint>> LastMetric(const std::string& job_id);
+
   // The newest event seq and metric row of a job (0 when none): where a live watcher starts.
   absl::Status Cursors(const std::string& job_id, int64_t* event_seq, int64_t* metric_row);
 

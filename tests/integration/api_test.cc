@@ -25,17 +25,6 @@ KilndOptions Options(const std::string& name) {
   return o;
 }
 
-// The per-job token kilnd handed a worker, read back from the worker's initial environment (the
-// worker unsets it, but /proc/<pid>/environ keeps the original block). Test-only spying.
-std::string WorkerToken(pid_t pid) {
-  const std::string env = ReadFile(absl::StrCat("/proc/", pid, "/environ"));
-  const std::string key = "KILN_WORKER_TOKEN=";
-  size_t at = env.find(key);
-  if (at == std::string::npos) return "";
-  at += key.size();
-  return env.substr(at, env.find('\0', at) - at);
-}
-
 grpc::Status Heartbeat(v1::ClusterService::Stub* stub, const std::string& token, const Job& job) {
   grpc::ClientContext context;
   if (!token.empty()) context.AddMetadata("authorization", "Bearer " + token);

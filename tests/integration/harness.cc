@@ -27,6 +27,15 @@ std::string DataBinary() { return Runfile("worker/kiln-data"); }
 std::string CliBinary() { return Runfile("client/cli/kiln"); }
 std::string TrainBinary() { return Runfile("worker/kiln-train"); }
 
+std::string WorkerToken(pid_t pid) {
+  const std::string env = ReadFile(absl::StrCat("/proc/", pid, "/environ"));
+  const std::string key = "KILN_WORKER_TOKEN=";
+  size_t at = env.find(key);
+  if (at == std::string::npos) return "";
+  at += key.size();
+  return env.substr(at, env.find('\0', at) - at);
+}
+
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path);
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());

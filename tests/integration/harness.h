@@ -134,6 +134,9 @@ CliRun FinishCli(pid_t pid, const std::string& dir);
 CliRun RunCli(const std::vector<std::string>& args, const std::string& dir);
 
 std::string ReadFile(const std::string& path);
+// The per-job token kilnd handed a worker, read back from the worker's initial environment (the
+// worker unsets it, but /proc/<pid>/environ keeps the original block). Test-only spying.
+std::string WorkerToken(pid_t pid);
 std::string WriteFile(const std::string& dir, const std::string& name, const std::string& text);
 bool Contains(const std::string& haystack, const std::string& needle);
 

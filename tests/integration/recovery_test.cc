@@ -26,6 +26,66 @@ KilndOptions Options(const std::string& name, double grace_s) {
   return o;
 }
 
+// Rank 0 of `job` reports a batch of points, one per step in `steps`.
+grpc::Status ReportSteps(v1::ClusterService::Stub* stub, const std::string& token, const Job& job,
+                         const std::vector<int64_t>& steps) {
+  grpc::ClientContext context;
+  context.AddMetadata("authorization", "Bearer " + token);
+  v1::ReportMetricsRequest request;
+  request.mutable_worker()->set_job_id(job.id());
+  request.mutable_worker()->set_rank(0);
+  request.mutable_worker()->set_attempt(job.attempt());
+  for (int64_t step : steps) {
+    v1::MetricPoint* p = request.add_points();
+    p->set_step(step);
+    p->set_loss(1.0 + static_cast<double>(step));
+  }
+  v1::ReportMetricsResponse response;
+  return stub->ReportMetrics(&context, request, &response);
+}
+
+// Note [Metrics exactly once] (scheduler/coordinator_workers.cc): a worker resends a batch whose
+// reply it lost; kilnd stores each step once, also when the resend reaches a restarted kilnd.
+TEST_CASE("a resent metrics batch is stored once, before and after a kilnd restart",
+          "[integration][recovery]") {
+  KilndProcess kilnd(Options("resent_metrics", 3));
+  REQUIRE(kilnd.Start().ok());
+  auto client = kilnd.Client();
+  auto submitted = Submit(client.get(), LongStepJob(1));
+  REQUIRE(submitted.ok());
+  auto job = WaitForState(client.get(), submitted->id(), v1::RUNNING, absl::Seconds(60));
+  REQUIRE(job.ok());
+  // Stand in for rank 0: stop the real one (its steps take seconds) and report as it.
+  const pid_t pid = job->ranks(0).pid();
+  const std::string token = WorkerToken(pid);
+  REQUIRE(token.size() == 64);
+  REQUIRE(kill(pid, SIGSTOP) == 0);
+  auto stopped = client->GetJob(job->id());
+  REQUIRE(stopped.ok());
+  const int64_t s = stopped->progress().step();  // what the real rank 0 reported before
+  auto stub = kilnd.ClusterStub();
+  REQUIRE(ReportSteps(stub.get(), token, *job, {s + 1, s + 2, s + 3}).ok());
+  REQUIRE(ReportSteps(stub.get(), token, *job, {s + 2, s + 3, s + 4}).ok());  // a resend + one new
+  kilnd.Signal(SIGKILL);
+  CHECK(kilnd.Wait() == 128 + SIGKILL);
+  REQUIRE(kilnd.Start().ok());
+  client = kilnd.Client();
+  stub = kilnd.ClusterStub();
+  REQUIRE(ReportSteps(stub.get(), token, *job, {s + 3, s + 4, s + 5}).ok());
+  std::map<int64_t, int> count;
+  for (const v1::MetricPoint& p : AllMetrics(client.get(), job->id())) ++count[p.step()];
+  for (int64_t step = s + 1; step <= s + 5; ++step) {
+    INFO("step " << step);
+    CHECK(count[step] == 1);
+  }
+  CHECK(count.size() == static_cast<size_t>(s + 5));
+  auto after = client->GetJob(job->id());
+  REQUIRE(after.ok());
+  CHECK(after->progress().step() == s + 5);
+  kill(pid, SIGKILL);
+  CHECK(WaitAllGone({pid}, absl::Seconds(10)));
+}
+
 TEST_CASE("kill -9 kilnd mid-run of a two-rank job: it finishes after a restart, history intact",
           "[integration][recovery]") {
   const std::string dir = TempDir("kill_kilnd");
