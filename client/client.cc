@@ -17,6 +17,22 @@ std::string FromEnv(const std::string& value, const char* name, const std::strin
   return env != nullptr && *env != '\0' ? std::string(env) : fallback;
 }
 
+// Hands each message of a server stream to `on_message` until the stream ends or it returns
+// false (then the call is cancelled and counts as a success).
+template <typename Message>
+grpc::Status ReadStream(grpc::ClientContext* context, grpc::ClientReader<Message>* reader,
+                        const std::function<bool(const Message&)>& on_message) {
+  Message message;
+  while (reader->Read(&message)) {
+    if (!on_message(message)) {
+      context->TryCancel();
+      reader->Finish();
+      return grpc::Status::OK;
+    }
+  }
+  return reader->Finish();
+}
+
 }  // namespace
 
 bool IsTerminal(v1::JobState state) {
@@ -148,37 +164,15 @@ absl::Status KilnClient::Watch(const std::string& job_id, bool history,
   request.set_history(history);
   request.set_after_event_seq(after_event_seq);
   auto context = Context(false);
-  auto reader = stub_->WatchJob(context.get(), request);
-  v1::JobUpdate update;
-  bool stopped = false;
-  while (reader->Read(&update)) {
-    if (!on_message(update)) {
-      stopped = true;
-      context->TryCancel();
-      break;
-    }
-  }
-  grpc::Status status = reader->Finish();
-  if (stopped) return absl::OkStatus();
-  return Convert(status);
+  return Convert(ReadStream(context.get(), stub_->WatchJob(context.get(), request).get(),
+                            on_message));
 }
 
 absl::Status KilnClient::StreamLogs(const v1::StreamLogsRequest& request,
                                     const std::function<bool(const v1::LogChunk&)>& on_message) {
   auto context = Context(false);
-  auto reader = stub_->StreamLogs(context.get(), request);
-  v1::LogChunk chunk;
-  bool stopped = false;
-  while (reader->Read(&chunk)) {
-    if (!on_message(chunk)) {
-      stopped = true;
-      context->TryCancel();
-      break;
-    }
-  }
-  grpc::Status status = reader->Finish();
-  if (stopped) return absl::OkStatus();
-  return Convert(status);
+  return Convert(ReadStream(context.get(), stub_->StreamLogs(context.get(), request).get(),
+                            on_message));
 }
 
 }  // namespace kiln::client
