@@ -4,8 +4,9 @@
 //  2. kilnd CPU and RSS while 500 workers heartbeat once a second. The 500 worker processes are
 //     launched by kilnd itself (a tiny script standing in for kiln-worker that hands its per-job
 //     token to this program and sleeps); this program then registers and heartbeats for them with
-//     the real ClusterService calls, one connection per worker as real workers have. The simulated
-//     workers are the load; kilnd is what is measured.
+//     kiln-worker's own CoordinatorLink (a heartbeat stream each), one connection per worker as
+//     real workers have; then again with unary Heartbeat calls, the peer. The simulated workers
+//     are the load; kilnd is what is measured.
 //  3. Time from submit to the first training step of a tiny job with the real kiln-worker, against
 //     kiln-train's time to its first step on the same spec (bench/first_step.h).
 // Usage: bazel run //bench:control_plane -- [--results FILE] [--heartbeat-s 30] [--trials 3]
@@ -168,6 +169,74 @@ std::string WriteSimWorker(const std::string& dir) {
   return path;
 }
 
+// kilnd's CPU, RSS and the heartbeat latencies over one load phase.
+struct HeartbeatLoad {
+  double cpu = 0;  // fraction of one core over the phase
+  double rss = 0;  // MiB at its end
+  std::vector<double> window_cpu;
+  std::string loads;
+  std::vector<double> latency_ms;
+  int errors = 0;
+};
+
+// 500 heartbeats a second, evenly spread, for `seconds`, each by `heartbeat(rank, step)`; kilnd's
+// CPU sampled every 10 s.
+template <typename Heartbeat>
+HeartbeatLoad RunHeartbeats(pid_t kilnd, int seconds, Heartbeat heartbeat) {
+  constexpr int kThreads = 10;
+  HeartbeatLoad out;
+  const double cpu0 = CpuSeconds(kilnd);
+  const absl::Time t0 = absl::Now();
+  std::atomic<bool> sampling{true};
+  std::thread sampler([&] {
+    double last = cpu0;
+    for (int w = 1; w * 10 <= seconds && sampling.load(); ++w) {
+      absl::SleepFor(t0 + absl::Seconds(10 * w) - absl::Now());
+      const double now = CpuSeconds(kilnd);
+      out.window_cpu.push_back((now - last) / 10);
+      last = now;
+      out.loads += (out.loads.empty() ? "" : ", ") + LoadAverage();
+    }
+  });
+  std::vector<std::vector<double>> latency(kThreads);
+  std::atomic<int> errors{0};
+  std::vector<std::thread> pool;
+  for (int t = 0; t < kThreads; ++t) {
+    pool.emplace_back([&, t] {
+      for (int s = 0; s < seconds; ++s) {
+        for (int r = t; r < kWorkers; r += kThreads) {
+          absl::SleepFor(t0 + absl::Seconds(s) + absl::Seconds(1) * r / kWorkers - absl::Now());
+          const absl::Time start = absl::Now();
+          if (!heartbeat(r, s)) ++errors;
+          latency[t].push_back(absl::ToDoubleMilliseconds(absl::Now() - start));
+        }
+      }
+    });
+  }
+  for (std::thread& th : pool) th.join();
+  sampling = false;
+  sampler.join();
+  out.cpu = (CpuSeconds(kilnd) - cpu0) / absl::ToDoubleSeconds(absl::Now() - t0);
+  out.rss = RssMiB(kilnd);
+  for (auto& v : latency) out.latency_ms.insert(out.latency_ms.end(), v.begin(), v.end());
+  out.errors = errors.load();
+  return out;
+}
+
+std::string HeartbeatRow(const std::string& load, const HeartbeatLoad& r) {
+  return absl::StrFormat("| %s | %.1f %% of one core | %.0f MiB | %.2f / %.2f ms | %d |\n", load,
+                         100 * r.cpu, r.rss, Percentile(r.latency_ms, 0.5),
+                         Percentile(r.latency_ms, 0.99), r.errors);
+}
+
+std::string Windows(const HeartbeatLoad& r) {
+  std::string windows;
+  for (double c : r.window_cpu)
+    windows += absl::StrFormat("%s%.1f %%", windows.empty() ? "" : ", ", 100 * c);
+  return absl::StrFormat("%s (median %.1f %%; 1-minute load average: %s)", windows,
+                         100 * Percentile(r.window_cpu, 0.5), r.loads);
+}
+
 std::string HeartbeatSection(const std::string& kilnd_binary, const std::string& dir, int seconds) {
   const std::string hb_dir = dir + "/heartbeat";
   std::filesystem::create_directories(hb_dir + "/tokens");
@@ -191,97 +260,63 @@ std::string HeartbeatSection(const std::string& kilnd_binary, const std::string&
     while (!std::filesystem::exists(file)) absl::SleepFor(absl::Milliseconds(20));
     std::istringstream(ReadFile(file)) >> ranks[r].first >> ranks[r].second;
   }
-  // One connection per simulated worker, as real workers have (each its own process).
-  constexpr int kThreads = 10;
-  std::vector<std::unique_ptr<v1::ClusterService::Stub>> stubs;
+  // Each simulated worker has kiln-worker's own CoordinatorLink, on a connection of its own as
+  // real workers (each its own process) have.
+  std::vector<std::unique_ptr<worker::CoordinatorLink>> links;
   for (int r = 0; r < kWorkers; ++r) {
-    grpc::ChannelArguments args = worker::WorkerChannelArguments();
-    args.SetInt("kiln.bench.worker", r);  // distinct channels, not one shared connection
-    stubs.push_back(v1::ClusterService::NewStub(
-        grpc::CreateCustomChannel(k.address, grpc::InsecureChannelCredentials(), args)));
+    worker::LinkOptions link;
+    link.server = k.address;
+    link.token = ranks[r].second;
+    link.worker.set_job_id(job_id);
+    link.worker.set_rank(r);
+    link.worker.set_attempt(1);
+    link.own_connection = true;
+    links.push_back(*worker::CoordinatorLink::Create(link));
   }
-  auto worker = [&](int rank) {
-    v1::WorkerRef ref;
-    ref.set_job_id(job_id);
-    ref.set_rank(rank);
-    ref.set_attempt(1);
-    return ref;
-  };
   std::atomic<int> errors{0};
-  Measure(kThreads, kWorkers, [&](int t, int r) {
-    grpc::ClientContext context;
-    context.AddMetadata("authorization", "Bearer " + ranks[r].second);
+  Measure(10, kWorkers, [&](int t, int r) {
+    // Registered with the stand-in's pid (kilnd watches the process it launched).
+    auto context = links[r]->Context(absl::Seconds(5));
     v1::RegisterRequest reg;
-    *reg.mutable_worker() = worker(r);
+    *reg.mutable_worker() = links[r]->worker();
     reg.set_pid(ranks[r].first);
     v1::RegisterResponse response;
-    if (!stubs[r]->Register(&context, reg, &response).ok()) ++errors;
+    if (!links[r]->stub()->Register(context.get(), reg, &response).ok()) ++errors;
   });
   // kilnd's own cost with the workers registered but silent (monitor thread, pollers).
   absl::SleepFor(absl::Seconds(1));
   const double idle0 = CpuSeconds(k.pid);
   absl::SleepFor(absl::Seconds(5));
   const double idle = (CpuSeconds(k.pid) - idle0) / 5;
-  // 500 heartbeats a second, evenly spread, for `seconds`; kilnd's CPU sampled every 10 s.
-  const double cpu0 = CpuSeconds(k.pid);
-  const absl::Time t0 = absl::Now();
-  std::vector<double> window_cpu;
-  std::string loads;
-  std::atomic<bool> sampling{true};
-  std::thread sampler([&] {
-    double last = cpu0;
-    for (int w = 1; w * 10 <= seconds && sampling.load(); ++w) {
-      absl::SleepFor(t0 + absl::Seconds(10 * w) - absl::Now());
-      const double now = CpuSeconds(k.pid);
-      window_cpu.push_back((now - last) / 10);
-      last = now;
-      loads += (loads.empty() ? "" : ", ") + LoadAverage();
-    }
+  // What kiln-worker does: one heartbeat stream per worker (opened by the first heartbeat).
+  const HeartbeatLoad stream = RunHeartbeats(k.pid, seconds, [&](int r, int step) {
+    return links[r]->Heartbeat(step, "train", absl::Seconds(5)).ok();
   });
-  std::vector<std::vector<double>> latency(kThreads);
-  std::vector<std::thread> pool;
-  for (int t = 0; t < kThreads; ++t) {
-    pool.emplace_back([&, t] {
-      for (int s = 0; s < seconds; ++s) {
-        for (int r = t; r < kWorkers; r += kThreads) {
-          const absl::Time due = t0 + absl::Seconds(s) + absl::Seconds(1) * r / kWorkers;
-          absl::SleepFor(due - absl::Now());
-          grpc::ClientContext context;
-          context.AddMetadata("authorization", "Bearer " + ranks[r].second);
-          v1::HeartbeatRequest hb;
-          *hb.mutable_worker() = worker(r);
-          hb.set_step(s);
-          hb.set_phase("train");
-          v1::HeartbeatResponse response;
-          const absl::Time start = absl::Now();
-          if (!stubs[r]->Heartbeat(&context, hb, &response).ok()) ++errors;
-          latency[t].push_back(absl::ToDoubleMilliseconds(absl::Now() - start));
-        }
-      }
-    });
-  }
-  for (std::thread& th : pool) th.join();
-  sampling = false;
-  sampler.join();
-  const double wall = absl::ToDoubleSeconds(absl::Now() - t0);
-  const double cpu = CpuSeconds(k.pid) - cpu0;
-  const double rss = RssMiB(k.pid);
-  std::vector<double> all;
-  for (auto& v : latency) all.insert(all.end(), v.begin(), v.end());
+  // Peer: the same workers making the unary Heartbeat call instead (Kiln's earlier design, and
+  // what a request-per-heartbeat protocol costs).
+  const HeartbeatLoad unary = RunHeartbeats(k.pid, seconds, [&](int r, int step) {
+    auto context = links[r]->Context(absl::Seconds(5));
+    v1::HeartbeatRequest hb;
+    *hb.mutable_worker() = links[r]->worker();
+    hb.set_step(seconds + step);
+    hb.set_phase("train");
+    v1::HeartbeatResponse response;
+    return links[r]->stub()->Heartbeat(context.get(), hb, &response).ok();
+  });
   absl::StatusOr<v1::Job> state = user->GetJob(job_id);
   (void)user->Cancel(job_id, 1);
   absl::SleepFor(absl::Seconds(2));
+  links.clear();
   StopKilnd(k);
-  std::string windows;
-  for (double c : window_cpu)
-    windows += absl::StrFormat("%s%.1f %%", windows.empty() ? "" : ", ", 100 * c);
   return absl::StrFormat(
-      "| %d workers x 1 heartbeat/s for %.0f s | %.1f %% of one core | %.0f MiB | %.2f / %.2f ms "
-      "| %d |\n| peer: the same %d workers registered, silent | %.1f %% of one core | | | |\n"
-      "\nkilnd CPU per 10 s window: %s (median %.1f %%; 1-minute load average: %s). Job state "
-      "during the run: %s (every rank registered and heartbeating).\n",
-      kWorkers, wall, 100 * cpu / wall, rss, Percentile(all, 0.5), Percentile(all, 0.99),
-      errors.load(), kWorkers, 100 * idle, windows, 100 * Percentile(window_cpu, 0.5), loads,
+      "%s%s| peer: the same %d workers registered, silent | %.1f %% of one core | | | %d |\n"
+      "\nStream / unary kilnd CPU: %.2f. kilnd CPU per 10 s window, stream: %s; unary: %s. Job "
+      "state during the run: %s (every rank registered and heartbeating).\n",
+      HeartbeatRow(absl::StrCat(kWorkers, " workers x 1 heartbeat/s for ", seconds,
+                                " s, HeartbeatStream (kiln-worker)"),
+                   stream),
+      HeartbeatRow(absl::StrCat("peer: the same, unary Heartbeat calls"), unary), kWorkers,
+      100 * idle, errors.load(), stream.cpu / unary.cpu, Windows(stream), Windows(unary),
       state.ok() ? v1::JobState_Name(state->state()) : "unknown");
 }
 

@@ -9,8 +9,8 @@
 namespace kiln::scheduler {
 
 std::vector<std::string> ClusterServiceImpl::MethodNames() {
-  return {"Register",   "Heartbeat", "ReportMetrics", "ReportCheckpoint",
-          "ReportExit", "Set",       "Get",           "Add"};
+  return {"Register",   "Heartbeat", "HeartbeatStream", "ReportMetrics", "ReportCheckpoint",
+          "ReportExit", "Set",       "Get",             "Add"};
 }
 
 grpc::Status ClusterServiceImpl::Register(grpc::ServerContext* context,

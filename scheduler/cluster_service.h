@@ -1,6 +1,7 @@
 // ClusterService over the Coordinator and the KvStore: every call carries the per-job worker token,
-// checked against the job's current attempt before anything else. Heartbeat, the hot path, is
-// served asynchronously by HeartbeatServer (heartbeat_server.h, Note [Heartbeat cost]).
+// checked against the job's current attempt before anything else. Heartbeat and HeartbeatStream,
+// the hot path, are served asynchronously by HeartbeatServer (heartbeat_server.h, Note [Heartbeat
+// cost]).
 #pragma once
 
 #include <atomic>
@@ -13,7 +14,8 @@
 namespace kiln::scheduler {
 
 class ClusterServiceImpl final
-    : public v1::ClusterService::WithAsyncMethod_Heartbeat<v1::ClusterService::Service> {
+    : public v1::ClusterService::WithAsyncMethod_Heartbeat<
+          v1::ClusterService::WithAsyncMethod_HeartbeatStream<v1::ClusterService::Service>> {
  public:
   ClusterServiceImpl(Coordinator* coordinator, KvStore* kv, Metrics* metrics,
                      std::atomic<int>* streams, std::atomic<bool>* shutting_down)

@@ -203,6 +203,8 @@ void Kilnd::KillWorkers() {
 
 void Kilnd::Shutdown() {
   shutting_down_ = true;
+  // Open heartbeat streams never end by themselves (Note [Heartbeat cost]).
+  if (heartbeats_ != nullptr) heartbeats_->CancelStreams();
   if (server_ != nullptr) {
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   }

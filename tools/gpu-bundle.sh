@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Builds the GPU checks here (a machine with Bazel and the Debian packages) into gpu-bundle.tar.xz
 # for a GPU machine that has CUDA and PyTorch but neither Bazel nor Kiln's build dependencies:
-# the [gpu] test binaries and bench/gpu_train, linked statically against Kiln's own libraries,
-# plus the shared libraries they need that such a machine lacks (CUDA's own stay out: the GPU
-# machine's driver and toolkit provide them). tools/gpu-check.sh unpacks and uses it.
+# the [gpu] test binaries and the benchmarks (bench/gpu_train, bench/dp_overlap), linked
+# statically against Kiln's own libraries, plus the shared libraries they need that such a machine
+# lacks (CUDA's own stay out: the GPU machine's driver and toolkit provide them). tools/gpu-check.sh unpacks and uses it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/gpu-targets.sh
 bazel build --jobs="${KILN_BAZEL_JOBS:-2}" --dynamic_mode=off "${GPU_TEST_TARGETS[@]}" \
-  //bench:gpu_train //worker:kiln-train
+  "${GPU_BENCH_TARGETS[@]}" //worker:kiln-train
 rm -rf gpu-bundle && mkdir -p gpu-bundle/bin gpu-bundle/lib gpu-bundle/runfiles/kiln/worker
-for t in "${GPU_TEST_TARGETS[@]}" //bench:gpu_train; do
+for t in "${GPU_TEST_TARGETS[@]}" "${GPU_BENCH_TARGETS[@]}"; do
   path="${t#//}"
   cp "bazel-bin/${path/://}" gpu-bundle/bin/
 done

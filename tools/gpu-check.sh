@@ -4,7 +4,9 @@
 #      gpu-bundle.tar.xz (made by tools/gpu-bundle.sh on a build machine; KILN_USE_BUNDLE=1 forces
 #      it); nothing is installed here, nothing downloaded;
 #   2. the [gpu] tests (every CUDA kernel vs the CPU, the allocator, NCCL, GPT-2 / Llama parity);
-#   3. bench/gpu_train.sh (GPT-2 124M, Kiln vs PyTorch eager / torch.compile, MFU, memory);
+#   3. bench/gpu_train.sh (GPT-2 124M, Kiln vs PyTorch eager / torch.compile, MFU, memory), then
+#      bench/dp_overlap (CPU, Gloo, dp 2): the device machine's spare cores are where the
+#      data-parallel overlap target can be measured (a 2-core build machine has none);
 #   4. a short table, last. Full logs go to $OUT (default ./gpu-out).
 # Exit status: 0 when no test failed (skips are listed: one GPU skips the multi-rank NCCL case).
 set -uo pipefail
@@ -23,10 +25,10 @@ declare -A BIN
 use_bundle=1
 if command -v bazel >/dev/null && [ "${KILN_USE_BUNDLE:-0}" != 1 ]; then
   log "building with bazel"
-  if bazel build --jobs="$(nproc)" "${GPU_TEST_TARGETS[@]}" //bench:gpu_train //worker:kiln-train \
-    >"$OUT/build.log" 2>&1; then
+  if bazel build --jobs="$(nproc)" "${GPU_TEST_TARGETS[@]}" "${GPU_BENCH_TARGETS[@]}" \
+    //worker:kiln-train >"$OUT/build.log" 2>&1; then
     use_bundle=0
-    for t in "${GPU_TEST_TARGETS[@]}" //bench:gpu_train; do
+    for t in "${GPU_TEST_TARGETS[@]}" "${GPU_BENCH_TARGETS[@]}"; do
       p="${t#//}"
       BIN[$t]="bazel-bin/${p/://}"
     done
@@ -39,7 +41,9 @@ if [ "$use_bundle" = 1 ]; then
     { log "no build and no gpu-bundle.tar.xz: run tools/gpu-bundle.sh on a build machine"; exit 1; }
   log "using the prebuilt gpu-bundle.tar.xz"
   rm -rf gpu-bundle && tar -xJf gpu-bundle.tar.xz
-  for t in "${GPU_TEST_TARGETS[@]}" //bench:gpu_train; do BIN[$t]="gpu-bundle/bin/${t##*:}"; done
+  for t in "${GPU_TEST_TARGETS[@]}" "${GPU_BENCH_TARGETS[@]}"; do
+    BIN[$t]="gpu-bundle/bin/${t##*:}"
+  done
   export LD_LIBRARY_PATH="$PWD/gpu-bundle/lib:${LD_LIBRARY_PATH:-}"
 fi
 # CUDA libraries: the toolkit's, or the ones PyTorch's wheels bring (nccl, cublas).
@@ -77,6 +81,9 @@ done
 log "benchmark"
 KILN_GPU_TRAIN="${BIN[//bench:gpu_train]}" PYTHON="$py" bash bench/gpu_train.sh "$OUT" \
   >"$OUT/bench.txt" 2>&1 || log "benchmark script failed (bench.txt)"
+log "dp overlap (CPU, $(nproc) cores)"
+timeout 180 "${BIN[//bench:dp_overlap]}" >"$OUT/dp_overlap.txt" 2>&1 ||
+  log "dp_overlap failed or timed out (dp_overlap.txt)"
 cp bench/RESULTS.md "$OUT/RESULTS.md" 2>/dev/null
 
 # ---- 4. the table, last ----
@@ -89,6 +96,7 @@ cp bench/RESULTS.md "$OUT/RESULTS.md" 2>/dev/null
   echo
   grep -E '^\|' "$OUT/bench.txt" || echo "benchmark: no table (see $OUT/bench.txt)"
   grep -E 'probe' "$OUT/bench.txt" || true
+  grep -E '^\| dp=2|hidden share|hideable' "$OUT/dp_overlap.txt" || echo "dp_overlap: no result"
   echo
   echo "$total_p passed, $total_f failed, $total_s skipped"
 } | tee "$OUT/summary.txt"

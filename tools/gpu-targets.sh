@@ -1,4 +1,4 @@
-# The [gpu] test targets, shared by tools/gpu-check.sh and tools/gpu-bundle.sh (sourced).
+# The [gpu] test targets and the benchmarks the GPU check runs, shared by tools/gpu-check.sh and tools/gpu-bundle.sh (sourced).
 GPU_TEST_TARGETS=(
   //tests/kernels/cuda:device_runtime_test
   //tests/kernels/cuda:allocator_gpu_test
@@ -6,4 +6,8 @@ GPU_TEST_TARGETS=(
   //tests/engine/dist:nccl_test
   //tests/engine/cuda:train_parity_test
   //tests/worker:kiln_train_cuda_test
+)
+GPU_BENCH_TARGETS=(
+  //bench:gpu_train
+  //bench:dp_overlap
 )

@@ -51,9 +51,12 @@ absl::StatusOr<std::unique_ptr<CoordinatorLink>> CoordinatorLink::Create(
     ssl.pem_root_certs.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
     credentials = grpc::SslCredentials(ssl);
   }
+  grpc::ChannelArguments args = WorkerChannelArguments();
+  if (options.own_connection) args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   std::unique_ptr<CoordinatorLink> link(new CoordinatorLink(options));
-  link->stub_ = v1::ClusterService::NewStub(
-      grpc::CreateCustomChannel(options.server, credentials, WorkerChannelArguments()));
+  link->stub_ =
+      v1::ClusterService::NewStub(grpc::CreateCustomChannel(options.server, credentials, args));
+  link->heartbeat_ = std::make_unique<HeartbeatStream>(link->stub_.get(), options.token);
   return link;
 }
 
@@ -90,11 +93,7 @@ absl::StatusOr<v1::HeartbeatResponse> CoordinatorLink::Heartbeat(int64_t step,
   *request.mutable_worker() = options_.worker;
   request.set_step(step);
   request.set_phase(phase);
-  v1::HeartbeatResponse response;
-  auto context = Context(std::min(timeout, options_.rpc_timeout));
-  absl::Status s = FromGrpc(stub_->Heartbeat(context.get(), request, &response));
-  if (!s.ok()) return s;
-  return response;
+  return heartbeat_->Exchange(request, absl::Now() + std::min(timeout, options_.rpc_timeout));
 }
 
 absl::Status CoordinatorLink::ReportMetrics(const std::vector<v1::MetricPoint>& points) {

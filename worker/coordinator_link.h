@@ -12,6 +12,7 @@
 #include "grpcpp/client_context.h"
 #include "grpcpp/support/channel_arguments.h"
 #include "kiln/v1/cluster_service.grpc.pb.h"
+#include "worker/heartbeat_stream.h"
 
 namespace kiln::worker {
 
@@ -25,6 +26,9 @@ struct LinkOptions {
   std::string tls_ca;  // PEM file to trust; empty = plaintext
   v1::WorkerRef worker;
   absl::Duration rpc_timeout = absl::Seconds(5);
+  // A connection of its own even when another link in this process dials the same kilnd (gRPC
+  // shares one per target otherwise). For bench/control_plane, which plays many workers at once.
+  bool own_connection = false;
 };
 
 // UNAVAILABLE, DEADLINE_EXCEEDED and friends: kilnd may come back. Anything else means kilnd
@@ -36,7 +40,8 @@ class CoordinatorLink {
   static absl::StatusOr<std::unique_ptr<CoordinatorLink>> Create(const LinkOptions& options);
 
   absl::StatusOr<v1::Assignment> Register(bool reconnect);
-  // `timeout` bounds how long the loss of kilnd can go unnoticed.
+  // On the link's heartbeat stream (Note [Heartbeat stream]). `timeout` bounds how long the loss
+  // of kilnd can go unnoticed. Not thread-safe: one thread heartbeats.
   absl::StatusOr<v1::HeartbeatResponse> Heartbeat(int64_t step, const std::string& phase,
                                                   absl::Duration timeout);
   absl::Status ReportMetrics(const std::vector<v1::MetricPoint>& points);
@@ -53,6 +58,7 @@ class CoordinatorLink {
 
   LinkOptions options_;
   std::unique_ptr<v1::ClusterService::Stub> stub_;
+  std::unique_ptr<HeartbeatStream> heartbeat_;  // after stub_: uses it until destroyed
 };
 
 absl::Status FromGrpc(const grpc::Status& status);

@@ -1,6 +1,7 @@
 // The job API against a real kilnd with real workers: idempotent submission, the malformed-spec
 // corpus refused with field paths while kilnd keeps serving, bounded inputs, authentication of
-// users and of workers (per-job tokens), TLS to clients and workers, and the Prometheus endpoint.
+// users and of workers (per-job tokens), the workers' heartbeat stream, TLS to clients and workers,
+// and the Prometheus endpoint.
 #include <httplib.h>
 #include <sys/stat.h>
 
@@ -11,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "tests/integration/harness.h"
 #include "tests/testing.h"
+#include "worker/coordinator_link.h"
 
 namespace kiln::testing {
 namespace {
@@ -180,6 +182,74 @@ TEST_CASE("with a token file, user calls need the token and workers need their j
   CHECK(Heartbeat(stub.get(), token_a, *ra).error_code() == grpc::StatusCode::UNAUTHENTICATED);
   REQUIRE(user->Cancel(b->id()).ok());
   CHECK(WaitForState(user.get(), b->id(), v1::CANCELLED, absl::Seconds(20)).ok());
+}
+
+TEST_CASE("workers heartbeat on one stream: refusals keep their meaning, a frozen kilnd times out",
+          "[integration][api]") {
+  KilndOptions options = Options("heartbeat-stream");
+  options.slots = 1;
+  KilndProcess kilnd(options);
+  REQUIRE(kilnd.Start().ok());
+  auto user = kilnd.Client();
+  auto job = Submit(user.get(), MlpJob(1000000));
+  REQUIRE(job.ok());
+  auto running = WaitForState(user.get(), job->id(), v1::RUNNING, absl::Seconds(60));
+  REQUIRE(running.ok());
+  // kiln-worker's own link, with the running worker's token, beside the worker itself.
+  worker::LinkOptions link_options;
+  link_options.server = kilnd.address();
+  link_options.token = WorkerToken(running->ranks(0).pid());
+  link_options.worker.set_job_id(job->id());
+  link_options.worker.set_rank(0);
+  link_options.worker.set_attempt(running->attempt());
+  auto link = worker::CoordinatorLink::Create(link_options);
+  REQUIRE(link.ok());
+  for (int step = 1; step <= 3; ++step) {
+    absl::StatusOr<v1::HeartbeatResponse> hb = (*link)->Heartbeat(step, "train", absl::Seconds(5));
+    REQUIRE(hb.ok());
+    CHECK_FALSE(hb->stop());
+  }
+  // kilnd's refusal ends a stream with its own status: a superseded attempt is told to stop
+  // (not transient), and other streams are untouched.
+  worker::LinkOptions stale_options = link_options;
+  stale_options.worker.set_attempt(running->attempt() + 1);
+  auto stale = worker::CoordinatorLink::Create(stale_options);
+  REQUIRE(stale.ok());
+  absl::Status refused = (*stale)->Heartbeat(1, "train", absl::Seconds(5)).status();
+  CHECK(absl::IsFailedPrecondition(refused));
+  CHECK_FALSE(worker::IsTransient(refused));
+  CHECK((*link)->Heartbeat(4, "train", absl::Seconds(5)).ok());
+
+  // A frozen kilnd: the heartbeat gives up at its deadline (the worker's grace counts from it),
+  // as a transient error; once kilnd runs again the next heartbeat gets through on a new stream.
+  kilnd.Freeze();
+  const absl::Time start = absl::Now();
+  absl::Status frozen = (*link)->Heartbeat(5, "train", absl::Milliseconds(500)).status();
+  const absl::Duration waited = absl::Now() - start;
+  kilnd.Thaw();
+  INFO(frozen.ToString());
+  CHECK(absl::IsDeadlineExceeded(frozen));
+  CHECK(worker::IsTransient(frozen));
+  CHECK(waited < absl::Seconds(3));  // 500 ms plus cancelling the call
+  CHECK((*link)->Heartbeat(6, "train", absl::Seconds(5)).ok());
+
+  // Cancel: the stream carries the stop request, then the token's end.
+  REQUIRE(user->Cancel(job->id()).ok());
+  absl::Status last;
+  bool told_to_stop = false;
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (absl::Now() < deadline) {
+    absl::StatusOr<v1::HeartbeatResponse> hb = (*link)->Heartbeat(7, "train", absl::Seconds(5));
+    if (!hb.ok()) {
+      last = hb.status();
+      break;
+    }
+    told_to_stop = told_to_stop || hb->stop();
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  CHECK(told_to_stop);
+  CHECK(absl::IsUnauthenticated(last));
+  CHECK(WaitForState(user.get(), job->id(), v1::CANCELLED, absl::Seconds(20)).ok());
 }
 
 TEST_CASE("with a certificate, kilnd serves TLS to clients and to its workers",

@@ -132,6 +132,22 @@ void KilndProcess::Signal(int sig) {
   if (pid_ > 0) kill(pid_, sig);
 }
 
+void KilndProcess::Freeze() {
+  if (pid_ <= 0) return;
+  kill(pid_, SIGSTOP);
+  const std::string tasks = absl::StrCat("/proc/", pid_, "/task");
+  for (bool all_stopped = false; !all_stopped; absl::SleepFor(absl::Milliseconds(1))) {
+    all_stopped = true;
+    for (const auto& task : std::filesystem::directory_iterator(tasks)) {
+      const std::string stat = ReadFile(task.path().string() + "/stat");
+      const size_t paren = stat.rfind(')');
+      if (paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] != 'T') {
+        all_stopped = false;
+      }
+    }
+  }
+}
+
 int KilndProcess::Wait(absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
   while (pid_ > 0) {

@@ -4,6 +4,7 @@
 // offers clients, job inspection and waiting helpers.
 #pragma once
 
+#include <signal.h>
 #include <sys/types.h>
 
 #include <functional>
@@ -43,6 +44,10 @@ class KilndProcess {
   // Starts kilnd (on the previous port after the first start) and waits until it serves.
   absl::Status Start();
   void Signal(int sig);
+  // SIGSTOP, then waits until every thread of kilnd has stopped (kill only queues the signal: a
+  // thread on another core may still answer a call for a moment). Thaw sends SIGCONT.
+  void Freeze();
+  void Thaw() { Signal(SIGCONT); }
   // Waits for kilnd to exit; returns its exit code (128 + signal when killed).
   int Wait(absl::Duration timeout = absl::Seconds(30));
   bool running() const { return pid_ > 0; }
