@@ -31,6 +31,8 @@ namespace kiln::scheduler {
 //  - The handler is short: a token check and a few field updates under the coordinator's lock;
 //    nothing touches the disk.
 //
+// A stream ends when its worker closes it or its connection breaks; kilnd pings every connection
+// every 30 s (server.cc), so a worker lost without closing its socket does not hold a call forever.
 // Shutdown: an open stream never ends by itself, so kilnd cancels every stream (CancelStreams)
 // before the server's Shutdown, which would otherwise wait its whole deadline for them. The
 // completion queue is shut down only once every call object has been deleted: an event for a call

@@ -120,6 +120,11 @@ absl::Status Kilnd::Start() {
   // Note [Heartbeat cost]: hundreds of workers each call every second. BDP probing (HTTP/2 PINGs
   // for bandwidth estimation, which tiny messages do not need) only adds wakeups.
   builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  // Note [Heartbeat cost]: a heartbeat stream stays open while its connection does. A worker that
+  // vanishes without closing its socket (a host lost across a network) would keep its call open
+  // forever; a ping every 30 s, unanswered for 20 s, ends such a connection and its calls.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20000);
   // One completion queue for the synchronous services (the default is one per core): fewer
   // threads taking turns at the shared poller. Keep at least two pollers: with one, gRPC's thread
   // manager creates and ends a thread for every call.
