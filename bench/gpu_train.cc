@@ -85,8 +85,11 @@ int main(int argc, char** argv) {
   }
   kernels::cuda::DeviceAdamWConfig oc;
   oc.weight_decay = 0.1f;
-  auto opt = kernels::cuda::DeviceAdamW::Create(oc, segments, dev);
-  if (!opt.ok()) return 1;
+  auto opt = kernels::cuda::DeviceAdamW::Create(oc, segments, n, dev);
+  if (!opt.ok()) {
+    std::fprintf(stderr, "gpu_train: %s\n", std::string(opt.status().message()).c_str());
+    return 1;
+  }
   std::vector<int32_t> tokens(static_cast<size_t>(batch) * 1024 + 1);
   std::uniform_int_distribution<int32_t> token(0, 50256);
   for (int32_t& t : tokens) t = token(rng);

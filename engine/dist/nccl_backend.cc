@@ -5,6 +5,7 @@
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 
+#include <atomic>
 #include <cstring>
 #include <thread>
 
@@ -18,11 +19,14 @@ namespace {
 // The communicator is created non-blocking (config.blocking = 0): NCCL calls return at once and
 // their progress and failures show in ncclCommGetAsyncError. Every operation is enqueued on the
 // communication stream after an event recorded on the compute stream (so it sees the kernels that
-// produced its inputs), followed by an event of its own. The communication thread then polls that
-// event, the asynchronous error and the deadline; on an error or timeout it aborts the NCCL
-// communicator (ncclCommAbort), which releases the kernels waiting for a dead peer, and returns
-// the error. Finally the compute stream waits for the operation's event, so later kernels read
-// the collective's results.
+// produced its inputs), followed by an event of its own. A non-blocking call may return
+// ncclInProgress before its kernel is on the stream, so the event of its own is recorded only once
+// ncclCommGetAsyncError reports ncclSuccess (Settle): recorded earlier, it would complete before
+// the collective ran, and the results would be read too early. The communication thread then
+// polls that event, the asynchronous error and the deadline; on an error or timeout it aborts the
+// NCCL communicator (ncclCommAbort), which releases the kernels waiting for a dead peer, and
+// returns the error. Finally the compute stream waits for the operation's event, so later kernels
+// read the collective's results.
 
 #define KILN_NCCL_RETURN_IF_ERROR(call)                                                   \
   do {                                                                                    \
@@ -74,12 +78,13 @@ ncclRedOp_t NcclOp(ReduceOp op) {
 
 class NcclBackend : public Backend {
  public:
-  NcclBackend(Device device, int rank, int world) : device_(device), rank_(rank), world_(world) {}
+  NcclBackend(Device device, int rank, int world, absl::Duration timeout)
+      : device_(device), rank_(rank), world_(world), timeout_(timeout) {}
 
   ~NcclBackend() override {
     cudaSetDevice(device_.index);
     if (comm_ != nullptr) {
-      if (aborted_) {
+      if (aborted_.load()) {
         // ncclCommAbort already freed it.
       } else {
         cudaStreamSynchronize(stream_);
@@ -183,11 +188,10 @@ class NcclBackend : public Backend {
     return PostPeer(t, src, /*send=*/false);
   }
 
+  // May run on the completion thread while the communication thread is inside a call: the flag
+  // is atomic and claimed once, so the communicator is aborted exactly once.
   void Abort() override {
-    if (comm_ != nullptr && !aborted_) {
-      ncclCommAbort(comm_);
-      aborted_ = true;
-    }
+    if (comm_ != nullptr && !aborted_.exchange(true)) ncclCommAbort(comm_);
   }
 
  private:
@@ -196,18 +200,20 @@ class NcclBackend : public Backend {
   // Enqueues `issue` on the communication stream after the compute stream's work, then waits.
   template <typename Issue>
   absl::Status Run(const char* what, absl::Time deadline, Issue&& issue) {
-    KILN_RETURN_IF_ERROR(Enqueue(issue));
+    KILN_RETURN_IF_ERROR(Enqueue(what, deadline, issue));
     return Wait(what, deadline);
   }
 
+  // Note [NCCL waits]: the operation is on the stream (Settle) before done_ is recorded after it.
   template <typename Issue>
-  absl::Status Enqueue(Issue&& issue) {
-    if (aborted_) return absl::AbortedError("the NCCL communicator was aborted");
+  absl::Status Enqueue(const char* what, absl::Time deadline, Issue&& issue) {
+    if (aborted_.load()) return absl::AbortedError("the NCCL communicator was aborted");
     KILN_CUDART_RETURN_IF_ERROR(cudaSetDevice(device_.index));
     auto compute = static_cast<cudaStream_t>(RuntimeFor(device_).ComputeStream(device_));
     KILN_CUDART_RETURN_IF_ERROR(cudaEventRecord(ready_, compute));
     KILN_CUDART_RETURN_IF_ERROR(cudaStreamWaitEvent(stream_, ready_, 0));
     KILN_NCCL_RETURN_IF_ERROR(issue());
+    KILN_RETURN_IF_ERROR(Settle(deadline, what));
     KILN_CUDART_RETURN_IF_ERROR(cudaEventRecord(done_, stream_));
     return absl::OkStatus();
   }
@@ -269,10 +275,17 @@ class NcclBackend : public Backend {
     KILN_ASSIGN_OR_RETURN(const ncclDataType_t type, NcclType(t.dtype()));
     cudaEvent_t done;
     KILN_CUDART_RETURN_IF_ERROR(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
-    KILN_RETURN_IF_ERROR(Enqueue([&] {
-      return send ? ncclSend(t.raw_data(), Count(t), type, peer, comm_, stream_)
-                  : ncclRecv(t.raw_data(), Count(t), type, peer, comm_, stream_);
-    }));
+    // The Communicator gives point-to-point posts no deadline; the enqueue is bounded by the
+    // communicator's timeout instead.
+    const absl::Status enqueued =
+        Enqueue(send ? "send" : "receive", absl::Now() + timeout_, [&] {
+          return send ? ncclSend(t.raw_data(), Count(t), type, peer, comm_, stream_)
+                      : ncclRecv(t.raw_data(), Count(t), type, peer, comm_, stream_);
+        });
+    if (!enqueued.ok()) {
+      cudaEventDestroy(done);
+      return enqueued;
+    }
     KILN_CUDART_RETURN_IF_ERROR(cudaEventRecord(done, stream_));
     return Completion([this, done, t, send](absl::Time deadline) -> absl::Status {
       for (;;) {
@@ -293,11 +306,12 @@ class NcclBackend : public Backend {
 
   const Device device_;
   const int rank_, world_;
+  const absl::Duration timeout_;  // bounds the enqueue of point-to-point posts
   ncclComm_t comm_ = nullptr;
   cudaStream_t stream_ = nullptr;
   cudaEvent_t ready_ = nullptr, done_ = nullptr;
   void* scratch_ = nullptr;  // the barrier's one int on the device
-  bool aborted_ = false;
+  std::atomic<bool> aborted_{false};
 };
 
 }  // namespace
@@ -308,7 +322,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeNcclBackend(Store* store, int rank,
   const int count = RuntimeFor(Device::CUDA(0)).DeviceCount();
   const Device device = Device::CUDA(options.cuda_device >= 0 ? options.cuda_device : rank % count);
   KILN_RETURN_IF_ERROR(CheckDeviceAvailable(device));
-  auto backend = std::make_unique<NcclBackend>(device, rank, world);
+  auto backend = std::make_unique<NcclBackend>(device, rank, world, options.timeout);
   KILN_RETURN_IF_ERROR(backend->Init(store, options.timeout));
   return std::unique_ptr<Backend>(std::move(backend));
 }

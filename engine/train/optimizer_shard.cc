@@ -28,8 +28,8 @@ absl::StatusOr<std::unique_ptr<OptimizerShard>> OptimizerShard::Create(
     if (s->spec_.params.device().is_cpu()) {
       KILN_ASSIGN_OR_RETURN(r.optimizer, optim::MakeOptimizer(config, std::move(clipped), end - begin));
     } else {
-      KILN_ASSIGN_OR_RETURN(r.device_optimizer,
-                            MakeDeviceOptimizer(config, clipped, s->spec_.params.device()));
+      KILN_ASSIGN_OR_RETURN(r.device_optimizer, MakeDeviceOptimizer(config, clipped, end - begin,
+                                                                    s->spec_.params.device()));
     }
     s->ranges_.push_back(std::move(r));
     shard += end - begin;
@@ -122,7 +122,7 @@ std::vector<std::pair<std::string, Tensor>> OptimizerShard::State(int r) {
 // checkpoints are interchangeable between devices.
 absl::StatusOr<std::unique_ptr<kernels::cuda::DeviceAdamW>> OptimizerShard::MakeDeviceOptimizer(
     const optim::OptimizerConfig& config, const std::vector<optim::Segment>& segments,
-    Device device) {
+    int64_t span, Device device) {
   if (config.name != "adamw") {
     return absl::UnimplementedError(absl::StrCat("train.optimizer.name: ", config.name,
                                                  " has no CUDA implementation (use adamw)"));
@@ -136,7 +136,7 @@ absl::StatusOr<std::unique_ptr<kernels::cuda::DeviceAdamW>> OptimizerShard::Make
   for (const optim::Segment& s : segments) {
     device_segments.push_back({s.offset, s.length, s.weight_decay, s.has_grad});
   }
-  return kernels::cuda::DeviceAdamW::Create(c, std::move(device_segments), device);
+  return kernels::cuda::DeviceAdamW::Create(c, std::move(device_segments), span, device);
 }
 
 }  // namespace kiln::train

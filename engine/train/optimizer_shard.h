@@ -69,7 +69,7 @@ class OptimizerShard {
   OptimizerShard() = default;
   static absl::StatusOr<std::unique_ptr<kernels::cuda::DeviceAdamW>> MakeDeviceOptimizer(
       const optim::OptimizerConfig& config, const std::vector<optim::Segment>& segments,
-      Device device);
+      int64_t span, Device device);
   int64_t ParamIndex(int r) const {
     return spec_.params_by_shard ? ranges_[r].shard_begin : spec_.ranges[r].first;
   }

@@ -3,6 +3,7 @@
 // forward writes out and the per-query log-sum-exp; the backward recomputes the probabilities from
 // q, k and lse. f32 compute for every storage type. See Note [CUDA attention scheme].
 #include "kernels/cuda/device_util.cuh"
+#include "kernels/cuda/launch_geometry.h"
 
 namespace kiln::kernels::cuda {
 namespace {
@@ -36,6 +37,7 @@ struct Geometry {
   int64_t out_stride;  // H D
   bool causal;
   float scale;
+  int tiles = 1;  // row tiles per head of the launch's flat grid (Note [Flat tile grids])
 };
 
 Geometry MakeGeometry(const AttentionLaunch& a) {
@@ -69,9 +71,9 @@ __global__ void __launch_bounds__(kQueryRows)
     attention_forward_kernel(const T* qkv, T* out, float* lse, Geometry g) {
   __shared__ float ks[Tiles<kD>::kKeys * kD];
   __shared__ float vs[Tiles<kD>::kKeys * kD];
-  const int bh = blockIdx.y;
+  const int bh = static_cast<int>(blockIdx.x / g.tiles);
   const int b = bh / g.n_head, h = bh % g.n_head, kv = h / g.group;
-  const int64_t q0 = static_cast<int64_t>(blockIdx.x) * kQueryRows;
+  const int64_t q0 = static_cast<int64_t>(blockIdx.x % g.tiles) * kQueryRows;
   const int64_t t = q0 + threadIdx.x;
   const T* rows = qkv + b * g.seq * g.stride;
   float q[kD], o[kD];
@@ -143,9 +145,9 @@ __global__ void __launch_bounds__(kQueryRows)
                         Geometry g) {
   __shared__ float ks[Tiles<kD>::kKeys * kD];
   __shared__ float vs[Tiles<kD>::kKeys * kD];
-  const int bh = blockIdx.y;
+  const int bh = static_cast<int>(blockIdx.x / g.tiles);
   const int b = bh / g.n_head, h = bh % g.n_head, kv = h / g.group;
-  const int64_t q0 = static_cast<int64_t>(blockIdx.x) * kQueryRows;
+  const int64_t q0 = static_cast<int64_t>(blockIdx.x % g.tiles) * kQueryRows;
   const int64_t t = q0 + threadIdx.x;
   const T* rows = qkv + b * g.seq * g.stride;
   float q[kD], d_o[kD], dq[kD];
@@ -203,9 +205,9 @@ __global__ void __launch_bounds__(Tiles<kD>::kKeyRows)
   __shared__ float dos[kQ * kD];
   __shared__ float lse_s[kQ];
   __shared__ float delta_s[kQ];
-  const int bg = blockIdx.y;
+  const int bg = static_cast<int>(blockIdx.x / g.tiles);
   const int b = bg / g.n_kv, kv = bg % g.n_kv;
-  const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kRows;
+  const int64_t j0 = static_cast<int64_t>(blockIdx.x % g.tiles) * kRows;
   const int64_t j = j0 + threadIdx.x;
   const T* rows = qkv + b * g.seq * g.stride;
   const int64_t k_col = static_cast<int64_t>(g.n_head + kv) * g.head_dim;
@@ -278,14 +280,14 @@ void DispatchHeadDim(int head_dim, Fn&& fn) {
 
 void LaunchAttentionForward(const AttentionLaunch& a, StreamPtr stream) {
   if (a.batch == 0 || a.seq == 0) return;
-  const Geometry g = MakeGeometry(a);
-  const dim3 grid(static_cast<unsigned>((a.seq + kQueryRows - 1) / kQueryRows),
-                  static_cast<unsigned>(a.batch * a.n_head));
+  const FlatTileGrid grid = MakeFlatTileGrid(a.seq, kQueryRows, a.batch * a.n_head);
+  Geometry g = MakeGeometry(a);
+  g.tiles = static_cast<int>(grid.tiles);
   DispatchFloat(a.type, [&](auto t) {
     using T = decltype(t);
     DispatchHeadDim(a.head_dim, [&](auto bound) {
       constexpr int kD = decltype(bound)::value;
-      attention_forward_kernel<T, kD><<<grid, kQueryRows, 0, AsStream(stream)>>>(
+      attention_forward_kernel<T, kD><<<grid.blocks, kQueryRows, 0, AsStream(stream)>>>(
           static_cast<const T*>(a.qkv), static_cast<T*>(a.out), a.lse, g);
     });
   });
@@ -310,15 +312,17 @@ void LaunchAttentionBackward(const AttentionLaunch& a, void* workspace, StreamPt
         static_cast<const T*>(a.out), dout, delta, rows, g);
     DispatchHeadDim(a.head_dim, [&](auto bound) {
       constexpr int kD = decltype(bound)::value;
-      const dim3 q_grid(static_cast<unsigned>((a.seq + kQueryRows - 1) / kQueryRows),
-                        static_cast<unsigned>(a.batch * a.n_head));
+      const FlatTileGrid q_grid = MakeFlatTileGrid(a.seq, kQueryRows, a.batch * a.n_head);
+      Geometry gq = g;
+      gq.tiles = static_cast<int>(q_grid.tiles);
       attention_dq_kernel<T, kD>
-          <<<q_grid, kQueryRows, 0, AsStream(stream)>>>(qkv, dout, a.lse, delta, dqkv, g);
+          <<<q_grid.blocks, kQueryRows, 0, AsStream(stream)>>>(qkv, dout, a.lse, delta, dqkv, gq);
       constexpr int kRows = Tiles<kD>::kKeyRows;
-      const dim3 kv_grid(static_cast<unsigned>((a.seq + kRows - 1) / kRows),
-                         static_cast<unsigned>(a.batch * a.n_kv_head));
+      const FlatTileGrid kv_grid = MakeFlatTileGrid(a.seq, kRows, a.batch * a.n_kv_head);
+      Geometry gkv = g;
+      gkv.tiles = static_cast<int>(kv_grid.tiles);
       attention_dkdv_kernel<T, kD>
-          <<<kv_grid, kRows, 0, AsStream(stream)>>>(qkv, dout, a.lse, delta, dqkv, g);
+          <<<kv_grid.blocks, kRows, 0, AsStream(stream)>>>(qkv, dout, a.lse, delta, dqkv, gkv);
     });
   });
   KILN_CUDA_CHECK_LAUNCH();

@@ -12,33 +12,22 @@
 namespace kiln::kernels::cuda {
 
 absl::StatusOr<std::unique_ptr<DeviceAdamW>> DeviceAdamW::Create(
-    const DeviceAdamWConfig& config, std::vector<DeviceSegment> segments, Device device) {
+    const DeviceAdamWConfig& config, std::vector<DeviceSegment> segments, int64_t span,
+    Device device) {
   KILN_RETURN_IF_ERROR(CheckDeviceAvailable(device));
+  KILN_ASSIGN_OR_RETURN(const AdamTable table, MakeAdamTable(segments, span));
   std::unique_ptr<DeviceAdamW> o(new DeviceAdamW());
   o->config_ = config;
   o->device_ = device;
-  std::vector<AdamSegment> table;
-  int64_t state = 0;
-  for (const DeviceSegment& s : segments) {
-    if (s.has_grad && s.length > 0) {
-      AdamSegment a;
-      a.offset = s.offset;
-      a.state_offset = state;
-      a.length = s.length;
-      a.weight_decay = s.weight_decay ? 1 : 0;
-      table.push_back(a);
-      o->max_length_ = std::max(o->max_length_, s.length);
-    }
-    state += s.length;
-  }
-  o->m_ = Tensor::Zeros({state}, DType::kF32, device);
-  o->v_ = Tensor::Zeros({state}, DType::kF32, device);
-  o->num_segments_ = static_cast<int>(table.size());
-  const int64_t bytes = static_cast<int64_t>(table.size() * sizeof(AdamSegment));
+  o->max_length_ = table.max_length;
+  o->m_ = Tensor::Zeros({span}, DType::kF32, device);  // Note [Device AdamW state layout]
+  o->v_ = Tensor::Zeros({span}, DType::kF32, device);
+  o->num_segments_ = static_cast<int>(table.segments.size());
+  const int64_t bytes = static_cast<int64_t>(table.segments.size() * sizeof(AdamSegment));
   o->segment_table_ = Tensor::Zeros({std::max<int64_t>(bytes, 1)}, DType::kU8, device);
   if (bytes > 0) {
     Tensor host = Tensor::Zeros({bytes}, DType::kU8);
-    std::memcpy(host.raw_data(), table.data(), static_cast<size_t>(bytes));
+    std::memcpy(host.raw_data(), table.segments.data(), static_cast<size_t>(bytes));
     o->segment_table_.CopyFrom(host);
   }
   return o;
@@ -51,6 +40,7 @@ void DeviceAdamW::Step(const Tensor& master, const Tensor& grads, const Tensor& 
   CheckTensor(master, DType::kF32, "AdamW master");
   CheckTensor(grads, grads.dtype(), "AdamW grads");
   KILN_CHECK_EQ(master.numel(), grads.numel());
+  KILN_CHECK_EQ(master.numel(), m_.numel()) << "AdamW master and moments cover different spans";
   const double bc1 = 1.0 - std::pow(static_cast<double>(config_.beta1), static_cast<double>(step));
   const double bc2 = 1.0 - std::pow(static_cast<double>(config_.beta2), static_cast<double>(step));
   AdamLaunch a;

@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/core/tensor.h"
+#include "kernels/cuda/adam_table.h"
 
 namespace kiln::kernels::cuda {
 
@@ -17,19 +18,13 @@ struct DeviceAdamWConfig {
   float weight_decay = 0.0f;
 };
 
-struct DeviceSegment {
-  int64_t offset = 0;  // into master / grads / params (elements)
-  int64_t length = 0;
-  bool weight_decay = true;
-  bool has_grad = true;  // false: skipped, as torch skips parameters without a gradient
-};
-
 class DeviceAdamW {
  public:
-  // Moments cover the segments' elements in segment order, zero-initialized on `device`.
+  // Moments (span) f32, zero-initialized on `device`, laid out as optim's AdamW lays them out
+  // (Note [Device AdamW state layout] in adam_table.h); segments index [0, span).
   static absl::StatusOr<std::unique_ptr<DeviceAdamW>> Create(const DeviceAdamWConfig& config,
                                                              std::vector<DeviceSegment> segments,
-                                                             Device device);
+                                                             int64_t span, Device device);
   ~DeviceAdamW();
   // One update (step is the 1-based count of applied updates). master: f32 (n); grads: any float
   // dtype (n); params: the model's low-precision copy (n) or undefined. All on the device.
@@ -42,7 +37,7 @@ class DeviceAdamW {
   DeviceAdamW() = default;
   DeviceAdamWConfig config_;
   Device device_;
-  Tensor m_, v_;          // (state elements) f32
+  Tensor m_, v_;          // (span) f32
   Tensor segment_table_;  // AdamSegment array in device memory (as raw bytes)
   int num_segments_ = 0;
   int64_t max_length_ = 0;

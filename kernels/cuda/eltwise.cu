@@ -10,7 +10,9 @@ namespace {
 
 constexpr int kThreads = 256;
 
-// Note [GELU tanh approximation] (kernels/cpu/vec/vec_math.h): the same formulas on the device.
+// Note [GELU tanh approximation] (kernels/cpu/vec/vec_math.h): the same function on the device, in
+// its tanh form (tanhf saturates cleanly; the CPU's sigmoid form needs its clamped Exp), so the
+// results agree to a few ulp rather than bit for bit.
 constexpr float kGeluBeta = 0.7978845608028654f;
 constexpr float kGeluKappa = 0.044715f;
 

@@ -119,10 +119,10 @@ size_t AttentionBackwardWorkspaceBytes(int64_t batch, int n_head, int64_t seq);
 void LaunchAttentionBackward(const AttentionLaunch& args, void* workspace, StreamPtr stream);
 
 // ---- optim.cu ----
-// One AdamW segment table entry (offsets into master/grads/params, into the moments).
+// One AdamW segment table entry: an offset into master, grads, params and the moments alike
+// (Note [Device AdamW state layout] in adam_table.h).
 struct AdamSegment {
   int64_t offset = 0;
-  int64_t state_offset = 0;
   int64_t length = 0;
   int32_t weight_decay = 1;  // 0: no decay for this segment
 };

@@ -77,8 +77,9 @@ __global__ void embedding_backward_kernel(const T* dy, const int32_t* ids, float
   const int bucket = blockIdx.y;
   for (int64_t i = 0; i < n; ++i) {
     const int32_t id = ids[i];
-    if (id % kEmbeddingBuckets != bucket) continue;
+    // Checked before the bucket test: a negative id (id % 64 <= 0) matches no bucket but 0.
     if (id < 0 || id >= vocab) __trap();
+    if (id % kEmbeddingBuckets != bucket) continue;
     if (c < cols) dtable[id * cols + c] += Load(dy + i * cols + c);
   }
 }

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_context.h"
+#include "kernels/cuda/launch_geometry.h"
 
 #define KILN_CUBLAS_CHECK(call)                                                                 \
   do {                                                                                          \
@@ -28,6 +29,14 @@ namespace kiln::kernels::cuda {
 namespace {
 
 constexpr size_t kCublasWorkspace = size_t{8} << 20;
+// The planner aligns workspaces to 64 bytes; cuBLAS asks for 256-byte aligned workspaces
+// (cublasSetWorkspace refuses less), so each node reserves the slack and aligns the pointer up.
+constexpr size_t kWorkspaceAlign = 256;
+
+void* AlignedWorkspace(void* p) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  return reinterpret_cast<void*>((a + kWorkspaceAlign - 1) / kWorkspaceAlign * kWorkspaceAlign);
+}
 
 cublasLtHandle_t HandleFor(Device device) {
   static std::mutex mu;
@@ -53,13 +62,6 @@ cudaDataType_t DataType(DType dtype) {
   }
 }
 
-uint32_t Alignment(const void* p) {
-  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
-  uint32_t align = 256;
-  while (align > 1 && a % align != 0) align /= 2;
-  return align;
-}
-
 // Note [Row-major matmul on cuBLASLt]
 // cuBLASLt is column-major. A row-major (r, c) matrix is the column-major (c, r) matrix with the
 // same buffer, so row-major C = op(a) op(b) is computed as column-major C^T = op(b)^T op(a)^T:
@@ -75,7 +77,9 @@ class MatmulKernel final : public Kernel {
     if (desc_ != nullptr) cublasLtMatmulDescDestroy(desc_);
   }
 
-  size_t WorkspaceBytes(const KernelContext&) const override { return kCublasWorkspace; }
+  size_t WorkspaceBytes(const KernelContext&) const override {
+    return kCublasWorkspace + kWorkspaceAlign;
+  }
 
   absl::Status Prepare(const KernelContext& ctx) override {
     const auto& attrs = ctx.attrs_as<ops::MatmulAttrs>();
@@ -163,9 +167,15 @@ class MatmulKernel final : public Kernel {
     const size_t ws = kCublasWorkspace;
     KILN_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
         pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
-    // The addresses are bound for the node's lifetime: tell the heuristic their alignment.
-    const uint32_t align_b = Alignment(b.raw_data()), align_a = Alignment(a.raw_data());
-    const uint32_t align_c = Alignment(c.raw_data());
+    // The addresses are bound for the node's lifetime: tell the heuristic their alignment, that of
+    // every batch too (Note [cuBLASLt operand alignment]).
+    const int64_t elem = static_cast<int64_t>(a.element_size());
+    const int64_t a_batch = batch > 1 ? rows * k : 0, c_batch = batch > 1 ? rows * n : 0;
+    const int64_t b_batch = batch > 1 && b_batched ? k * n : 0;
+    const auto address = [](const Tensor& t) { return reinterpret_cast<uintptr_t>(t.raw_data()); };
+    const uint32_t align_a = OperandAlignment(address(a), {a_batch * elem});
+    const uint32_t align_b = OperandAlignment(address(b), {b_batch * elem});
+    const uint32_t align_c = OperandAlignment(address(c), {c_batch * elem});
     KILN_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
         pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_b, sizeof(align_b)));
     KILN_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
@@ -202,12 +212,13 @@ class MatmulKernel final : public Kernel {
       return;
     }
     KILN_CHECK(desc_ != nullptr) << "matmul ran before Prepare";
-    KILN_CHECK(ctx.workspace_bytes >= kCublasWorkspace) << "matmul workspace";
+    KILN_CHECK(ctx.workspace_bytes >= kCublasWorkspace + kWorkspaceAlign) << "matmul workspace";
     const float alpha = 1.0f, beta = 0.0f;
     KILN_CUBLAS_CHECK(cublasLtMatmul(HandleFor(a.device()), desc_, &alpha, b.raw_data(), b_layout_,
                                      a.raw_data(), a_layout_, &beta, c.raw_data(), c_layout_,
-                                     c.raw_data(), c_layout_, &algo_, ctx.workspace,
-                                     kCublasWorkspace, static_cast<cudaStream_t>(stream)));
+                                     c.raw_data(), c_layout_, &algo_,
+                                     AlignedWorkspace(ctx.workspace), kCublasWorkspace,
+                                     static_cast<cudaStream_t>(stream)));
   }
 
  private:

@@ -7,7 +7,7 @@ namespace kiln::kernels::cuda {
 
 absl::StatusOr<std::unique_ptr<DeviceAdamW>> DeviceAdamW::Create(const DeviceAdamWConfig&,
                                                                  std::vector<DeviceSegment>,
-                                                                 Device device) {
+                                                                 int64_t, Device device) {
   KILN_RETURN_IF_ERROR(CheckDeviceAvailable(device));
   return absl::FailedPreconditionError("CUDA device optimizer in a build without CUDA");
 }

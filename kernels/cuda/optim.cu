@@ -15,8 +15,8 @@ __global__ void adamw_kernel(AdamLaunch a) {
   const G* grads = static_cast<const G*>(a.grads) + seg.offset;
   P* params = a.params != nullptr ? static_cast<P*>(a.params) + seg.offset : nullptr;
   float* master = a.master + seg.offset;
-  float* m = a.exp_avg + seg.state_offset;
-  float* v = a.exp_avg_sq + seg.state_offset;
+  float* m = a.exp_avg + seg.offset;  // Note [Device AdamW state layout]
+  float* v = a.exp_avg_sq + seg.offset;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < seg.length;
        i += int64_t{gridDim.x} * blockDim.x) {
     const float g = Load(grads + i) * a.grad_scale;

@@ -133,7 +133,7 @@ Run TrainOnCuda(const nn::ModelConfig& config, DType compute) {
   }
   kernels::cuda::DeviceAdamWConfig oc;
   oc.weight_decay = kWeightDecay;
-  auto opt = kernels::cuda::DeviceAdamW::Create(oc, segments, dev);
+  auto opt = kernels::cuda::DeviceAdamW::Create(oc, segments, n, dev);
   REQUIRE(opt.ok());
   Run r;
   for (int step = 0; step < kSteps; ++step) {
