@@ -3,6 +3,7 @@ GPU_TEST_TARGETS=(
   //tests/kernels/cuda:device_runtime_test
   //tests/kernels/cuda:allocator_gpu_test
   //tests/kernels/cuda:kernel_parity_test
+  //tests/kernels/cuda:attention_tc_test
   //tests/engine/dist:nccl_test
   //tests/engine/cuda:train_parity_test
   //tests/worker:kiln_train_cuda_test

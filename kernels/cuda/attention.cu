@@ -2,6 +2,11 @@
 // live in registers and shared-memory tiles, never as a (T x T) matrix in global memory. The
 // forward writes out and the per-query log-sum-exp; the backward recomputes the probabilities from
 // q, k and lse. f32 compute for every storage type. See Note [CUDA attention scheme].
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "kernels/cuda/attention_geometry.h"
 #include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/launch_geometry.h"
 
@@ -19,7 +24,8 @@ namespace {
 // q.k - lse): dv += P dout, dP = dout.v, dS = scale P (dP - delta), dq += dS k, dk += dS q.
 // The head dimension is a template bound kD (32, 64 or 128) so that per-row vectors stay in
 // registers; lanes past the real head_dim hold zeros. This is the simple scheme, not a tensor-core
-// kernel (see the report in the CUDA backend's commit for its speed).
+// kernel: it is the fallback for what attention_tc.cu does not take (Note [Choosing the attention
+// kernels]).
 
 constexpr int kQueryRows = 64;  // threads (query rows) per forward / dq block
 
@@ -29,30 +35,6 @@ struct Tiles {
   static constexpr int kKeyRows = kD >= 128 ? 32 : 64;  // threads (key rows) per dk/dv block
   static constexpr int kQueries = 1024 / kD;            // queries per shared tile in dk/dv
 };
-
-struct Geometry {
-  int64_t seq;
-  int n_head, n_kv, head_dim, group;
-  int64_t stride;      // qkv row length (H + 2 Hkv) D
-  int64_t out_stride;  // H D
-  bool causal;
-  float scale;
-  int tiles = 1;  // row tiles per head of the launch's flat grid (Note [Flat tile grids])
-};
-
-Geometry MakeGeometry(const AttentionLaunch& a) {
-  Geometry g;
-  g.seq = a.seq;
-  g.n_head = a.n_head;
-  g.n_kv = a.n_kv_head;
-  g.head_dim = a.head_dim;
-  g.group = a.n_head / a.n_kv_head;
-  g.stride = static_cast<int64_t>(a.n_head + 2 * a.n_kv_head) * a.head_dim;
-  g.out_stride = static_cast<int64_t>(a.n_head) * a.head_dim;
-  g.causal = a.causal;
-  g.scale = a.scale;
-  return g;
-}
 
 // Loads rows [r0, r0 + rows) of the head at column `col` of a (T, stride) block into
 // tile[rows][ld] as f32 (zeros past seq and past head_dim).
@@ -276,10 +258,47 @@ void DispatchHeadDim(int head_dim, Fn&& fn) {
   }
 }
 
+// Note [Choosing the attention kernels]
+// The tensor-core kernels (attention_tc.cu, Note [Tensor-core attention]) run every launch they can
+// take: bf16 / f16 storage, head_dim 64 or 128, 16-byte aligned tensors, enough shared memory per
+// block. Everything else — f32, other head dims — runs the simple kernels above. The forward and
+// the backward choose independently; the two schemes compute the same math (their out and lse are
+// interchangeable inputs of either backward), so any mix is correct.
+// KILN_CUDA_ATTENTION=simple forces the simple kernels everywhere (read once per process): the
+// escape hatch should the tensor-core path misbehave on some device. Unset, empty or "auto" mean
+// the choice above; any other value is reported once on stderr and treated as "auto". Tests force
+// either path through AttentionLaunch::impl.
+bool EnvironmentForcesSimple() {
+  static const bool simple = [] {
+    const char* v = std::getenv("KILN_CUDA_ATTENTION");
+    if (v == nullptr || std::strcmp(v, "") == 0 || std::strcmp(v, "auto") == 0) return false;
+    if (std::strcmp(v, "simple") == 0) return true;
+    std::fprintf(stderr, "KILN_CUDA_ATTENTION=%s is not 'simple' or 'auto'; using 'auto'\n", v);
+    return false;
+  }();
+  return simple;
+}
+
+bool UseTensorCores(const AttentionLaunch& a) {
+  switch (a.impl) {
+    case AttentionImpl::kSimple:
+      return false;
+    case AttentionImpl::kTensorCore:
+      return true;  // the tensor-core launch aborts with the reason if it cannot take `a`
+    case AttentionImpl::kAuto:
+      break;
+  }
+  return !EnvironmentForcesSimple() && AttentionTensorCoreAvailable(a);
+}
+
 }  // namespace
 
 void LaunchAttentionForward(const AttentionLaunch& a, StreamPtr stream) {
   if (a.batch == 0 || a.seq == 0) return;
+  if (UseTensorCores(a)) {
+    LaunchAttentionForwardTensorCore(a, stream);
+    return;
+  }
   const FlatTileGrid grid = MakeFlatTileGrid(a.seq, kQueryRows, a.batch * a.n_head);
   Geometry g = MakeGeometry(a);
   g.tiles = static_cast<int>(grid.tiles);
@@ -310,6 +329,10 @@ void LaunchAttentionBackward(const AttentionLaunch& a, void* workspace, StreamPt
     T* dqkv = static_cast<T*>(a.dqkv);
     attention_delta_kernel<<<static_cast<unsigned>((rows + 255) / 256), 256, 0, AsStream(stream)>>>(
         static_cast<const T*>(a.out), dout, delta, rows, g);
+    if (UseTensorCores(a)) {
+      LaunchAttentionBackwardTensorCore(a, delta, stream);
+      return;
+    }
     DispatchHeadDim(a.head_dim, [&](auto bound) {
       constexpr int kD = decltype(bound)::value;
       const FlatTileGrid q_grid = MakeFlatTileGrid(a.seq, kQueryRows, a.batch * a.n_head);

@@ -97,8 +97,14 @@ void LaunchRope(FloatType type, const void* x, void* y, int64_t batch, int64_t s
                 int n_kv_head, int head_dim, const float* cos, const float* sin, bool inverse,
                 StreamPtr stream);
 
-// ---- attention.cu ----
+// ---- attention.cu (Note [CUDA attention scheme]) and attention_tc.cu (Note [Tensor-core
+// attention]) ----
+// Which kernels run an attention launch (Note [Choosing the attention kernels] in attention.cu):
+// kAuto takes the tensor-core kernels where they apply unless KILN_CUDA_ATTENTION=simple; the
+// tests force either. kTensorCore on a launch the tensor-core kernels cannot take aborts.
+enum class AttentionImpl : uint8_t { kAuto, kSimple, kTensorCore };
 struct AttentionLaunch {
+  AttentionImpl impl = AttentionImpl::kAuto;
   FloatType type = FloatType::kF32;
   int64_t batch = 0;
   int64_t seq = 0;
@@ -117,6 +123,14 @@ constexpr int kMaxAttentionHeadDim = 128;
 void LaunchAttentionForward(const AttentionLaunch& args, StreamPtr stream);
 size_t AttentionBackwardWorkspaceBytes(int64_t batch, int n_head, int64_t seq);
 void LaunchAttentionBackward(const AttentionLaunch& args, void* workspace, StreamPtr stream);
+// The tensor-core kernels (attention_tc.cu), called by the two above. Available: whether they can
+// take `args` on the current device (16-bit storage, head_dim 64 or 128, 16-byte aligned tensors,
+// enough shared memory per block). The backward takes delta (B, H, T) f32 = rowsum(dout * out),
+// computed by attention.cu, and writes every element of dqkv.
+bool AttentionTensorCoreAvailable(const AttentionLaunch& args);
+void LaunchAttentionForwardTensorCore(const AttentionLaunch& args, StreamPtr stream);
+void LaunchAttentionBackwardTensorCore(const AttentionLaunch& args, const float* delta,
+                                       StreamPtr stream);
 
 // ---- optim.cu ----
 // One AdamW segment table entry: an offset into master, grads, params and the moments alike
