@@ -19,16 +19,15 @@ absl::StatusOr<std::unique_ptr<DeviceAdamW>> DeviceAdamW::Create(
   std::unique_ptr<DeviceAdamW> o(new DeviceAdamW());
   o->config_ = config;
   o->device_ = device;
-  o->max_length_ = table.max_length;
   o->m_ = Tensor::Zeros({span}, DType::kF32, device);  // Note [Device AdamW state layout]
   o->v_ = Tensor::Zeros({span}, DType::kF32, device);
-  o->num_segments_ = static_cast<int>(table.segments.size());
-  const int64_t bytes = static_cast<int64_t>(table.segments.size() * sizeof(AdamSegment));
-  o->segment_table_ = Tensor::Zeros({std::max<int64_t>(bytes, 1)}, DType::kU8, device);
+  o->num_chunks_ = static_cast<int64_t>(table.chunks.size());
+  const int64_t bytes = static_cast<int64_t>(table.chunks.size() * sizeof(AdamChunk));
+  o->chunk_table_ = Tensor::Zeros({std::max<int64_t>(bytes, 1)}, DType::kU8, device);
   if (bytes > 0) {
     Tensor host = Tensor::Zeros({bytes}, DType::kU8);
-    std::memcpy(host.raw_data(), table.segments.data(), static_cast<size_t>(bytes));
-    o->segment_table_.CopyFrom(host);
+    std::memcpy(host.raw_data(), table.chunks.data(), static_cast<size_t>(bytes));
+    o->chunk_table_.CopyFrom(host);
   }
   return o;
 }
@@ -55,9 +54,8 @@ void DeviceAdamW::Step(const Tensor& master, const Tensor& grads, const Tensor& 
   }
   a.exp_avg = m_.data<float>();
   a.exp_avg_sq = v_.data<float>();
-  a.segments = static_cast<const AdamSegment*>(segment_table_.raw_data());
-  a.num_segments = num_segments_;
-  a.max_length = max_length_;
+  a.chunks = static_cast<const AdamChunk*>(chunk_table_.raw_data());
+  a.num_chunks = num_chunks_;
   a.beta1 = config_.beta1;
   a.beta2 = config_.beta2;
   a.eps = config_.eps;

@@ -38,9 +38,8 @@ class DeviceAdamW {
   DeviceAdamWConfig config_;
   Device device_;
   Tensor m_, v_;          // (span) f32
-  Tensor segment_table_;  // AdamSegment array in device memory (as raw bytes)
-  int num_segments_ = 0;
-  int64_t max_length_ = 0;
+  Tensor chunk_table_;  // AdamChunk array in device memory (as raw bytes; Note [AdamW chunks])
+  int64_t num_chunks_ = 0;
 };
 
 struct GradStats {
