@@ -1,4 +1,4 @@
-// DeviceAdamW and DeviceGradStats: host-side set-up and launches of optim.cu and reduce.cu.
+// DeviceAdamW and GradStatsReducer: host-side set-up and launches of optim.cu and reduce.cu.
 #include "kernels/cuda/device_optim.h"
 
 #include <algorithm>
@@ -66,17 +66,20 @@ void DeviceAdamW::Step(const Tensor& master, const Tensor& grads, const Tensor& 
   LaunchAdamW(a, LaunchStreamFor(master));
 }
 
-GradStats DeviceGradStats(const Tensor& flat) {
+GradStats GradStatsReducer::Compute(const Tensor& flat) {
   CheckTensor(flat, flat.dtype(), "gradient buffer");
   const Device device = flat.device();
-  const size_t ws_bytes = NormStatsWorkspaceBytes(flat.numel());
-  const Tensor workspace =
-      Tensor::Zeros({static_cast<int64_t>(ws_bytes) + 16}, DType::kU8, device);  // partials, result
-  double* result = reinterpret_cast<double*>(static_cast<char*>(workspace.raw_data()) + ws_bytes);
+  // Partials, then the result (2 f64) at an 8-byte aligned offset.
+  const size_t ws_bytes = (NormStatsWorkspaceBytes(flat.numel()) + 7) / 8 * 8;
+  const size_t needed = ws_bytes + 2 * sizeof(double);
+  if (!workspace_.defined() || workspace_.device() != device || workspace_.nbytes() < needed) {
+    workspace_ = Tensor::Zeros({static_cast<int64_t>(needed)}, DType::kU8, device);
+  }
+  double* result = reinterpret_cast<double*>(static_cast<char*>(workspace_.raw_data()) + ws_bytes);
   LaunchNormStats(ToFloatType(flat.dtype()), flat.raw_data(), flat.numel(), result,
-                  workspace.raw_data(), LaunchStreamFor(flat));
+                  workspace_.raw_data(), LaunchStreamFor(flat));
   double host[2];
-  RuntimeFor(device).Copy(host, result, sizeof(host), device);
+  RuntimeFor(device).Copy(host, result, sizeof(host), device);  // the one wait
   return {host[0], host[1] == 1.0};
 }
 
