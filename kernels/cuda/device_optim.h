@@ -37,7 +37,7 @@ class DeviceAdamW {
   DeviceAdamW() = default;
   DeviceAdamWConfig config_;
   Device device_;
-  Tensor m_, v_;          // (span) f32
+  Tensor m_, v_;        // (span) f32
   Tensor chunk_table_;  // AdamChunk array in device memory (as raw bytes; Note [AdamW chunks])
   int64_t num_chunks_ = 0;
 };
