@@ -99,6 +99,7 @@ int main(int argc, char** argv) {
       Tensor::FromVector(std::vector<int32_t>(tokens.begin() + 1, tokens.end()), {batch, 1024});
   DeviceRuntime& rt = RuntimeFor(dev);
   double first_loss = 0, last_loss = 0, seconds = 0;
+  kernels::cuda::GradStatsReducer grad_stats;
   for (int step = 0; step < warmup + steps; ++step) {
     rt.Synchronize(dev);
     const auto t0 = std::chrono::steady_clock::now();
@@ -107,7 +108,7 @@ int main(int argc, char** argv) {
     exec.value(model->targets).CopyFrom(targets);
     exec.value(model->backward.loss_seed).Fill(1.0f);
     exec.Run();
-    const kernels::cuda::GradStats stats = kernels::cuda::DeviceGradStats(exec.flat_grads());
+    const kernels::cuda::GradStats stats = grad_stats.Compute(exec.flat_grads());
     const double norm = std::sqrt(stats.squared_norm);
     const float clip = static_cast<float>(std::min(1.0, 1.0 / (norm + 1e-6)));  // clip at 1
     (*opt)->Step(master, exec.flat_grads(), separate ? exec.flat_params() : Tensor(), clip, 6e-4f,

@@ -19,6 +19,14 @@ namespace kiln {
 // waits for the stream; a device-to-device copy or a memset returns at once). Other streams (the
 // communicator's) order themselves against the compute stream with events.
 
+// Note [Pinned staging]
+// Values the host makes every step (a token batch, the loss seed) reach the device through
+// page-locked host buffers (Storage::AllocatePinnedHost; CUDA's cudaHostAlloc once a device is
+// present) copied with CopyAsync: the copy is ordered before the kernels that read it on the
+// compute stream, and the host does not wait for the compute. A staging buffer is reused, so
+// before the host writes it again it waits for an event recorded after the previous copy out of
+// it (engine/train/staged_upload.h). Results read back the same way wait for one event.
+
 using StreamHandle = void*;  // null: the device's compute stream
 using EventHandle = void*;
 
@@ -36,6 +44,11 @@ class DeviceRuntime {
   // Copies `bytes` between any two of host memory and device memory (Note [Device runtime
   // ordering]). `device` is the device whose compute stream orders the copy.
   virtual void Copy(void* dst, const void* src, size_t bytes, Device device) = 0;
+  // Enqueues the copy on `device`'s compute stream and returns at once, even when host memory is
+  // involved (Note [Pinned staging]): the host side must stay unmodified (host to device) or
+  // unread (device to host) until an event recorded on the compute stream after this call has
+  // completed.
+  virtual void CopyAsync(void* dst, const void* src, size_t bytes, Device device) = 0;
   virtual void Memset(void* dst, int value, size_t bytes, Device device) = 0;
   // Waits for everything issued to `device` (all of its streams).
   virtual void Synchronize(Device device) = 0;

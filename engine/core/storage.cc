@@ -31,6 +31,20 @@ Storage Storage::Allocate(size_t bytes, Device device) {
   return s;
 }
 
+Storage Storage::AllocatePinnedHost(size_t bytes) {
+  Allocator* allocator = GetPinnedHostAllocator();
+  Storage s;
+  s.impl_ = std::make_shared<Impl>();
+  s.impl_->data = allocator->Allocate(bytes);
+  KILN_CHECK(s.impl_->data != nullptr) << "out of pinned host memory allocating " << bytes
+                                       << " bytes";
+  s.impl_->nbytes = bytes;
+  s.impl_->device = Device::CPU();
+  s.impl_->allocator = allocator;
+  std::memset(s.impl_->data, 0, bytes);
+  return s;
+}
+
 Storage Storage::Wrap(void* data, size_t bytes, Device device,
                       std::shared_ptr<const void> keep_alive) {
   Storage s;

@@ -19,6 +19,9 @@ class Storage {
   // when the device has no allocator or is out of memory: callers that can recover check
   // Allocator::Allocate themselves.
   static Storage Allocate(size_t bytes, Device device);
+  // `bytes` of zero-filled page-locked host memory from GetPinnedHostAllocator() (device CPU), for
+  // asynchronous copies to and from a device (Note [Pinned staging]).
+  static Storage AllocatePinnedHost(size_t bytes);
   // Wraps memory that something else owns; `keep_alive` (may be null) is held while any view lives.
   static Storage Wrap(void* data, size_t bytes, Device device,
                       std::shared_ptr<const void> keep_alive = nullptr);

@@ -103,6 +103,16 @@ absl::StatusOr<std::unique_ptr<TrainingSession>> TrainingSession::Create(
   eo.profile = options.profile;
   eo.device = s->device_;
   KILN_ASSIGN_OR_RETURN(s->exec_, graph::Executor::Create(std::move(model.graph), eo));
+  s->stage_inputs_ = std::make_unique<StagedTensor>(s->exec_->value(s->inputs_));
+  s->stage_targets_ = std::make_unique<StagedTensor>(s->exec_->value(s->targets_));
+  s->stage_loss_seed_ = std::make_unique<StagedTensor>(s->exec_->value(s->loss_seed_));
+  if (s->rng_ != graph::kNoValue) {
+    KILN_CHECK(s->exec_->value(s->rng_).dtype() == DType::kI64) << "the RNG seed value is (2) i64";
+    s->stage_rng_ = std::make_unique<StagedTensor>(s->exec_->value(s->rng_));
+  }
+  for (int micro = 0; micro < s->grad_accum_; ++micro) {
+    s->stage_losses_.push_back(std::make_unique<StagedTensor>(s->exec_->value(s->loss_)));
+  }
   if (s->distributed_ && s->stage_ <= 1) {
     TrainingSession* self = s.get();
     s->exec_->SetGradReadyCallback([self](int param) {
@@ -161,23 +171,19 @@ std::vector<Tensor> TrainingSession::ParamViews(const Tensor& full) const {
   return views;
 }
 
-// Batches are made in host memory; on a GPU they are then copied to the bound device tensors.
-void TrainingSession::FillBatch(data::BatchLoader* loader, const graph::Executor& exec,
-                                graph::ValueId inputs, graph::ValueId targets,
+// Batches are made in host memory (pinned when the executor is on a GPU) and uploaded to the bound
+// tensors without waiting for the device (Note [Pinned staging]).
+void TrainingSession::FillBatch(data::BatchLoader* loader, StagedTensor& x, StagedTensor& y,
                                 int64_t batch_index) {
-  const Tensor& x = exec.value(inputs);
-  const Tensor& y = exec.value(targets);
-  const Tensor host_x = x.device().is_cpu() ? x : Tensor::Zeros(x.sizes(), x.dtype());
-  const Tensor host_y = y.device().is_cpu() ? y : Tensor::Zeros(y.sizes(), y.dtype());
+  const Tensor& host_x = x.Host();  // (B, T) i32 tokens, or (B, d) f32 synthetic features
+  const Tensor& host_y = y.Host();  // (B, T) i32, or (B) synthetic targets
   if (config_.family == "mlp") {
     FillSyntheticBatch(host_x, host_y, batch_index);
   } else {
     loader->Next(host_x.data<int32_t>(), host_y.data<int32_t>());
   }
-  if (!x.device().is_cpu()) {
-    x.CopyFrom(host_x);
-    y.CopyFrom(host_y);
-  }
+  x.Upload();
+  y.Upload();
 }
 
 // Note [The MLP's synthetic task]
@@ -224,14 +230,16 @@ void TrainingSession::FillSyntheticBatch(const Tensor& x, const Tensor& targets,
   }
 }
 
-absl::StatusOr<double> TrainingSession::RunMicroBatch(int micro, bool reduce) {
+absl::Status TrainingSession::IssueMicroBatch(int micro, bool reduce) {
   const int64_t batch_index = step_ * grad_accum_ + micro;
-  FillBatch(train_loader_.get(), *exec_, inputs_, targets_, batch_index);
-  // Fill and CopyFrom rather than raw pointers: the executor's values may live on a GPU.
-  exec_->value(loss_seed_).Fill(static_cast<float>(scaler_.scale() / grad_accum_));
-  if (rng_ != graph::kNoValue) {
-    exec_->value(rng_).CopyFrom(
-        Tensor::FromVector<int64_t>({static_cast<int64_t>(seed_), batch_index}, {2}));
+  FillBatch(train_loader_.get(), *stage_inputs_, *stage_targets_, batch_index);
+  stage_loss_seed_->Host().Fill(static_cast<float>(scaler_.scale() / grad_accum_));
+  stage_loss_seed_->Upload();
+  if (stage_rng_ != nullptr) {
+    int64_t* seed_step = stage_rng_->Host().data<int64_t>();  // (2) i64
+    seed_step[0] = static_cast<int64_t>(seed_);
+    seed_step[1] = batch_index;
+    stage_rng_->Upload();
   }
   if (distributed_) {
     zero_->BeginMicroBatch(micro);
@@ -239,20 +247,23 @@ absl::StatusOr<double> TrainingSession::RunMicroBatch(int micro, bool reduce) {
   }
   exec_->Run();
   if (distributed_ && (stage_ >= 2 || reduce_now_)) KILN_RETURN_IF_ERROR(zero_->FinishBackward());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<double> TrainingSession::RunMicroBatch(int micro, bool reduce) {
+  KILN_RETURN_IF_ERROR(IssueMicroBatch(micro, reduce));
   return static_cast<double>(exec_->value(loss_).Item());
 }
 
 absl::StatusOr<StepMetrics> TrainingSession::Step() {
   const auto start = std::chrono::steady_clock::now();
   if (exec_->flat_grads().defined()) exec_->ZeroGrads();
-  double loss_sum = 0;
   for (int micro = 0; micro < grad_accum_; ++micro) {
     // ZeRO 0/1 communicate on the last micro-batch only; ZeRO 2/3 on every one.
-    KILN_ASSIGN_OR_RETURN(const double loss, RunMicroBatch(micro, micro == grad_accum_ - 1));
-    loss_sum += loss;
+    KILN_RETURN_IF_ERROR(IssueMicroBatch(micro, micro == grad_accum_ - 1));
+    stage_losses_[micro]->Download();  // read below, after the step's one wait for the device
   }
   StepMetrics m;
-  m.loss = loss_sum / grad_accum_;
   // ZeRO 2/3 hold only this rank's reduced chunks; otherwise the whole (reduced) buffer.
   const Tensor& grads = stage_ >= 2 ? zero_->grad_shard() : exec_->flat_grads();
   bool finite = true;
@@ -261,10 +272,14 @@ absl::StatusOr<StepMetrics> TrainingSession::Step() {
     finite = !scaler_.enabled() || optim::AllFinite(grads);
     squared_norm = finite ? optim::SquaredNorm(grads) : INFINITY;
   } else {
-    const kernels::cuda::GradStats stats = kernels::cuda::DeviceGradStats(grads);
+    const kernels::cuda::GradStats stats = grad_stats_.Compute(grads);  // waits for the device
     finite = !scaler_.enabled() || stats.all_finite;
     squared_norm = finite ? stats.squared_norm : INFINITY;
   }
+  // On a GPU the losses' copies finished before the statistics did: Host() does not wait.
+  double loss_sum = 0;
+  for (const auto& loss : stage_losses_) loss_sum += loss->Host().Item();
+  m.loss = loss_sum / grad_accum_;
   // Data parallel gradients hold sums over ranks: the mean divides by the world size.
   if (distributed_) KILN_RETURN_IF_ERROR(ReduceAcrossRanks(m, finite, squared_norm));
   const double inv_scale = 1.0 / scaler_.scale() / options_.world_size;
@@ -338,11 +353,11 @@ absl::StatusOr<double> TrainingSession::Evaluate() {
                                                  options_.rank * micro_batch_, micro_batch_,
                                                  false, seed_);
   }
+  StagedTensor x(eval_exec_->value(eval_inputs_)), y(eval_exec_->value(eval_targets_));
   double total = 0;
   for (int i = 0; i < eval_steps; ++i) {
     // Synthetic validation batches come from far beyond any training batch index.
-    FillBatch(loader.get(), *eval_exec_, eval_inputs_, eval_targets_,
-              synthetic ? (int64_t{1} << 40) + i : i);
+    FillBatch(loader.get(), x, y, synthetic ? (int64_t{1} << 40) + i : i);
     eval_exec_->Run();
     total += eval_exec_->value(eval_loss_).Item();
   }

@@ -17,6 +17,7 @@
 #include "engine/optim/optimizer.h"
 #include "engine/optim/schedule.h"
 #include "engine/train/optimizer_shard.h"
+#include "engine/train/staged_tensor.h"
 #include "engine/train/trainer.h"
 #include "kiln/v1/job.pb.h"
 
@@ -80,8 +81,10 @@ class TrainingSession {
 
  private:
   TrainingSession() = default;
-  void FillBatch(data::BatchLoader* loader, const graph::Executor& exec, graph::ValueId inputs,
-                 graph::ValueId targets, int64_t batch_index);
+  // Writes batch `batch_index` into x's and y's host buffers and uploads them.
+  void FillBatch(data::BatchLoader* loader, StagedTensor& x, StagedTensor& y, int64_t batch_index);
+  // RunMicroBatch without reading the loss back: fills, uploads and issues the micro-batch.
+  absl::Status IssueMicroBatch(int micro, bool reduce);
   // Fills host tensors x (B, d_in) and targets (B) with the synthetic task's batch.
   void FillSyntheticBatch(const Tensor& x, const Tensor& targets, int64_t batch_index);
   absl::StatusOr<std::unique_ptr<graph::Executor>> BuildForwardExecutor(int batch, int seq_len,
@@ -110,6 +113,12 @@ class TrainingSession {
   graph::ValueId loss_ = graph::kNoValue, loss_seed_ = graph::kNoValue;
   std::unique_ptr<graph::Executor> exec_;
   std::unique_ptr<OptimizerShard> shard_;
+  // Note [Pinned staging]: the host twins of the values a step writes (inputs, targets, the loss
+  // seed, the RNG seed when the graph has dropout) and of the loss, one per micro-batch, read
+  // after the step's one wait for the device (the gradient statistics).
+  std::unique_ptr<StagedTensor> stage_inputs_, stage_targets_, stage_loss_seed_, stage_rng_;
+  std::vector<std::unique_ptr<StagedTensor>> stage_losses_;
+  kernels::cuda::GradStatsReducer grad_stats_;  // gradients on a GPU
   graph::PlannerOptions planner_;
   // Data parallelism (world > 1 or ZeRO): see engine/dist/zero_runtime.h.
   bool distributed_ = false;

@@ -6,6 +6,7 @@
 #include "engine/core/status.h"
 #include "engine/ops/attrs/elementwise.h"
 #include "engine/ops/attrs/loss.h"
+#include "engine/ops/attrs/matmul.h"
 
 namespace kiln::kernels {
 namespace {
@@ -63,6 +64,49 @@ void CheckBinary(const KernelContext& ctx, DeviceType device, bool is_add) {
     CheckTensorOn(b, device, a.dtype(), "second input");
     CheckSameShape(a, b, "inputs");
   }
+}
+
+MatmulShape CheckMatmul(const KernelContext& ctx, DeviceType device) {
+  const auto& attrs = ctx.attrs_as<ops::MatmulAttrs>();
+  const Tensor& a = ctx.input(0);     // (..., M, K), trans_a: (..., K, M)
+  const Tensor& b = ctx.input(1);     // (K, N) or (..., K, N), trans_b: (N, K) or (..., N, K)
+  const Tensor& out = ctx.output(0);  // (..., M, N)
+  const DType dtype = a.dtype();
+  CheckTensorOn(a, device, dtype, "matmul a");
+  CheckTensorOn(b, device, dtype, "matmul b");
+  CheckTensorOn(out, device, dtype, "matmul out");
+  KILN_CHECK(a.dim() >= 2 && (b.dim() == 2 || b.dim() == a.dim()))
+      << "matmul: a " << ShapeToString(a.sizes()) << ", b " << ShapeToString(b.sizes());
+  MatmulShape s;
+  s.m = attrs.trans_a ? a.size(-1) : a.size(-2);
+  s.k = attrs.trans_a ? a.size(-2) : a.size(-1);
+  s.n = attrs.trans_b ? b.size(-2) : b.size(-1);
+  KILN_CHECK_EQ(attrs.trans_b ? b.size(-1) : b.size(-2), s.k)
+      << "matmul inner dimensions: a " << ShapeToString(a.sizes()) << ", b "
+      << ShapeToString(b.sizes());
+  s.b_batched = b.dim() > 2;
+  s.batch = 1;
+  Shape expected_out;
+  for (int i = 0; i < a.dim() - 2; ++i) {
+    if (s.b_batched) {
+      KILN_CHECK_EQ(a.size(i), b.size(i)) << "matmul batch dims: a " << ShapeToString(a.sizes())
+                                          << ", b " << ShapeToString(b.sizes());
+    }
+    s.batch *= a.size(i);
+    expected_out.push_back(a.size(i));
+  }
+  expected_out.push_back(s.m);
+  expected_out.push_back(s.n);
+  KILN_CHECK(out.sizes() == expected_out) << "matmul out " << ShapeToString(out.sizes())
+                                          << ", expected " << ShapeToString(expected_out);
+  s.has_bias = ctx.num_inputs > 2;
+  if (s.has_bias) {
+    const Tensor& bias = ctx.input(2);  // (N)
+    CheckTensorOn(bias, device, dtype, "matmul_bias bias");
+    KILN_CHECK(bias.dim() == 1 && bias.size(0) == s.n)
+        << "matmul_bias: bias " << ShapeToString(bias.sizes()) << " for N = " << s.n;
+  }
+  return s;
 }
 
 void CheckNorm(const KernelContext& ctx, DeviceType device, bool rms) {

@@ -32,24 +32,10 @@ struct MatmulDescs {
 // Otherwise it is a 3-D batched matmul, with b's batch dim of size 1 broadcast when b is shared.
 MatmulDescs DescribeMatmul(const KernelContext& ctx, memory::data_type dt) {
   const auto& attrs = ctx.attrs_as<ops::MatmulAttrs>();
-  const Tensor& a = ctx.input(0);
-  const Tensor& b = ctx.input(1);
-  const Tensor& c = ctx.output(0);
-  KILN_CHECK(a.dim() >= 2 && (b.dim() == 2 || b.dim() == a.dim()))
-      << "matmul: a " << ShapeToString(a.sizes()) << ", b " << ShapeToString(b.sizes());
-  const int64_t m = attrs.trans_a ? a.size(-1) : a.size(-2);
-  const int64_t k = attrs.trans_a ? a.size(-2) : a.size(-1);
-  const int64_t n = attrs.trans_b ? b.size(-2) : b.size(-1);
-  KILN_CHECK_EQ(attrs.trans_b ? b.size(-1) : b.size(-2), k) << "matmul inner dimensions";
-  const int64_t batch = a.numel() / (m * k > 0 ? m * k : 1);
-  const bool b_batched = b.dim() > 2;
-  if (b_batched) {
-    for (int i = 0; i < a.dim() - 2; ++i) KILN_CHECK_EQ(a.size(i), b.size(i)) << "batch dims";
-  }
-  KILN_CHECK_EQ(c.numel(), batch * m * n) << "matmul output " << ShapeToString(c.sizes());
+  const MatmulShape s = CheckMatmul(ctx, DeviceType::kCPU);
+  const int64_t batch = s.batch, m = s.m, k = s.k, n = s.n;
+  const bool b_batched = s.b_batched, has_bias = s.has_bias;
   MatmulDescs d;
-  const bool has_bias = ctx.num_inputs > 2;
-  if (has_bias) KILN_CHECK_EQ(ctx.input(2).numel(), n) << "matmul_bias: bias length";
   if (!b_batched && !attrs.trans_a) {
     d.a = memory::desc({batch * m, k}, dt, memory::dims{k, 1});
     d.b = memory::desc({k, n}, dt, attrs.trans_b ? memory::dims{1, k} : memory::dims{n, 1});
@@ -113,9 +99,7 @@ class MatmulKernel final : public Kernel {
   }
 
   absl::Status Prepare(const KernelContext& ctx) override {
-    const DType dtype = ctx.input(0).dtype();
-    CheckTensor(ctx.input(1), dtype, "matmul b");
-    CheckTensor(ctx.output(0), dtype, "matmul out");
+    const DType dtype = ctx.input(0).dtype();  // DescribeMatmul checks the contract
     try {
       const memory::data_type type = ComputeType(ctx);
       convert_f16_ = dtype == DType::kF16 && type == memory::data_type::f32;

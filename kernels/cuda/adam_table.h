@@ -1,6 +1,7 @@
-// The fused AdamW's segment table (optim.cu), built on the host from an optimizer shard's segments
+// The fused AdamW's chunk table (optim.cu), built on the host from an optimizer shard's segments
 // (engine/train/optimizer_shard.cc): which elements of the flat buffers are updated, with or
-// without weight decay. Plain C++ so that the host tests check it without a GPU.
+// without weight decay, cut into one block's worth each. Plain C++ so that the host tests check it
+// without a GPU.
 #pragma once
 
 #include <cstdint>
@@ -19,8 +20,8 @@ struct DeviceSegment {
 };
 
 struct AdamTable {
-  std::vector<AdamSegment> segments;  // those with a gradient and elements, in order
-  int64_t max_length = 0;
+  std::vector<AdamChunk> chunks;  // one per block, in segment order
+  int64_t num_elements = 0;       // elements updated: the sum of the chunks' lengths
 };
 
 // Note [Device AdamW state layout]
@@ -28,8 +29,19 @@ struct AdamTable {
 // element i of the range at index i, so one offset indexes master, grads, params and moments
 // alike, and elements no segment updates (alignment padding between parameters, parameters
 // without a gradient) stay zero. Checkpoints store the moments as flat arrays of the range
-// (Note [Sharded checkpoints]), so the device state is interchangeable with the CPU's. Fails when
-// a segment lies outside [0, span) or there are more segments than one launch's gridDim.y holds.
-absl::StatusOr<AdamTable> MakeAdamTable(const std::vector<DeviceSegment>& segments, int64_t span);
+// (Note [Sharded checkpoints]), so the device state is interchangeable with the CPU's.
+//
+// Note [AdamW chunks]
+// One launch updates every segment. Sizing a grid to the largest segment for each segment (a 2-D
+// grid, segment = blockIdx.y) leaves most blocks empty — GPT-2 124M has a 38M-element embedding
+// beside 768-element biases, so every segment got 1024 blocks, ~150k in all, most with nothing
+// to update — and caps segments at gridDim.y's 65535. Instead the host cuts each segment with a
+// gradient into chunks of at most `chunk_elements` (the last one of a segment shorter) and block b
+// updates chunk b: no empty blocks, no limit on segments (chunks are bounded by gridDim.x,
+// 2^31 - 1), and each element is still updated by exactly one thread with the same arithmetic.
+// Padding between segments and segments without a gradient belong to no chunk. Fails when a
+// segment lies outside [0, span) or the chunks exceed gridDim.x.
+absl::StatusOr<AdamTable> MakeAdamTable(const std::vector<DeviceSegment>& segments, int64_t span,
+                                        int64_t chunk_elements = kAdamChunkElements);
 
 }  // namespace kiln::kernels::cuda

@@ -172,6 +172,12 @@ class CudaDeviceRuntime : public DeviceRuntime {
       KILN_CUDA_CHECK(cudaStreamSynchronize(s.compute));
     }
   }
+  void CopyAsync(void* dst, const void* src, size_t bytes, Device device) override {
+    if (bytes == 0) return;
+    DeviceState& s = State(device);
+    ScopedDevice scoped(s.index);
+    KILN_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, s.compute));
+  }
   void Memset(void* dst, int value, size_t bytes, Device device) override {
     if (bytes == 0) return;
     DeviceState& s = State(device);

@@ -1,4 +1,4 @@
-// DeviceAdamW and DeviceGradStats: host-side set-up and launches of optim.cu and reduce.cu.
+// DeviceAdamW and GradStatsReducer: host-side set-up and launches of optim.cu and reduce.cu.
 #include "kernels/cuda/device_optim.h"
 
 #include <algorithm>
@@ -19,16 +19,15 @@ absl::StatusOr<std::unique_ptr<DeviceAdamW>> DeviceAdamW::Create(
   std::unique_ptr<DeviceAdamW> o(new DeviceAdamW());
   o->config_ = config;
   o->device_ = device;
-  o->max_length_ = table.max_length;
   o->m_ = Tensor::Zeros({span}, DType::kF32, device);  // Note [Device AdamW state layout]
   o->v_ = Tensor::Zeros({span}, DType::kF32, device);
-  o->num_segments_ = static_cast<int>(table.segments.size());
-  const int64_t bytes = static_cast<int64_t>(table.segments.size() * sizeof(AdamSegment));
-  o->segment_table_ = Tensor::Zeros({std::max<int64_t>(bytes, 1)}, DType::kU8, device);
+  o->num_chunks_ = static_cast<int64_t>(table.chunks.size());
+  const int64_t bytes = static_cast<int64_t>(table.chunks.size() * sizeof(AdamChunk));
+  o->chunk_table_ = Tensor::Zeros({std::max<int64_t>(bytes, 1)}, DType::kU8, device);
   if (bytes > 0) {
     Tensor host = Tensor::Zeros({bytes}, DType::kU8);
-    std::memcpy(host.raw_data(), table.segments.data(), static_cast<size_t>(bytes));
-    o->segment_table_.CopyFrom(host);
+    std::memcpy(host.raw_data(), table.chunks.data(), static_cast<size_t>(bytes));
+    o->chunk_table_.CopyFrom(host);
   }
   return o;
 }
@@ -55,9 +54,8 @@ void DeviceAdamW::Step(const Tensor& master, const Tensor& grads, const Tensor& 
   }
   a.exp_avg = m_.data<float>();
   a.exp_avg_sq = v_.data<float>();
-  a.segments = static_cast<const AdamSegment*>(segment_table_.raw_data());
-  a.num_segments = num_segments_;
-  a.max_length = max_length_;
+  a.chunks = static_cast<const AdamChunk*>(chunk_table_.raw_data());
+  a.num_chunks = num_chunks_;
   a.beta1 = config_.beta1;
   a.beta2 = config_.beta2;
   a.eps = config_.eps;
@@ -68,17 +66,20 @@ void DeviceAdamW::Step(const Tensor& master, const Tensor& grads, const Tensor& 
   LaunchAdamW(a, LaunchStreamFor(master));
 }
 
-GradStats DeviceGradStats(const Tensor& flat) {
+GradStats GradStatsReducer::Compute(const Tensor& flat) {
   CheckTensor(flat, flat.dtype(), "gradient buffer");
   const Device device = flat.device();
-  const size_t ws_bytes = NormStatsWorkspaceBytes(flat.numel());
-  const Tensor workspace =
-      Tensor::Zeros({static_cast<int64_t>(ws_bytes) + 16}, DType::kU8, device);  // partials, result
-  double* result = reinterpret_cast<double*>(static_cast<char*>(workspace.raw_data()) + ws_bytes);
+  // Partials, then the result (2 f64) at an 8-byte aligned offset.
+  const size_t ws_bytes = (NormStatsWorkspaceBytes(flat.numel()) + 7) / 8 * 8;
+  const size_t needed = ws_bytes + 2 * sizeof(double);
+  if (!workspace_.defined() || workspace_.device() != device || workspace_.nbytes() < needed) {
+    workspace_ = Tensor::Zeros({static_cast<int64_t>(needed)}, DType::kU8, device);
+  }
+  double* result = reinterpret_cast<double*>(static_cast<char*>(workspace_.raw_data()) + ws_bytes);
   LaunchNormStats(ToFloatType(flat.dtype()), flat.raw_data(), flat.numel(), result,
-                  workspace.raw_data(), LaunchStreamFor(flat));
+                  workspace_.raw_data(), LaunchStreamFor(flat));
   double host[2];
-  RuntimeFor(device).Copy(host, result, sizeof(host), device);
+  RuntimeFor(device).Copy(host, result, sizeof(host), device);  // the one wait
   return {host[0], host[1] == 1.0};
 }
 

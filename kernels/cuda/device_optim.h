@@ -37,17 +37,27 @@ class DeviceAdamW {
   DeviceAdamW() = default;
   DeviceAdamWConfig config_;
   Device device_;
-  Tensor m_, v_;          // (span) f32
-  Tensor segment_table_;  // AdamSegment array in device memory (as raw bytes)
-  int num_segments_ = 0;
-  int64_t max_length_ = 0;
+  Tensor m_, v_;        // (span) f32
+  Tensor chunk_table_;  // AdamChunk array in device memory (as raw bytes; Note [AdamW chunks])
+  int64_t num_chunks_ = 0;
 };
 
 struct GradStats {
   double squared_norm = 0;
   bool all_finite = true;
 };
-// Deterministic: fixed blocks summed in f64, combined in block order (reduce.cu).
-GradStats DeviceGradStats(const Tensor& flat);
+
+// The squared L2 norm (f64) and all-finite flag of a flat gradient buffer, computed on its
+// device. Deterministic: fixed blocks summed in f64, combined in block order (reduce.cu). Made
+// once per training run: the device workspace is allocated on the first Compute (and again only
+// for a larger buffer), so a step allocates nothing, and each Compute waits for the device
+// exactly once — for its own result, which the step needs before it can clip or skip.
+class GradStatsReducer {
+ public:
+  GradStats Compute(const Tensor& flat);  // flat: (n) any float dtype, contiguous, on a GPU
+
+ private:
+  Tensor workspace_;  // u8 on the device: the per-block partials, then the two f64 results
+};
 
 }  // namespace kiln::kernels::cuda

@@ -133,13 +133,15 @@ void LaunchAttentionBackwardTensorCore(const AttentionLaunch& args, const float*
                                        StreamPtr stream);
 
 // ---- optim.cu ----
-// One AdamW segment table entry: an offset into master, grads, params and the moments alike
-// (Note [Device AdamW state layout] in adam_table.h).
-struct AdamSegment {
+// One block's share of the fused AdamW (Note [AdamW chunks] in adam_table.h): `length` elements
+// from `offset`, an offset into master, grads, params and the moments alike (Note [Device AdamW
+// state layout]), all of one parameter segment.
+struct AdamChunk {
   int64_t offset = 0;
-  int64_t length = 0;
-  int32_t weight_decay = 1;  // 0: no decay for this segment
+  int32_t length = 0;        // 1 .. kAdamChunkElements
+  int32_t weight_decay = 1;  // 0: no decay for this chunk's segment
 };
+constexpr int64_t kAdamChunkElements = 8192;
 struct AdamLaunch {
   float* master = nullptr;
   const void* grads = nullptr;
@@ -148,9 +150,8 @@ struct AdamLaunch {
   FloatType param_type = FloatType::kF32;
   float* exp_avg = nullptr;
   float* exp_avg_sq = nullptr;
-  const AdamSegment* segments = nullptr;  // device array
-  int num_segments = 0;
-  int64_t max_length = 0;
+  const AdamChunk* chunks = nullptr;  // device array, one per block
+  int64_t num_chunks = 0;             // at most kMaxGridX (launch_geometry.h)
   float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
   float step_size = 0;     // lr / bias_correction1
   float inv_bc2_sqrt = 1;  // 1 / sqrt(bias_correction2)

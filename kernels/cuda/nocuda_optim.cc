@@ -1,4 +1,4 @@
-// DeviceAdamW and DeviceGradStats in a build without CUDA: creation reports the missing device;
+// DeviceAdamW and GradStatsReducer in a build without CUDA: creation reports the missing device;
 // nothing else is reachable, since no device tensor can exist.
 #include "engine/core/device_runtime.h"
 #include "kernels/cuda/device_optim.h"
@@ -18,8 +18,8 @@ void DeviceAdamW::Step(const Tensor&, const Tensor&, const Tensor&, float, float
   KILN_CHECK(false) << "DeviceAdamW::Step in a build without CUDA";
 }
 
-GradStats DeviceGradStats(const Tensor&) {
-  KILN_CHECK(false) << "DeviceGradStats in a build without CUDA";
+GradStats GradStatsReducer::Compute(const Tensor&) {
+  KILN_CHECK(false) << "GradStatsReducer::Compute in a build without CUDA";
   return {};
 }
 

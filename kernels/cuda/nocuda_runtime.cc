@@ -17,6 +17,7 @@ class NoCudaRuntime : public DeviceRuntime {
   std::string DeviceName(int) override { return ""; }
   // Nothing below is reachable: no device memory can exist without a device.
   void Copy(void*, const void*, size_t, Device) override { Unreachable(); }
+  void CopyAsync(void*, const void*, size_t, Device) override { Unreachable(); }
   void Memset(void*, int, size_t, Device) override { Unreachable(); }
   void Synchronize(Device) override { Unreachable(); }
   StreamHandle ComputeStream(Device) override { Unreachable(); }

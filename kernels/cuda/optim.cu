@@ -1,6 +1,7 @@
 // Fused AdamW over flat buffers on the device: one pass over (master f32, grads any float type,
-// moments f32, and the optional low-precision copy of the weights), every segment of the
-// parameter table in one launch (blockIdx.y = segment). Same arithmetic as engine/optim's AdamW.
+// moments f32, and the optional low-precision copy of the weights), every parameter segment in
+// one launch of one block per chunk of at most kAdamChunkElements elements (Note [AdamW chunks]).
+// Same arithmetic as engine/optim's AdamW.
 #include "kernels/cuda/device_util.cuh"
 
 namespace kiln::kernels::cuda {
@@ -10,15 +11,14 @@ constexpr int kThreads = 256;
 
 template <typename G, typename P>
 __global__ void adamw_kernel(AdamLaunch a) {
-  const AdamSegment seg = a.segments[blockIdx.y];
-  const float decay = seg.weight_decay ? 1.0f - a.lr_weight_decay : 1.0f;
-  const G* grads = static_cast<const G*>(a.grads) + seg.offset;
-  P* params = a.params != nullptr ? static_cast<P*>(a.params) + seg.offset : nullptr;
-  float* master = a.master + seg.offset;
-  float* m = a.exp_avg + seg.offset;  // Note [Device AdamW state layout]
-  float* v = a.exp_avg_sq + seg.offset;
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < seg.length;
-       i += int64_t{gridDim.x} * blockDim.x) {
+  const AdamChunk chunk = a.chunks[blockIdx.x];
+  const float decay = chunk.weight_decay ? 1.0f - a.lr_weight_decay : 1.0f;
+  const G* grads = static_cast<const G*>(a.grads) + chunk.offset;
+  P* params = a.params != nullptr ? static_cast<P*>(a.params) + chunk.offset : nullptr;
+  float* master = a.master + chunk.offset;
+  float* m = a.exp_avg + chunk.offset;  // Note [Device AdamW state layout]
+  float* v = a.exp_avg_sq + chunk.offset;
+  for (int i = threadIdx.x; i < chunk.length; i += blockDim.x) {
     const float g = Load(grads + i) * a.grad_scale;
     const float mi = a.beta1 * m[i] + (1.0f - a.beta1) * g;
     const float vi = a.beta2 * v[i] + (1.0f - a.beta2) * g * g;
@@ -33,8 +33,8 @@ __global__ void adamw_kernel(AdamLaunch a) {
 }  // namespace
 
 void LaunchAdamW(const AdamLaunch& a, StreamPtr stream) {
-  if (a.num_segments == 0 || a.max_length == 0) return;
-  const dim3 grid(GridFor(a.max_length, kThreads, 1024), static_cast<unsigned>(a.num_segments));
+  if (a.num_chunks == 0) return;
+  const dim3 grid(static_cast<unsigned>(a.num_chunks));  // <= kMaxGridX: MakeAdamTable checks
   DispatchFloat(a.grad_type, [&](auto g) {
     using G = decltype(g);
     if (a.params == nullptr) {

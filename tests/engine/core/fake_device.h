@@ -21,6 +21,10 @@ class FakeRuntime : public DeviceRuntime {
     ++copies;
     std::memmove(dst, src, bytes);
   }
+  void CopyAsync(void* dst, const void* src, size_t bytes, Device) override {
+    ++async_copies;
+    std::memmove(dst, src, bytes);
+  }
   void Memset(void* dst, int value, size_t bytes, Device) override {
     ++memsets;
     std::memset(dst, value, bytes);
@@ -32,11 +36,11 @@ class FakeRuntime : public DeviceRuntime {
   void SynchronizeStream(Device, StreamHandle) override {}
   EventHandle CreateEvent(Device) override { return nullptr; }
   void DestroyEvent(Device, EventHandle) override {}
-  void RecordEvent(Device, EventHandle, StreamHandle) override {}
+  void RecordEvent(Device, EventHandle, StreamHandle) override { ++events_recorded; }
   void StreamWaitEvent(Device, StreamHandle, EventHandle) override {}
   bool EventDone(Device, EventHandle) override { return true; }
-  void SynchronizeEvent(Device, EventHandle) override {}
-  int copies = 0, memsets = 0;
+  void SynchronizeEvent(Device, EventHandle) override { ++event_waits; }
+  int copies = 0, async_copies = 0, memsets = 0, events_recorded = 0, event_waits = 0;
 };
 
 class FakeDeviceAllocator : public Allocator {

@@ -136,6 +136,7 @@ Run TrainOnCuda(const nn::ModelConfig& config, DType compute) {
   auto opt = kernels::cuda::DeviceAdamW::Create(oc, segments, n, dev);
   REQUIRE(opt.ok());
   Run r;
+  kernels::cuda::GradStatsReducer grad_stats;
   for (int step = 0; step < kSteps; ++step) {
     m.exec->ZeroGrads();
     m.exec->value(m.graph.inputs).CopyFrom(Batch(step, config.vocab_size, 0));
@@ -143,7 +144,7 @@ Run TrainOnCuda(const nn::ModelConfig& config, DType compute) {
     m.exec->value(m.graph.backward.loss_seed).Fill(1.0f);
     m.exec->Run();
     r.losses.push_back(m.exec->value(m.graph.loss).Item());
-    const kernels::cuda::GradStats stats = kernels::cuda::DeviceGradStats(m.exec->flat_grads());
+    const kernels::cuda::GradStats stats = grad_stats.Compute(m.exec->flat_grads());
     REQUIRE(stats.all_finite);
     r.norms.push_back(std::sqrt(stats.squared_norm));
     (*opt)->Step(master, m.exec->flat_grads(), separate ? m.exec->flat_params() : Tensor(), 1.0f,

@@ -186,3 +186,54 @@ TEST_CASE("the fusion pass folded every bias add of GPT-2 into its matmul", "[pa
 
 }  // namespace
 }  // namespace kiln::graph
+
+namespace kiln::graph {
+namespace {
+
+// Note [cuBLASLt workspace size] (kernels/cuda/matmul.cc) relies on this: a workspace is live for
+// its node alone, so the planner packs every node's workspace into the same arena bytes rather
+// than adding them up. On GPT-2 124M's training graph at the benchmark's size (bf16,
+// B = 8, T = 1024), giving every matmul node a 32 MiB cuBLASLt workspace costs the arena at most
+// about one workspace, not one per node.
+TEST_CASE("large matmul workspaces cost the arena about one workspace, not one per node",
+          "[planner]") {
+  nn::ModelConfig c;
+  c.family = "gpt2";
+  c.n_layer = 12;
+  c.n_head = 12;
+  c.n_kv_head = 12;
+  c.d_model = 768;
+  c.d_ff = 3072;
+  c.vocab_size = 50304;
+  c.max_seq_len = 1024;
+  nn::GraphOptions o;
+  o.batch = 8;
+  o.seq_len = 1024;
+  o.compute = DType::kBF16;
+  auto m = nn::BuildModel(c, o);
+  REQUIRE(m.ok());
+  const size_t ws_bytes = (size_t{32} << 20) + 256;  // kCublasWorkspace + alignment slack
+  std::vector<size_t> workspace(m->graph.num_nodes(), 0);
+  int matmuls = 0;
+  for (int n = 0; n < m->graph.num_nodes(); ++n) {
+    const std::string& op = m->graph.node(n).op->name;
+    if (op == "matmul" || op == "matmul_bias") {
+      workspace[n] = ws_bytes;
+      ++matmuls;
+    }
+  }
+  auto without = PlanMemory(m->graph, {});
+  auto with = PlanMemory(m->graph, workspace);
+  REQUIRE(without.ok());
+  REQUIRE(with.ok());
+  WARN("GPT-2 124M bf16 B8 T1024: arena " << without->arena_bytes / 1048576.0 << " MiB, with a "
+                                          << ws_bytes / 1048576.0 << " MiB workspace on each of "
+                                          << matmuls << " matmuls " << with->arena_bytes / 1048576.0
+                                          << " MiB");
+  REQUIRE(matmuls > 50);
+  REQUIRE(with->arena_bytes <= without->arena_bytes + ws_bytes + ws_bytes / 8);
+  CheckNoOverlap(m->graph, *with);
+}
+
+}  // namespace
+}  // namespace kiln::graph

@@ -1,10 +1,12 @@
-// Host tests of the CUDA backend's launch geometry and the device AdamW's segment table (no GPU
+// Host tests of the CUDA backend's launch geometry and the device AdamW's chunk table (no GPU
 // needed): flat (head, tile) grids stay within CUDA's limits where a (tiles, heads) grid would
-// not, cuBLASLt alignment hints hold for every batch, and the AdamW table indexes moments as
-// optim's AdamW does (Note [Device AdamW state layout]), and the tensor-core attention's tiles,
-// shared-memory layouts and loop bounds (Note [Tensor-core attention tiles]).
+// not, cuBLASLt alignment hints hold for every batch, the AdamW chunks cover exactly the elements
+// optim's AdamW updates (Note [AdamW chunks], Note [Device AdamW state layout]), and the
+// tensor-core attention's tiles, shared-memory layouts and loop bounds (Note [Tensor-core
+// attention tiles]).
 #include <algorithm>
 #include <utility>
+#include <vector>
 
 #include "kernels/cuda/adam_table.h"
 #include "kernels/cuda/attention_tc_layout.h"
@@ -14,6 +16,7 @@
 namespace kiln::testing {
 namespace {
 
+using kernels::cuda::AdamChunk;
 using kernels::cuda::AdamTable;
 using kernels::cuda::DeviceSegment;
 using kernels::cuda::FlatTileGrid;
@@ -54,37 +57,93 @@ TEST_CASE("cuBLASLt alignment hints hold for every batch of an operand", "[cuda]
   REQUIRE(OperandAlignment(0x10001, {1024}) == 1);
 }
 
-TEST_CASE("the AdamW table indexes the moments by the segments' own offsets", "[cuda][host]") {
-  // Three parameters with alignment padding between them; the middle one has no gradient.
-  const std::vector<DeviceSegment> segments = {
-      {0, 10, true, true}, {16, 5, false, false}, {32, 7, false, true}};
-  absl::StatusOr<AdamTable> table = MakeAdamTable(segments, 48);
-  INFO(table.status());
-  REQUIRE(table.ok());
-  REQUIRE(table->segments.size() == 2);
-  REQUIRE(table->segments[0].offset == 0);
-  REQUIRE(table->segments[0].length == 10);
-  REQUIRE(table->segments[0].weight_decay == 1);
-  // Not 10 (the count of elements before it): moments have the shard's span, as on the CPU.
-  REQUIRE(table->segments[1].offset == 32);
-  REQUIRE(table->segments[1].length == 7);
-  REQUIRE(table->segments[1].weight_decay == 0);
-  REQUIRE(table->max_length == 10);
+// How often the table's chunks touch each element of [0, span) (checking each chunk's bounds).
+std::vector<int> Coverage(const AdamTable& table, int64_t span, int64_t chunk_elements) {
+  std::vector<int> hits(static_cast<size_t>(span), 0);
+  for (const AdamChunk& c : table.chunks) {
+    REQUIRE(c.length >= 1);
+    REQUIRE(c.length <= chunk_elements);
+    REQUIRE(c.offset >= 0);
+    REQUIRE(c.offset + c.length <= span);
+    for (int64_t i = c.offset; i < c.offset + c.length; ++i) ++hits[static_cast<size_t>(i)];
+  }
+  return hits;
 }
 
-TEST_CASE("the AdamW table refuses segments outside the span and too many segments",
-          "[cuda][host]") {
+TEST_CASE("the AdamW chunks cover every element with a gradient exactly once", "[cuda][host]") {
+  // Parameters with alignment padding between them; one has no gradient, one is empty; lengths
+  // below, at and above multiples of the chunk size.
+  const std::vector<DeviceSegment> segments = {
+      {0, 10, true, true}, {16, 5, false, false}, {32, 7, false, true}, {40, 4, true, true},
+      {48, 0, true, true}, {48, 1, false, true},  {64, 13, true, true}};
+  const int64_t span = 80;
+  for (int64_t chunk : {int64_t{1}, int64_t{3}, int64_t{4}, int64_t{7}, int64_t{64},
+                        kernels::cuda::kAdamChunkElements}) {
+    INFO("chunk_elements " << chunk);
+    absl::StatusOr<AdamTable> table = MakeAdamTable(segments, span, chunk);
+    INFO(table.status());
+    REQUIRE(table.ok());
+    const std::vector<int> hits = Coverage(*table, span, chunk);
+    std::vector<int> expected(span, 0);
+    int64_t updated = 0;
+    for (const DeviceSegment& s : segments) {
+      if (!s.has_grad) continue;
+      for (int64_t i = s.offset; i < s.offset + s.length; ++i) expected[i] = 1;
+      updated += s.length;
+    }
+    REQUIRE(hits == expected);  // padding and the gradient-less segment untouched
+    REQUIRE(table->num_elements == updated);
+    // Each chunk lies in one segment and carries that segment's decay flag; chunks follow the
+    // segments' order, and only a segment's last chunk is short.
+    size_t next = 0;
+    for (const DeviceSegment& s : segments) {
+      if (!s.has_grad) continue;
+      for (int64_t start = 0; start < s.length; start += chunk) {
+        REQUIRE(next < table->chunks.size());
+        const kernels::cuda::AdamChunk& c = table->chunks[next++];
+        REQUIRE(c.offset == s.offset + start);
+        REQUIRE(c.length == std::min(chunk, s.length - start));
+        REQUIRE(c.weight_decay == (s.weight_decay ? 1 : 0));
+      }
+    }
+    REQUIRE(next == table->chunks.size());
+  }
+}
+
+TEST_CASE("the AdamW table has no empty blocks and no limit on segments", "[cuda][host]") {
+  // GPT-2 124M's shape in miniature: one large segment beside many small ones. The old 2-D grid
+  // launched (largest / threads, capped) x segments blocks; the chunks are just enough.
+  std::vector<DeviceSegment> segments;
+  int64_t offset = 0;
+  segments.push_back({offset, 100000, true, true});
+  offset += 100032;
+  for (int i = 0; i < 70000; ++i) {  // more than gridDim.y's 65535
+    segments.push_back({offset, 3, i % 2 == 0, true});
+    offset += 16;
+  }
+  absl::StatusOr<AdamTable> table = MakeAdamTable(segments, offset, 4096);
+  INFO(table.status());
+  REQUIRE(table.ok());
+  REQUIRE(table->chunks.size() == (100000 + 4095) / 4096 + 70000);
+  REQUIRE(table->num_elements == 100000 + 70000 * 3);
+  REQUIRE(static_cast<int64_t>(table->chunks.size()) > kernels::cuda::kMaxGridYZ);
+}
+
+TEST_CASE("the AdamW table refuses segments outside the span and bad chunk sizes", "[cuda][host]") {
   REQUIRE(MakeAdamTable({{40, 10, true, true}}, 48).status().code() ==
           absl::StatusCode::kInvalidArgument);
   REQUIRE(MakeAdamTable({{-1, 2, true, true}}, 48).status().code() ==
           absl::StatusCode::kInvalidArgument);
-  REQUIRE(MakeAdamTable({}, 0).ok());
-  std::vector<DeviceSegment> many(kernels::cuda::kMaxGridYZ + 1, {0, 1, true, true});
-  for (size_t i = 0; i < many.size(); ++i) many[i].offset = static_cast<int64_t>(i);
-  const auto refused = MakeAdamTable(many, static_cast<int64_t>(many.size()));
-  REQUIRE(refused.status().code() == absl::StatusCode::kUnimplemented);
-  many.pop_back();
-  REQUIRE(MakeAdamTable(many, static_cast<int64_t>(many.size())).ok());
+  // Checked even for a segment without a gradient: the layout is wrong either way.
+  REQUIRE(MakeAdamTable({{40, 10, true, false}}, 48).status().code() ==
+          absl::StatusCode::kInvalidArgument);
+  REQUIRE(MakeAdamTable({{0, 8, true, true}}, 8, 0).status().code() ==
+          absl::StatusCode::kInvalidArgument);
+  REQUIRE(MakeAdamTable({{0, 8, true, true}}, 8, int64_t{1} << 31).status().code() ==
+          absl::StatusCode::kInvalidArgument);
+  const absl::StatusOr<AdamTable> empty = MakeAdamTable({}, 0);
+  REQUIRE(empty.ok());
+  REQUIRE(empty->chunks.empty());
 }
 
 namespace tc = kernels::cuda::attention_tc;
