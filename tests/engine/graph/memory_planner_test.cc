@@ -13,19 +13,21 @@
 namespace kiln::graph {
 namespace {
 
-nn::ModelGraph BuildGpt2(DType compute) {
+// A GPT-2 training graph: by default a small one (L4, D256, T256, B8); `gpt2_124m` gives the
+// benchmark's model (L12, D768, vocab 50304, T1024, B8).
+nn::ModelGraph BuildGpt2(DType compute, bool gpt2_124m = false) {
   nn::ModelConfig c;
   c.family = "gpt2";
-  c.n_layer = 4;
-  c.n_head = 4;
-  c.n_kv_head = 4;
-  c.d_model = 256;
-  c.d_ff = 1024;
-  c.vocab_size = 4096;
-  c.max_seq_len = 256;
+  c.n_layer = gpt2_124m ? 12 : 4;
+  c.n_head = gpt2_124m ? 12 : 4;
+  c.n_kv_head = c.n_head;
+  c.d_model = gpt2_124m ? 768 : 256;
+  c.d_ff = 4 * c.d_model;
+  c.vocab_size = gpt2_124m ? 50304 : 4096;
+  c.max_seq_len = gpt2_124m ? 1024 : 256;
   nn::GraphOptions o;
   o.batch = 8;
-  o.seq_len = 256;
+  o.seq_len = c.max_seq_len;
   o.compute = compute;
   auto m = nn::BuildModel(c, o);
   KILN_CHECK_OK(m.status());
@@ -197,33 +199,20 @@ namespace {
 // about one workspace, not one per node.
 TEST_CASE("large matmul workspaces cost the arena about one workspace, not one per node",
           "[planner]") {
-  nn::ModelConfig c;
-  c.family = "gpt2";
-  c.n_layer = 12;
-  c.n_head = 12;
-  c.n_kv_head = 12;
-  c.d_model = 768;
-  c.d_ff = 3072;
-  c.vocab_size = 50304;
-  c.max_seq_len = 1024;
-  nn::GraphOptions o;
-  o.batch = 8;
-  o.seq_len = 1024;
-  o.compute = DType::kBF16;
-  auto m = nn::BuildModel(c, o);
-  REQUIRE(m.ok());
+  const nn::ModelGraph gpt2 = BuildGpt2(DType::kBF16, /*gpt2_124m=*/true);
+  const Graph& graph = gpt2.graph;
   const size_t ws_bytes = (size_t{32} << 20) + 256;  // kCublasWorkspace + alignment slack
-  std::vector<size_t> workspace(m->graph.num_nodes(), 0);
+  std::vector<size_t> workspace(graph.num_nodes(), 0);
   int matmuls = 0;
-  for (int n = 0; n < m->graph.num_nodes(); ++n) {
-    const std::string& op = m->graph.node(n).op->name;
+  for (int n = 0; n < graph.num_nodes(); ++n) {
+    const std::string& op = graph.node(n).op->name;
     if (op == "matmul" || op == "matmul_bias") {
       workspace[n] = ws_bytes;
       ++matmuls;
     }
   }
-  auto without = PlanMemory(m->graph, {});
-  auto with = PlanMemory(m->graph, workspace);
+  auto without = PlanMemory(graph, {});
+  auto with = PlanMemory(graph, workspace);
   REQUIRE(without.ok());
   REQUIRE(with.ok());
   WARN("GPT-2 124M bf16 B8 T1024: arena " << without->arena_bytes / 1048576.0 << " MiB, with a "
@@ -232,7 +221,7 @@ TEST_CASE("large matmul workspaces cost the arena about one workspace, not one p
                                           << " MiB");
   REQUIRE(matmuls > 50);
   REQUIRE(with->arena_bytes <= without->arena_bytes + ws_bytes + ws_bytes / 8);
-  CheckNoOverlap(m->graph, *with);
+  CheckNoOverlap(graph, *with);
 }
 
 }  // namespace
