@@ -5,6 +5,7 @@
 
 #include "engine/core/parallel.h"
 #include "engine/ops/attrs/attention.h"
+#include "kernels/common/bind_args.h"
 #include "kernels/cpu/attention_layout.h"
 #include "kernels/cpu/isa_api.h"
 #include "kernels/cpu/kernel_util.h"
@@ -52,23 +53,6 @@ class RopeKernel final : public Kernel {
   std::vector<float> sin_;  // (T, D/2)
 };
 
-// The node's checked geometry (kernels/common) as AttentionArgs.
-AttentionArgs CheckedAttentionArgs(const KernelContext& ctx, bool backward) {
-  const AttentionGeometry g = CheckAttention(ctx, DeviceType::kCPU, backward);
-  const Tensor& qkv = ctx.input(backward ? 1 : 0);
-  AttentionArgs args;
-  args.dtype = qkv.dtype();
-  args.batch = g.batch;
-  args.seq = g.seq;
-  args.n_head = g.n_head;
-  args.n_kv_head = g.n_kv_head;
-  args.head_dim = g.head_dim;
-  args.causal = g.causal;
-  args.scale = g.scale;
-  args.qkv = qkv.raw_data();
-  return args;
-}
-
 // attention(qkv) -> (out, lse) (kBackward = false);
 // attention_backward(dout, qkv, out, lse) -> dqkv (kBackward = true).
 template <bool kBackward>
@@ -82,19 +66,13 @@ class AttentionKernel final : public Kernel {
   }
 
   void Run(const KernelContext& ctx) override {
-    AttentionArgs args = CheckedAttentionArgs(ctx, kBackward);
-    const Tensor& out = kBackward ? ctx.input(2) : ctx.output(0);
-    const Tensor& lse = kBackward ? ctx.input(3) : ctx.output(1);
-    args.out = out.raw_data();
-    args.lse = lse.data<float>();
+    AttentionArgs args;
+    BindAttention<kBackward>(ctx, DeviceType::kCPU, args);
+    args.dtype = ctx.input(kBackward ? 1 : 0).dtype();
     args.workspace = ctx.workspace;
     args.workspace_bytes = ctx.workspace_bytes;
     if (args.batch == 0 || args.seq == 0) return;
     if constexpr (kBackward) {
-      const Tensor& dout = ctx.input(0);
-      const Tensor& dqkv = ctx.output(0);
-      args.dout = dout.raw_data();
-      args.dqkv = dqkv.raw_data();
       Isa().attention_backward(args);
     } else {
       Isa().attention(args);

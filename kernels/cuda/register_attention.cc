@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/ops/attrs/attention.h"
+#include "kernels/common/bind_args.h"
 #include "kernels/cuda/cuda_context.h"
 
 namespace kiln::kernels::cuda {
@@ -66,28 +67,12 @@ class AttentionKernel final : public Kernel {
   }
 
   void Run(const KernelContext& ctx) override {
-    const Tensor& qkv = ctx.input(kBackward ? 1 : 0);
-    const AttentionGeometry g = CheckAttention(ctx, DeviceType::kCUDA, kBackward);
+    const Tensor& qkv = ctx.input(kBackward ? 1 : 0);  // (B, T, (H + 2 Hkv) D)
     AttentionLaunch a;
+    BindAttention<kBackward>(ctx, DeviceType::kCUDA, a);
     a.type = ToFloatType(qkv.dtype());
-    a.batch = g.batch;
-    a.seq = g.seq;
-    a.n_head = g.n_head;
-    a.n_kv_head = g.n_kv_head;
-    a.head_dim = g.head_dim;
-    a.causal = g.causal;
-    a.scale = g.scale;
-    a.qkv = qkv.raw_data();
-    const Tensor& out = kBackward ? ctx.input(2) : ctx.output(0);
-    const Tensor& lse = kBackward ? ctx.input(3) : ctx.output(1);
-    a.out = out.raw_data();
-    a.lse = lse.data<float>();
     if constexpr (kBackward) {
-      const Tensor& dout = ctx.input(0);
-      const Tensor& dqkv = ctx.output(0);
       KILN_CHECK(ctx.workspace_bytes >= WorkspaceBytes(ctx)) << "attention_backward workspace";
-      a.dout = dout.raw_data();
-      a.dqkv = dqkv.raw_data();
       LaunchAttentionBackward(a, ctx.workspace, LaunchStreamFor(qkv));
     } else {
       LaunchAttentionForward(a, LaunchStreamFor(qkv));
