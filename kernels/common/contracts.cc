@@ -47,6 +47,28 @@ void CheckPacked(const Tensor& t, int64_t width, std::string_view what) {
       << what << " must be (B, T, " << width << "), got " << ShapeToString(t.sizes());
 }
 
+void CheckActivation(const KernelContext& ctx, DeviceType device) {
+  const Tensor& x = ctx.input(0);
+  const Tensor& y = ctx.output(0);
+  CheckTensorOn(x, device, x.dtype(), "activation input");
+  CheckTensorOn(y, device, x.dtype(), "activation output");
+  CheckSameShape(x, y, "activation");
+}
+
+void CheckScale(const KernelContext& ctx, DeviceType device, ScaleOp op) {
+  const Tensor& x = ctx.input(0);
+  const Tensor& y = ctx.output(0);
+  CheckTensorOn(x, device, x.dtype(), "scale input");
+  const DType y_dtype = op == ScaleOp::kCast ? ctx.attrs_as<ops::CastAttrs>().dtype : x.dtype();
+  CheckTensorOn(y, device, y_dtype, "scale output");
+  KILN_CHECK_EQ(x.numel(), y.numel());
+  if (op == ScaleOp::kScaleBy) {
+    const Tensor& s = ctx.input(1);  // [1] f32
+    CheckTensorOn(s, device, DType::kF32, "scale_by s");
+    KILN_CHECK_EQ(s.numel(), 1);
+  }
+}
+
 void CheckBinary(const KernelContext& ctx, DeviceType device, bool is_add) {
   const Tensor& a = ctx.input(0);
   const Tensor& b = ctx.input(1);

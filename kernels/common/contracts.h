@@ -31,6 +31,13 @@ void CheckSameShape(const Tensor& a, const Tensor& b, std::string_view what);
 // Checks that t is (B, T, width): packed q, k, v heads.
 void CheckPacked(const Tensor& t, int64_t width, std::string_view what);
 
+// gelu / silu (x) -> y like x.
+void CheckActivation(const KernelContext& ctx, DeviceType device);
+// scale(x) -> y like x; scale_by(x, s [1] f32) -> y like x; cast(x) -> y in the attribute's dtype:
+// y has x's elements.
+enum class ScaleOp { kScale, kScaleBy, kCast };
+void CheckScale(const KernelContext& ctx, DeviceType device, ScaleOp op);
+
 // add / mul: out like a; add's b a suffix of a's shape (any float dtype), mul's b equal to a.
 void CheckBinary(const KernelContext& ctx, DeviceType device, bool is_add);
 

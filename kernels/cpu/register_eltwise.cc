@@ -13,36 +13,23 @@ namespace {
 // y = op(x) with y like x.
 template <UnaryOp kOp>
 void RunActivation(const KernelContext& ctx) {
+  CheckActivation(ctx, DeviceType::kCPU);
   const Tensor& x = ctx.input(0);
   const Tensor& y = ctx.output(0);
-  CheckTensor(y, x.dtype(), "output");
-  CheckSameShape(x, y, "activation");
   Isa().unary({kOp, x.dtype(), y.dtype(), x.raw_data(), y.raw_data(), x.numel(), 1.0f});
 }
 
-// y = alpha * x, converting dtype (scale, scale_by, cast).
-void Scale(const Tensor& x, const Tensor& y, float alpha) {
-  KILN_CHECK_EQ(x.numel(), y.numel());
+// y = alpha * x, converting dtype (scale; scale_by with alpha = s[0]; cast with alpha = 1).
+template <ScaleOp kOp>
+void RunScale(const KernelContext& ctx) {
+  CheckScale(ctx, DeviceType::kCPU, kOp);
+  const Tensor& x = ctx.input(0);
+  const Tensor& y = ctx.output(0);
+  const float alpha = kOp == ScaleOp::kScale     ? ctx.attrs_as<ops::ScaleAttrs>().alpha
+                      : kOp == ScaleOp::kScaleBy ? ctx.input(1).data<float>()[0]
+                                                 : 1.0f;
   Isa().unary(
       {UnaryOp::kScale, x.dtype(), y.dtype(), x.raw_data(), y.raw_data(), x.numel(), alpha});
-}
-
-void RunScale(const KernelContext& ctx) {
-  CheckTensor(ctx.output(0), ctx.input(0).dtype(), "scale output");
-  Scale(ctx.input(0), ctx.output(0), ctx.attrs_as<ops::ScaleAttrs>().alpha);
-}
-
-void RunScaleBy(const KernelContext& ctx) {
-  const Tensor& s = ctx.input(1);  // [1] f32
-  CheckTensor(s, DType::kF32, "scale_by s");
-  KILN_CHECK_EQ(s.numel(), 1);
-  CheckTensor(ctx.output(0), ctx.input(0).dtype(), "scale_by output");
-  Scale(ctx.input(0), ctx.output(0), s.data<float>()[0]);
-}
-
-void RunCast(const KernelContext& ctx) {
-  CheckTensor(ctx.output(0), ctx.attrs_as<ops::CastAttrs>().dtype, "cast output");
-  Scale(ctx.input(0), ctx.output(0), 1.0f);
 }
 
 // out = a op b with b's shape a suffix of a's (kAdd) or equal to it.
@@ -134,9 +121,9 @@ KILN_REGISTER_FLOAT_KERNEL_FNS("gelu_backward", kCPU, RunBinary<BinaryOp::kGeluB
 KILN_REGISTER_FLOAT_KERNEL_FNS("silu_backward", kCPU, RunBinary<BinaryOp::kSiluBackward>);
 KILN_REGISTER_FLOAT_KERNEL_FNS("add", kCPU, RunBinary<BinaryOp::kAdd>);
 KILN_REGISTER_FLOAT_KERNEL_FNS("mul", kCPU, RunBinary<BinaryOp::kMul>);
-KILN_REGISTER_FLOAT_KERNEL_FNS("scale", kCPU, RunScale);
-KILN_REGISTER_FLOAT_KERNEL_FNS("scale_by", kCPU, RunScaleBy);
-KILN_REGISTER_FLOAT_KERNEL_FNS("cast", kCPU, RunCast);
+KILN_REGISTER_FLOAT_KERNEL_FNS("scale", kCPU, RunScale<ScaleOp::kScale>);
+KILN_REGISTER_FLOAT_KERNEL_FNS("scale_by", kCPU, RunScale<ScaleOp::kScaleBy>);
+KILN_REGISTER_FLOAT_KERNEL_FNS("cast", kCPU, RunScale<ScaleOp::kCast>);
 KILN_REGISTER_FLOAT_KERNEL_FNS("accumulate_grad", kCPU, RunAccumulateGrad);
 KILN_REGISTER_FLOAT_KERNEL_FNS("swiglu", kCPU, RunSwiglu);
 KILN_REGISTER_FLOAT_KERNEL_FNS("swiglu_backward", kCPU, RunSwigluBackward);

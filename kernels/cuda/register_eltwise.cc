@@ -11,39 +11,23 @@ namespace {
 
 template <UnaryOp kOp>
 void RunActivation(const KernelContext& ctx) {
+  CheckActivation(ctx, DeviceType::kCUDA);
   const Tensor& x = ctx.input(0);
   const Tensor& y = ctx.output(0);
-  CheckTensor(x, x.dtype(), "activation input");
-  CheckTensor(y, x.dtype(), "activation output");
-  CheckSameShape(x, y, "activation");
   LaunchUnary(kOp, ToFloatType(x.dtype()), ToFloatType(y.dtype()), x.raw_data(), y.raw_data(),
               x.numel(), 1.0f, nullptr, LaunchStreamFor(x));
 }
 
 // y = alpha * (s ? s[0] : 1) * x, converting dtype (scale, scale_by, cast).
-void Scale(const Tensor& x, const Tensor& y, float alpha, const float* s) {
-  CheckTensor(x, x.dtype(), "scale input");
-  KILN_CHECK_EQ(x.numel(), y.numel());
+template <ScaleOp kOp>
+void RunScale(const KernelContext& ctx) {
+  CheckScale(ctx, DeviceType::kCUDA, kOp);
+  const Tensor& x = ctx.input(0);
+  const Tensor& y = ctx.output(0);
+  const float alpha = kOp == ScaleOp::kScale ? ctx.attrs_as<ops::ScaleAttrs>().alpha : 1.0f;
+  const float* s = kOp == ScaleOp::kScaleBy ? ctx.input(1).data<float>() : nullptr;  // on device
   LaunchUnary(UnaryOp::kScale, ToFloatType(x.dtype()), ToFloatType(y.dtype()), x.raw_data(),
               y.raw_data(), x.numel(), alpha, s, LaunchStreamFor(x));
-}
-
-void RunScale(const KernelContext& ctx) {
-  CheckTensor(ctx.output(0), ctx.input(0).dtype(), "scale output");
-  Scale(ctx.input(0), ctx.output(0), ctx.attrs_as<ops::ScaleAttrs>().alpha, nullptr);
-}
-
-void RunScaleBy(const KernelContext& ctx) {
-  const Tensor& s = ctx.input(1);  // [1] f32
-  CheckTensor(s, DType::kF32, "scale_by s");
-  KILN_CHECK_EQ(s.numel(), 1);
-  CheckTensor(ctx.output(0), ctx.input(0).dtype(), "scale_by output");
-  Scale(ctx.input(0), ctx.output(0), 1.0f, s.data<float>());
-}
-
-void RunCast(const KernelContext& ctx) {
-  CheckTensor(ctx.output(0), ctx.attrs_as<ops::CastAttrs>().dtype, "cast output");
-  Scale(ctx.input(0), ctx.output(0), 1.0f, nullptr);
 }
 
 template <BinaryOp kOp>
@@ -125,9 +109,9 @@ KILN_REGISTER_FLOAT_KERNEL_FNS("gelu_backward", kCUDA, RunBinary<BinaryOp::kGelu
 KILN_REGISTER_FLOAT_KERNEL_FNS("silu_backward", kCUDA, RunBinary<BinaryOp::kSiluBackward>);
 KILN_REGISTER_FLOAT_KERNEL_FNS("add", kCUDA, RunBinary<BinaryOp::kAdd>);
 KILN_REGISTER_FLOAT_KERNEL_FNS("mul", kCUDA, RunBinary<BinaryOp::kMul>);
-KILN_REGISTER_FLOAT_KERNEL_FNS("scale", kCUDA, RunScale);
-KILN_REGISTER_FLOAT_KERNEL_FNS("scale_by", kCUDA, RunScaleBy);
-KILN_REGISTER_FLOAT_KERNEL_FNS("cast", kCUDA, RunCast);
+KILN_REGISTER_FLOAT_KERNEL_FNS("scale", kCUDA, RunScale<ScaleOp::kScale>);
+KILN_REGISTER_FLOAT_KERNEL_FNS("scale_by", kCUDA, RunScale<ScaleOp::kScaleBy>);
+KILN_REGISTER_FLOAT_KERNEL_FNS("cast", kCUDA, RunScale<ScaleOp::kCast>);
 KILN_REGISTER_FLOAT_KERNEL_FNS("accumulate_grad", kCUDA, RunAccumulateGrad);
 KILN_REGISTER_FLOAT_KERNEL_FNS("swiglu", kCUDA, RunSwiglu);
 KILN_REGISTER_FLOAT_KERNEL_FNS("swiglu_backward", kCUDA, RunSwigluBackward);
