@@ -306,8 +306,8 @@ void LaunchAttentionForward(const AttentionLaunch& a, StreamPtr stream) {
     using T = decltype(t);
     DispatchHeadDim(a.head_dim, [&](auto bound) {
       constexpr int kD = decltype(bound)::value;
-      attention_forward_kernel<T, kD><<<grid.blocks, kQueryRows, 0, AsStream(stream)>>>(
-          static_cast<const T*>(a.qkv), static_cast<T*>(a.out), a.lse, g);
+      Launch(attention_forward_kernel<T, kD>, grid.blocks, kQueryRows, 0, AsStream(stream),
+             static_cast<const T*>(a.qkv), static_cast<T*>(a.out), a.lse, g);
     });
   });
   KILN_CUDA_CHECK_LAUNCH();
@@ -327,8 +327,8 @@ void LaunchAttentionBackward(const AttentionLaunch& a, void* workspace, StreamPt
     const T* qkv = static_cast<const T*>(a.qkv);
     const T* dout = static_cast<const T*>(a.dout);
     T* dqkv = static_cast<T*>(a.dqkv);
-    attention_delta_kernel<<<static_cast<unsigned>((rows + 255) / 256), 256, 0, AsStream(stream)>>>(
-        static_cast<const T*>(a.out), dout, delta, rows, g);
+    Launch(attention_delta_kernel<T>, static_cast<unsigned>((rows + 255) / 256), 256, 0,
+           AsStream(stream), static_cast<const T*>(a.out), dout, delta, rows, g);
     if (UseTensorCores(a)) {
       LaunchAttentionBackwardTensorCore(a, delta, stream);
       return;
@@ -338,14 +338,14 @@ void LaunchAttentionBackward(const AttentionLaunch& a, void* workspace, StreamPt
       const FlatTileGrid q_grid = MakeFlatTileGrid(a.seq, kQueryRows, a.batch * a.n_head);
       Geometry gq = g;
       gq.tiles = static_cast<int>(q_grid.tiles);
-      attention_dq_kernel<T, kD>
-          <<<q_grid.blocks, kQueryRows, 0, AsStream(stream)>>>(qkv, dout, a.lse, delta, dqkv, gq);
+      Launch(attention_dq_kernel<T, kD>, q_grid.blocks, kQueryRows, 0, AsStream(stream), qkv, dout,
+             a.lse, delta, dqkv, gq);
       constexpr int kRows = Tiles<kD>::kKeyRows;
       const FlatTileGrid kv_grid = MakeFlatTileGrid(a.seq, kRows, a.batch * a.n_kv_head);
       Geometry gkv = g;
       gkv.tiles = static_cast<int>(kv_grid.tiles);
-      attention_dkdv_kernel<T, kD>
-          <<<kv_grid.blocks, kRows, 0, AsStream(stream)>>>(qkv, dout, a.lse, delta, dqkv, gkv);
+      Launch(attention_dkdv_kernel<T, kD>, kv_grid.blocks, kRows, 0, AsStream(stream), qkv, dout,
+             a.lse, delta, dqkv, gkv);
     });
   });
   KILN_CUDA_CHECK_LAUNCH();

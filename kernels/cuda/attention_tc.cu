@@ -3,7 +3,11 @@
 // backward (dq; dk and dv) with nvcuda::wmma 16x16x16 fragments and f32 accumulation. Same
 // contract as the simple kernels of attention.cu, which stay the fallback for everything else.
 // See Note [Tensor-core attention] and Note [Tensor-core attention tiles].
+#if defined(KILN_CUDA_EMULATION)
+#include "kernels/cuda/emulation/wmma.h"
+#else
 #include <mma.h>
+#endif
 
 #include "kernels/cuda/attention_geometry.h"
 #include "kernels/cuda/attention_tc_layout.h"
@@ -157,12 +161,12 @@ template <typename T, int kD>
 __global__ void __launch_bounds__(kThreads)
     attention_tc_forward_kernel(const T* qkv, T* out, float* lse, Geometry g) {
   constexpr attention_tc::ForwardLayout L = attention_tc::MakeForwardLayout(kD);
-  extern __shared__ __align__(128) unsigned char smem[];
-  T* qs = reinterpret_cast<T*>(smem + L.q);     // (64, D) this block's queries
-  T* ks = reinterpret_cast<T*>(smem + L.k);     // (64, D) current key tile
-  T* vs = reinterpret_cast<T*>(smem + L.v);     // (64, D) current value tile
+  KILN_DYNAMIC_SHARED_BYTES(smem);
+  T* qs = reinterpret_cast<T*>(smem + L.q);          // (64, D) this block's queries
+  T* ks = reinterpret_cast<T*>(smem + L.k);          // (64, D) current key tile
+  T* vs = reinterpret_cast<T*>(smem + L.v);          // (64, D) current value tile
   float* ss = reinterpret_cast<float*>(smem + L.s);  // (64, 64) scores
-  T* ps = reinterpret_cast<T*>(smem + L.p);     // (64, 64) probabilities
+  T* ps = reinterpret_cast<T*>(smem + L.p);          // (64, 64) probabilities
   float* os = reinterpret_cast<float*>(smem + L.o);  // (64, D) unnormalized output
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -203,7 +207,7 @@ __global__ void __launch_bounds__(kThreads)
       const float l_old = __shfl_sync(kFullMask, l_mine, r);
       const float m_new = fmaxf(m_old, tile_max);
       const float ref = m_new == -INFINITY ? 0.0f : m_new;  // no inf - inf while all masked
-      const float alpha = expf(m_old - ref);                 // 0 on the first visible tile
+      const float alpha = expf(m_old - ref);                // 0 on the first visible tile
       float sum = 0.0f;
 #pragma unroll
       for (int c = 0; c < kTile / 32; ++c) {
@@ -250,14 +254,14 @@ __global__ void __launch_bounds__(kThreads)
     attention_tc_dq_kernel(const T* qkv, const T* dout, const float* lse, const float* delta,
                            T* dqkv, Geometry g) {
   constexpr attention_tc::DqLayout L = attention_tc::MakeDqLayout(kD);
-  extern __shared__ __align__(128) unsigned char smem[];
-  T* qs = reinterpret_cast<T*>(smem + L.q);         // (64, D) this block's queries
-  T* dos = reinterpret_cast<T*>(smem + L.dout);     // (64, D) their output gradients
-  T* ks = reinterpret_cast<T*>(smem + L.k);         // (64, D) current key tile
-  T* vs = reinterpret_cast<T*>(smem + L.v);         // (64, D) current value tile
-  float* ss = reinterpret_cast<float*>(smem + L.s);    // (64, 64) scores
-  float* dps = reinterpret_cast<float*>(smem + L.dp);  // (64, 64) dout.v
-  T* dss = reinterpret_cast<T*>(smem + L.ds);       // (64, 64) dS
+  KILN_DYNAMIC_SHARED_BYTES(smem);
+  T* qs = reinterpret_cast<T*>(smem + L.q);                   // (64, D) this block's queries
+  T* dos = reinterpret_cast<T*>(smem + L.dout);               // (64, D) their output gradients
+  T* ks = reinterpret_cast<T*>(smem + L.k);                   // (64, D) current key tile
+  T* vs = reinterpret_cast<T*>(smem + L.v);                   // (64, D) current value tile
+  float* ss = reinterpret_cast<float*>(smem + L.s);           // (64, 64) scores
+  float* dps = reinterpret_cast<float*>(smem + L.dp);         // (64, 64) dout.v
+  T* dss = reinterpret_cast<T*>(smem + L.ds);                 // (64, 64) dS
   float* lse_s = reinterpret_cast<float*>(smem + L.lse);      // (64)
   float* delta_s = reinterpret_cast<float*>(smem + L.delta);  // (64)
 
@@ -294,8 +298,7 @@ __global__ void __launch_bounds__(kThreads)
       const bool visible = Visible(q0 + row, k0 + col, g);
       const float p =
           visible ? expf(fmaf(ss[row * Ld32(kTile) + col], g.scale, -lse_s[row])) : 0.0f;
-      const float ds =
-          visible ? g.scale * p * (dps[row * Ld32(kTile) + col] - delta_s[row]) : 0.0f;
+      const float ds = visible ? g.scale * p * (dps[row * Ld32(kTile) + col] - delta_s[row]) : 0.0f;
       Store(dss + row * Ld16(kTile) + col, ds);
     }
     __syncwarp();
@@ -314,15 +317,15 @@ __global__ void __launch_bounds__(kThreads)
     attention_tc_dkdv_kernel(const T* qkv, const T* dout, const float* lse, const float* delta,
                              T* dqkv, Geometry g) {
   constexpr attention_tc::DkdvLayout L = attention_tc::MakeDkdvLayout(kD);
-  extern __shared__ __align__(128) unsigned char smem[];
-  T* ks = reinterpret_cast<T*>(smem + L.k);          // (64, D) this block's keys
-  T* vs = reinterpret_cast<T*>(smem + L.v);          // (64, D) their values
-  T* qs = reinterpret_cast<T*>(smem + L.q);          // (64, D) current query tile
-  T* dos = reinterpret_cast<T*>(smem + L.dout);      // (64, D) its output gradients
-  float* sts = reinterpret_cast<float*>(smem + L.st);    // (64 keys, 64 queries) scores
-  float* dpts = reinterpret_cast<float*>(smem + L.dpt);  // (64 keys, 64 queries) v.dout
-  T* pts = reinterpret_cast<T*>(smem + L.pt);        // (64 keys, 64 queries) P^T
-  T* dsts = reinterpret_cast<T*>(smem + L.dst);      // (64 keys, 64 queries) dS^T
+  KILN_DYNAMIC_SHARED_BYTES(smem);
+  T* ks = reinterpret_cast<T*>(smem + L.k);                   // (64, D) this block's keys
+  T* vs = reinterpret_cast<T*>(smem + L.v);                   // (64, D) their values
+  T* qs = reinterpret_cast<T*>(smem + L.q);                   // (64, D) current query tile
+  T* dos = reinterpret_cast<T*>(smem + L.dout);               // (64, D) its output gradients
+  float* sts = reinterpret_cast<float*>(smem + L.st);         // (64 keys, 64 queries) scores
+  float* dpts = reinterpret_cast<float*>(smem + L.dpt);       // (64 keys, 64 queries) v.dout
+  T* pts = reinterpret_cast<T*>(smem + L.pt);                 // (64 keys, 64 queries) P^T
+  T* dsts = reinterpret_cast<T*>(smem + L.dst);               // (64 keys, 64 queries) dS^T
   float* lse_s = reinterpret_cast<float*>(smem + L.lse);      // (64) of the query tile
   float* delta_s = reinterpret_cast<float*>(smem + L.delta);  // (64) of the query tile
 
@@ -403,7 +406,8 @@ void DispatchTensorCore(const AttentionLaunch& a, Fn&& fn) {
 
 template <typename Kernel>
 void AllowSharedBytes(Kernel* kernel, size_t bytes) {
-  KILN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+  KILN_CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel),
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        static_cast<int>(bytes)));
 }
 
@@ -443,8 +447,8 @@ void LaunchAttentionForwardTensorCore(const AttentionLaunch& a, StreamPtr stream
     constexpr int kD = decltype(dim)::value;
     constexpr size_t kBytes = attention_tc::MakeForwardLayout(kD).total;
     AllowSharedBytes(attention_tc_forward_kernel<T, kD>, kBytes);
-    attention_tc_forward_kernel<T, kD><<<grid.blocks, kThreads, kBytes, AsStream(stream)>>>(
-        static_cast<const T*>(a.qkv), static_cast<T*>(a.out), a.lse, g);
+    Launch(attention_tc_forward_kernel<T, kD>, grid.blocks, kThreads, kBytes, AsStream(stream),
+           static_cast<const T*>(a.qkv), static_cast<T*>(a.out), a.lse, g);
   });
   KILN_CUDA_CHECK_LAUNCH();
 }
@@ -466,15 +470,15 @@ void LaunchAttentionBackwardTensorCore(const AttentionLaunch& a, const float* de
     gq.tiles = static_cast<int>(q_grid.tiles);
     constexpr size_t kDqBytes = attention_tc::MakeDqLayout(kD).total;
     AllowSharedBytes(attention_tc_dq_kernel<T, kD>, kDqBytes);
-    attention_tc_dq_kernel<T, kD><<<q_grid.blocks, kThreads, kDqBytes, AsStream(stream)>>>(
-        qkv, dout, a.lse, delta, dqkv, gq);
+    Launch(attention_tc_dq_kernel<T, kD>, q_grid.blocks, kThreads, kDqBytes, AsStream(stream), qkv,
+           dout, a.lse, delta, dqkv, gq);
     KILN_CUDA_CHECK_LAUNCH();
     Geometry gkv = g;
     gkv.tiles = static_cast<int>(kv_grid.tiles);
     constexpr size_t kDkdvBytes = attention_tc::MakeDkdvLayout(kD).total;
     AllowSharedBytes(attention_tc_dkdv_kernel<T, kD>, kDkdvBytes);
-    attention_tc_dkdv_kernel<T, kD><<<kv_grid.blocks, kThreads, kDkdvBytes, AsStream(stream)>>>(
-        qkv, dout, a.lse, delta, dqkv, gkv);
+    Launch(attention_tc_dkdv_kernel<T, kD>, kv_grid.blocks, kThreads, kDkdvBytes, AsStream(stream),
+           qkv, dout, a.lse, delta, dqkv, gkv);
   });
   KILN_CUDA_CHECK_LAUNCH();
 }

@@ -1,13 +1,20 @@
 // Device-side helpers shared by the .cu files: loads and stores that convert between the storage
 // types and f32, the host-side dispatch from FloatType to the C++ type, warp and block reductions
-// in a fixed order, and launch-size helpers. Include only from .cu files.
+// in a fixed order, launch-size helpers and the one way kernels are launched (Launch). Include only
+// from .cu files. With KILN_CUDA_EMULATION the same files compile as C++ for the kernel emulation
+// (Note [Kernel emulation] in emulation/cuda_emulation.h).
 #pragma once
 
+#if defined(KILN_CUDA_EMULATION)
+#include "kernels/cuda/emulation/cuda_emulation.h"
+#else
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#endif
 
 #include <cstdint>
+#include <utility>
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/launch.h"
@@ -46,6 +53,29 @@ void DispatchFloat(FloatType type, Fn&& fn) {
 }
 
 inline cudaStream_t AsStream(StreamPtr s) { return static_cast<cudaStream_t>(s); }
+
+// kernel<<<grid, block, shared_bytes, stream>>>(args...), or its run on the kernel emulation.
+template <typename... Params, typename... Args>
+void Launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes,
+            cudaStream_t stream, Args&&... args) {
+#if defined(KILN_CUDA_EMULATION)
+  (void)stream;
+  emulation::LaunchGrid(reinterpret_cast<const void*>(kernel), grid, block, shared_bytes,
+                        [&] { kernel(args...); });
+#else
+  // clang-format off
+  kernel<<<grid, block, shared_bytes, stream>>>(std::forward<Args>(args)...);
+  // clang-format on
+#endif
+}
+
+// Declares `name`, the block's dynamic shared memory (128-byte aligned bytes).
+#if defined(KILN_CUDA_EMULATION)
+#define KILN_DYNAMIC_SHARED_BYTES(name) \
+  unsigned char* name = ::kiln::kernels::cuda::emulation::DynamicShared()
+#else
+#define KILN_DYNAMIC_SHARED_BYTES(name) extern __shared__ __align__(128) unsigned char name[]
+#endif
 
 // Blocks of `threads` covering n elements with a grid-stride loop, capped.
 inline unsigned GridFor(int64_t n, int threads, int64_t cap = 8192) {

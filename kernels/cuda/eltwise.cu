@@ -187,15 +187,15 @@ void LaunchUnary(UnaryOp op, FloatType x_type, FloatType y_type, const void* x, 
       Ty* ys = static_cast<Ty*>(y);
       const unsigned grid = GridFor(n, kThreads);
       if (op == UnaryOp::kScale) {
-        unary_kernel<UnaryOp::kScale>
-            <<<grid, kThreads, 0, AsStream(stream)>>>(xs, ys, n, alpha, alpha_ptr);
+        Launch(unary_kernel<UnaryOp::kScale, Tx, Ty>, grid, kThreads, 0, AsStream(stream), xs, ys,
+               n, alpha, alpha_ptr);
       } else if constexpr (std::is_same_v<Tx, Ty>) {
         if (op == UnaryOp::kGelu) {
-          unary_kernel<UnaryOp::kGelu>
-              <<<grid, kThreads, 0, AsStream(stream)>>>(xs, ys, n, 1, nullptr);
+          Launch(unary_kernel<UnaryOp::kGelu, Tx, Ty>, grid, kThreads, 0, AsStream(stream), xs, ys,
+                 n, 1, nullptr);
         } else {
-          unary_kernel<UnaryOp::kSilu>
-              <<<grid, kThreads, 0, AsStream(stream)>>>(xs, ys, n, 1, nullptr);
+          Launch(unary_kernel<UnaryOp::kSilu, Tx, Ty>, grid, kThreads, 0, AsStream(stream), xs, ys,
+                 n, 1, nullptr);
         }
       }
     });
@@ -214,23 +214,24 @@ void LaunchBinary(BinaryOp op, FloatType a_type, FloatType b_type, const void* a
     if (op == BinaryOp::kAdd) {
       DispatchFloat(b_type, [&](auto tb) {
         using Tb = decltype(tb);
-        binary_kernel<BinaryOp::kAdd>
-            <<<grid, kThreads, 0, AsStream(stream)>>>(as, static_cast<const Tb*>(b), os, n, b_n);
+        Launch(binary_kernel<BinaryOp::kAdd, Ta, Tb>, grid, kThreads, 0, AsStream(stream), as,
+               static_cast<const Tb*>(b), os, n, b_n);
       });
       return;
     }
     const Ta* bs = static_cast<const Ta*>(b);
     switch (op) {
       case BinaryOp::kMul:
-        binary_kernel<BinaryOp::kMul><<<grid, kThreads, 0, AsStream(stream)>>>(as, bs, os, n, b_n);
+        Launch(binary_kernel<BinaryOp::kMul, Ta, Ta>, grid, kThreads, 0, AsStream(stream), as, bs,
+               os, n, b_n);
         break;
       case BinaryOp::kGeluBackward:
-        binary_kernel<BinaryOp::kGeluBackward>
-            <<<grid, kThreads, 0, AsStream(stream)>>>(as, bs, os, n, b_n);
+        Launch(binary_kernel<BinaryOp::kGeluBackward, Ta, Ta>, grid, kThreads, 0, AsStream(stream),
+               as, bs, os, n, b_n);
         break;
       case BinaryOp::kSiluBackward:
-        binary_kernel<BinaryOp::kSiluBackward>
-            <<<grid, kThreads, 0, AsStream(stream)>>>(as, bs, os, n, b_n);
+        Launch(binary_kernel<BinaryOp::kSiluBackward, Ta, Ta>, grid, kThreads, 0, AsStream(stream),
+               as, bs, os, n, b_n);
         break;
       case BinaryOp::kAdd:
         break;
@@ -244,8 +245,8 @@ void LaunchSwiglu(FloatType type, const void* gu, void* out, int64_t rows, int64
   if (rows * f == 0) return;
   DispatchFloat(type, [&](auto t) {
     using T = decltype(t);
-    swiglu_kernel<<<GridFor(rows * f, kThreads), kThreads, 0, AsStream(stream)>>>(
-        static_cast<const T*>(gu), static_cast<T*>(out), rows, f);
+    Launch(swiglu_kernel<T>, GridFor(rows * f, kThreads), kThreads, 0, AsStream(stream),
+           static_cast<const T*>(gu), static_cast<T*>(out), rows, f);
   });
   KILN_CUDA_CHECK_LAUNCH();
 }
@@ -255,8 +256,8 @@ void LaunchSwigluBackward(FloatType type, const void* dy, const void* gu, void* 
   if (rows * f == 0) return;
   DispatchFloat(type, [&](auto t) {
     using T = decltype(t);
-    swiglu_backward_kernel<<<GridFor(rows * f, kThreads), kThreads, 0, AsStream(stream)>>>(
-        static_cast<const T*>(dy), static_cast<const T*>(gu), static_cast<T*>(dgu), rows, f);
+    Launch(swiglu_backward_kernel<T>, GridFor(rows * f, kThreads), kThreads, 0, AsStream(stream),
+           static_cast<const T*>(dy), static_cast<const T*>(gu), static_cast<T*>(dgu), rows, f);
   });
   KILN_CUDA_CHECK_LAUNCH();
 }
@@ -266,8 +267,8 @@ void LaunchFillFromScalar(FloatType type, void* out, int64_t n, const float* val
   if (n == 0) return;
   DispatchFloat(type, [&](auto t) {
     using T = decltype(t);
-    fill_kernel<<<GridFor(n, kThreads), kThreads, 0, AsStream(stream)>>>(static_cast<T*>(out), n,
-                                                                         value, alpha);
+    Launch(fill_kernel<T>, GridFor(n, kThreads), kThreads, 0, AsStream(stream),
+           static_cast<T*>(out), n, value, alpha);
   });
   KILN_CUDA_CHECK_LAUNCH();
 }
@@ -277,8 +278,8 @@ void LaunchDropout(FloatType type, const void* x, void* y, int64_t n, float p,
   if (n == 0) return;
   DispatchFloat(type, [&](auto t) {
     using T = decltype(t);
-    dropout_kernel<<<GridFor((n + 3) / 4, kThreads), kThreads, 0, AsStream(stream)>>>(
-        static_cast<const T*>(x), static_cast<T*>(y), n, p, seed_step, stream_id);
+    Launch(dropout_kernel<T>, GridFor((n + 3) / 4, kThreads), kThreads, 0, AsStream(stream),
+           static_cast<const T*>(x), static_cast<T*>(y), n, p, seed_step, stream_id);
   });
   KILN_CUDA_CHECK_LAUNCH();
 }
@@ -289,8 +290,8 @@ void LaunchEmbedding(const void* table, const int32_t* ids, void* out, int64_t n
   const bool wide =
       row_bytes % 16 == 0 &&
       (reinterpret_cast<uintptr_t>(table) | reinterpret_cast<uintptr_t>(out)) % 16 == 0;
-  embedding_kernel<<<static_cast<unsigned>(n), 128, 0, AsStream(stream)>>>(
-      static_cast<const char*>(table), ids, static_cast<char*>(out), vocab, row_bytes, wide);
+  Launch(embedding_kernel, static_cast<unsigned>(n), 128, 0, AsStream(stream),
+         static_cast<const char*>(table), ids, static_cast<char*>(out), vocab, row_bytes, wide);
   KILN_CUDA_CHECK_LAUNCH();
 }
 
@@ -302,9 +303,9 @@ void LaunchRope(FloatType type, const void* x, void* y, int64_t batch, int64_t s
   if (n == 0) return;
   DispatchFloat(type, [&](auto t) {
     using T = decltype(t);
-    rope_kernel<<<GridFor(n, kThreads), kThreads, 0, AsStream(stream)>>>(
-        static_cast<const T*>(x), static_cast<T*>(y), rows, seq, n_head, n_kv_head, head_dim, cos,
-        sin, inverse ? -1.0f : 1.0f);
+    Launch(rope_kernel<T>, GridFor(n, kThreads), kThreads, 0, AsStream(stream),
+           static_cast<const T*>(x), static_cast<T*>(y), rows, seq, n_head, n_kv_head, head_dim,
+           cos, sin, inverse ? -1.0f : 1.0f);
   });
   KILN_CUDA_CHECK_LAUNCH();
 }

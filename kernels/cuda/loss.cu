@@ -95,17 +95,18 @@ void LaunchCrossEntropy(FloatType type, const void* logits, const int32_t* targe
                         void* workspace, StreamPtr stream) {
   int64_t* counted = static_cast<int64_t*>(workspace);
   float* row_loss = reinterpret_cast<float*>(counted + 1);
-  count_targets_kernel<<<1, 1024, 0, AsStream(stream)>>>(targets, rows, vocab, ignore_index,
-                                                         counted);
+  Launch(count_targets_kernel, 1, 1024, 0, AsStream(stream), targets, rows, vocab, ignore_index,
+         counted);
   if (rows > 0 && vocab > 0) {
     DispatchFloat(type, [&](auto t) {
       using T = decltype(t);
-      cross_entropy_kernel<<<static_cast<unsigned>(rows), kThreads, 0, AsStream(stream)>>>(
-          static_cast<const T*>(logits), targets, static_cast<T*>(dlogits), vocab, ignore_index,
-          counted, row_loss);
+      Launch(cross_entropy_kernel<T>, static_cast<unsigned>(rows), kThreads, 0, AsStream(stream),
+             static_cast<const T*>(logits), targets, static_cast<T*>(dlogits), vocab, ignore_index,
+             counted, row_loss);
     });
   }
-  mean_loss_kernel<<<1, 1024, 0, AsStream(stream)>>>(row_loss, vocab > 0 ? rows : 0, counted, loss);
+  Launch(mean_loss_kernel, 1, 1024, 0, AsStream(stream), row_loss, vocab > 0 ? rows : 0, counted,
+         loss);
   KILN_CUDA_CHECK_LAUNCH();
 }
 
@@ -118,8 +119,8 @@ void LaunchEmbeddingBackward(FloatType type, const void* dy, const int32_t* ids,
                   kEmbeddingBuckets);
   DispatchFloat(type, [&](auto t) {
     using T = decltype(t);
-    embedding_backward_kernel<<<grid, kEmbeddingTile, 0, AsStream(stream)>>>(
-        static_cast<const T*>(dy), ids, dtable, n, vocab, cols);
+    Launch(embedding_backward_kernel<T>, grid, kEmbeddingTile, 0, AsStream(stream),
+           static_cast<const T*>(dy), ids, dtable, n, vocab, cols);
   });
   KILN_CUDA_CHECK_LAUNCH();
 }

@@ -118,11 +118,11 @@ void LaunchNorm(const NormLaunch& a, StreamPtr stream) {
     T* y = static_cast<T*>(a.y);
     const unsigned grid = static_cast<unsigned>(a.rows);
     if (a.rms) {
-      norm_forward_kernel<T, true><<<grid, kThreads, 0, AsStream(stream)>>>(
-          x, a.gamma, nullptr, y, nullptr, a.rstd, a.cols, a.eps);
+      Launch(norm_forward_kernel<T, true>, grid, kThreads, 0, AsStream(stream), x, a.gamma, nullptr,
+             y, nullptr, a.rstd, a.cols, a.eps);
     } else {
-      norm_forward_kernel<T, false><<<grid, kThreads, 0, AsStream(stream)>>>(
-          x, a.gamma, a.beta, y, a.mean, a.rstd, a.cols, a.eps);
+      Launch(norm_forward_kernel<T, false>, grid, kThreads, 0, AsStream(stream), x, a.gamma, a.beta,
+             y, a.mean, a.rstd, a.cols, a.eps);
     }
   });
   KILN_CUDA_CHECK_LAUNCH();
@@ -144,16 +144,15 @@ void LaunchNormBackward(const NormLaunch& a, void* workspace, StreamPtr stream) 
     T* dx = static_cast<T*>(a.dx);
     const unsigned grid = static_cast<unsigned>(blocks);
     if (a.rms) {
-      norm_backward_kernel<T, true><<<grid, kThreads, 0, AsStream(stream)>>>(
-          dy, x, a.gamma, nullptr, a.rstd, dx, a.rows, a.cols, per_block, partials);
+      Launch(norm_backward_kernel<T, true>, grid, kThreads, 0, AsStream(stream), dy, x, a.gamma,
+             nullptr, a.rstd, dx, a.rows, a.cols, per_block, partials);
     } else {
-      norm_backward_kernel<T, false><<<grid, kThreads, 0, AsStream(stream)>>>(
-          dy, x, a.gamma, a.mean, a.rstd, dx, a.rows, a.cols, per_block, partials);
+      Launch(norm_backward_kernel<T, false>, grid, kThreads, 0, AsStream(stream), dy, x, a.gamma,
+             a.mean, a.rstd, dx, a.rows, a.cols, per_block, partials);
     }
   });
-  norm_params_combine_kernel<<<static_cast<unsigned>((a.cols + 255) / 256), 256, 0,
-                               AsStream(stream)>>>(partials, blocks, a.cols, a.dgamma,
-                                                   a.rms ? nullptr : a.dbeta);
+  Launch(norm_params_combine_kernel, static_cast<unsigned>((a.cols + 255) / 256), 256, 0,
+         AsStream(stream), partials, blocks, a.cols, a.dgamma, a.rms ? nullptr : a.dbeta);
   KILN_CUDA_CHECK_LAUNCH();
 }
 

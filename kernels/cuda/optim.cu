@@ -38,10 +38,10 @@ void LaunchAdamW(const AdamLaunch& a, StreamPtr stream) {
   DispatchFloat(a.grad_type, [&](auto g) {
     using G = decltype(g);
     if (a.params == nullptr) {
-      adamw_kernel<G, float><<<grid, kThreads, 0, AsStream(stream)>>>(a);
+      Launch(adamw_kernel<G, float>, grid, kThreads, 0, AsStream(stream), a);
     } else {
       DispatchFloat(a.param_type, [&](auto p) {
-        adamw_kernel<G, decltype(p)><<<grid, kThreads, 0, AsStream(stream)>>>(a);
+        Launch(adamw_kernel<G, decltype(p)>, grid, kThreads, 0, AsStream(stream), a);
       });
     }
   });

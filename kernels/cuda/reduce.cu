@@ -101,12 +101,12 @@ void LaunchSum(FloatType type, const void* x, int64_t n, double scale, float* ou
   if (n > 0) {
     DispatchFloat(type, [&](auto t) {
       using T = decltype(t);
-      chunk_sum_kernel<T, false><<<static_cast<unsigned>(chunks), kThreads, 0, AsStream(stream)>>>(
-          static_cast<const T*>(x), n, partials);
+      Launch(chunk_sum_kernel<T, false>, static_cast<unsigned>(chunks), kThreads, 0,
+             AsStream(stream), static_cast<const T*>(x), n, partials);
     });
   }
-  combine_kernel<<<1, kThreads, 0, AsStream(stream)>>>(partials, n > 0 ? chunks : 0, scale, out,
-                                                       nullptr);
+  Launch(combine_kernel, 1, kThreads, 0, AsStream(stream), partials, n > 0 ? chunks : 0, scale, out,
+         nullptr);
   KILN_CUDA_CHECK_LAUNCH();
 }
 
@@ -119,12 +119,12 @@ void LaunchNormStats(FloatType type, const void* x, int64_t n, double* result, v
   if (n > 0) {
     DispatchFloat(type, [&](auto t) {
       using T = decltype(t);
-      chunk_sum_kernel<T, true><<<static_cast<unsigned>(chunks), kThreads, 0, AsStream(stream)>>>(
-          static_cast<const T*>(x), n, partials);
+      Launch(chunk_sum_kernel<T, true>, static_cast<unsigned>(chunks), kThreads, 0,
+             AsStream(stream), static_cast<const T*>(x), n, partials);
     });
   }
-  combine_kernel<<<1, kThreads, 0, AsStream(stream)>>>(partials, n > 0 ? chunks : 0, 1.0, nullptr,
-                                                       result);
+  Launch(combine_kernel, 1, kThreads, 0, AsStream(stream), partials, n > 0 ? chunks : 0, 1.0,
+         nullptr, result);
   KILN_CUDA_CHECK_LAUNCH();
 }
 
@@ -141,11 +141,10 @@ void LaunchSumTo(FloatType type, const void* x, int64_t rows, int64_t cols, void
   const unsigned col_grid = static_cast<unsigned>((cols + kThreads - 1) / kThreads);
   DispatchFloat(type, [&](auto t) {
     using T = decltype(t);
-    column_partials_kernel<<<dim3(col_grid, static_cast<unsigned>(blocks)), kThreads, 0,
-                             AsStream(stream)>>>(static_cast<const T*>(x), rows, cols,
-                                                 rows_per_block, partial);
-    column_combine_kernel<<<col_grid, kThreads, 0, AsStream(stream)>>>(partial, blocks, cols,
-                                                                       static_cast<T*>(out));
+    Launch(column_partials_kernel<T>, dim3(col_grid, static_cast<unsigned>(blocks)), kThreads, 0,
+           AsStream(stream), static_cast<const T*>(x), rows, cols, rows_per_block, partial);
+    Launch(column_combine_kernel<T>, col_grid, kThreads, 0, AsStream(stream), partial, blocks, cols,
+           static_cast<T*>(out));
   });
   KILN_CUDA_CHECK_LAUNCH();
 }
