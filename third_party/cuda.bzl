@@ -4,6 +4,8 @@ Every .cu file becomes one object (sm_80 and sm_90 machine code; files listed in
 sm_90a instead of sm_90, for Hopper-only instructions). The objects, the host `srcs` and the CUDA
 libraries form one cc_library. With `--config=nocuda` (the //:cuda_off setting) the library is
 built from `nocuda_srcs` alone and nothing touches the toolkit, so a machine without CUDA builds.
+Each library also has a test-only `<name>_emulated` twin: the same sources with the .cu files
+compiled as C++ for the kernel emulation (kernels/cuda/emulation), which runs them on the CPU.
 """
 
 NVCC = "/usr/local/cuda/bin/nvcc"
@@ -21,6 +23,16 @@ NVCC_FLAGS = [
 
 SM90 = ["-gencode=arch=compute_90,code=sm_90"]
 SM90A = ["-gencode=arch=compute_90a,code=sm_90a"]
+
+# The kernel emulation's build (Note [Kernel emulation], kernels/cuda/emulation): the .cu files as
+# C++ with KILN_CUDA_EMULATION, under AddressSanitizer.
+EMULATION_COPTS = [
+    "-DKILN_CUDA_EMULATION",
+    "-Wno-unknown-pragmas",
+    "-fsanitize=address",
+    "-fno-omit-frame-pointer",
+]
+EMULATION_LINKOPTS = ["-fsanitize=address"]
 
 def _object_name(name, src):
     return "_nvcc/%s/%s" % (name, src.replace(".cu", ".o"))
@@ -85,6 +97,46 @@ def kiln_cuda_library(
         deps = deps + select({
             "//:cuda_off": nocuda_deps,
             "//conditions:default": cuda_deps,
+        }),
+        alwayslink = alwayslink,
+        visibility = visibility,
+    )
+
+    # `<name>_emulated`: the same library on the kernel emulation (test-only). The .cu files are
+    # copied to .cc and compiled as C++; the CUDA libraries are replaced by the emulation's.
+    emulated_srcs = []
+    for src in cu_srcs:
+        out = "_emulated/%s/%s" % (name, src.replace(".cu", "_emulated.cc"))
+        native.genrule(
+            name = "%s_emulated_%s" % (name, src.replace("/", "_").replace(".", "_")),
+            srcs = [src],
+            outs = [out],
+            cmd = "cp $< $@",
+            visibility = ["//visibility:private"],
+        )
+        emulated_srcs.append(out)
+    native.cc_library(
+        name = name + "_emulated",
+        testonly = True,
+        srcs = select({
+            "//:cuda_off": nocuda_srcs,
+            "//conditions:default": emulated_srcs + srcs,
+        }),
+        hdrs = hdrs,
+        textual_hdrs = select({
+            "//:cuda_off": [],
+            "//conditions:default": cu_hdrs,
+        }),
+        copts = copts + select({
+            "//:cuda_off": [],
+            "//conditions:default": EMULATION_COPTS,
+        }),
+        deps = deps + select({
+            "//:cuda_off": nocuda_deps,
+            "//conditions:default": [
+                "//kernels/cuda/emulation",
+                "@local_cuda//:headers",
+            ],
         }),
         alwayslink = alwayslink,
         visibility = visibility,

@@ -169,6 +169,8 @@ void CheckGrads(const std::string& what, const Case& c, const std::vector<float>
 // The CPU reference and every device combination for one case.
 void CheckCase(const Case& c) {
   INFO(Describe(c));
+  // B H T^2 (attention scores): the T = 1024 and B = 96 cases are for a device.
+  if (LeaveOutOnEmulation(Describe(c), double(c.batch) * c.heads * c.seq * c.seq, 1e6)) return;
   const double tol = ToleranceFor(c.dtype);
   const ops::AttentionAttrs attrs = AttrsOf(c);
   const Tensor qkv = RandomTensor({c.batch, c.seq, QkvWidth(c)}, c.dtype, 100 + c.seq, 1.5f);

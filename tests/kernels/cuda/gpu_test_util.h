@@ -4,6 +4,7 @@
 #pragma once
 
 #include <any>
+#include <cstdio>
 #include <random>
 #include <string>
 #include <vector>
@@ -29,6 +30,23 @@ inline std::string NoGpuReason() {
     const std::string kiln_no_gpu_ = ::kiln::testing::NoGpuReason();         \
     if (!kiln_no_gpu_.empty()) KILN_SKIP("no CUDA device: " + kiln_no_gpu_); \
   } while (0)
+
+// Whether the CUDA device is the kernel emulation (kernels/cuda/emulation, the `_emulated` test
+// targets): the [gpu] tests then run on the host CPU, far slower than on a device, and leave out
+// the cases that are too large for it (saying so; see LeaveOutOnEmulation).
+inline bool OnKernelEmulation() {
+  DeviceRuntime* runtime = GetDeviceRuntime(DeviceType::kCUDA);
+  return runtime != nullptr && runtime->Available().ok() &&
+         runtime->DeviceName(0).find("emulation") != std::string::npos;
+}
+
+// True (and a line on stdout) when a case of `work` units is over the emulation's `budget`.
+inline bool LeaveOutOnEmulation(const std::string& what, double work, double budget) {
+  if (!OnKernelEmulation() || work <= budget) return false;
+  std::printf("kernel emulation: left out (too large to emulate; runs on a GPU): %s\n",
+              what.c_str());
+  return true;
+}
 
 inline Tensor RandomTensor(const Shape& shape, DType dtype, uint64_t seed, float scale = 1.0f) {
   std::mt19937_64 rng(seed);

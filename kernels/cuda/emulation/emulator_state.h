@@ -1,0 +1,22 @@
+// The emulated device's error state and launch limits, shared by the block scheduler
+// (emulator.cc) and the emulated runtime calls (runtime.cc). Internal to the emulation.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <string>
+
+namespace kiln::kernels::cuda::emulation {
+
+// "" when the launch configuration is one a device accepts (Note [Kernel emulation]); otherwise
+// the reason, also recorded as the error the next cudaGetLastError returns.
+std::string CheckLaunchConfiguration(const void* kernel, dim3 grid, dim3 block,
+                                     size_t dynamic_shared_bytes);
+
+// A failure inside a kernel: sticky, as a fault leaves a CUDA context unusable (every later
+// launch is skipped and cudaGetLastError keeps returning it) until ClearFailure.
+void RecordStickyFailure(const std::string& what);
+const std::string& StickyFailure();
+
+}  // namespace kiln::kernels::cuda::emulation

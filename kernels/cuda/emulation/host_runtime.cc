@@ -1,0 +1,162 @@
+// The CUDA runtime calls of the device runtime (kernels/cuda/cuda_runtime.cc), answered by the
+// kernel emulation (Note [Kernel emulation] in cuda_emulation.h) so that the whole CUDA backend —
+// allocator, streams, events, copies, kernels — runs on a machine without a GPU in tests. One
+// emulated device; "device" memory is host memory from the heap, one allocation per cudaMalloc (so
+// AddressSanitizer bounds every segment), remembered so that cudaPointerGetAttributes can tell
+// device from host pointers. Streams and events exist as handles only: every call completes
+// before it returns, so an event is always complete.
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <new>
+
+#include "kernels/cuda/emulation/cuda_emulation.h"
+
+namespace kiln::kernels::cuda::emulation {
+namespace {
+
+constexpr size_t kDeviceAlign = 256;  // cudaMalloc's alignment
+constexpr size_t kDeviceMemory = size_t{80} << 30;
+
+struct Memory {
+  std::mutex mu;
+  std::map<const char*, size_t> device;  // base -> bytes
+  size_t device_bytes = 0;
+};
+
+Memory& M() {
+  static Memory* m = new Memory();
+  return *m;
+}
+
+// A handle that is a valid, distinct pointer (streams and events).
+template <typename Handle>
+Handle NewHandle() {
+  return reinterpret_cast<Handle>(new char[1]);
+}
+
+bool IsDevice(const void* p) {
+  Memory& m = M();
+  std::lock_guard<std::mutex> lock(m.mu);
+  const char* c = static_cast<const char*>(p);
+  auto it = m.device.upper_bound(c);
+  if (it == m.device.begin()) return false;
+  --it;
+  return c < it->first + it->second;
+}
+
+}  // namespace
+}  // namespace kiln::kernels::cuda::emulation
+
+namespace em = kiln::kernels::cuda::emulation;
+
+extern "C" {
+
+cudaError_t cudaGetDeviceCount(int* count) {
+  *count = 1;
+  return cudaSuccess;
+}
+
+cudaError_t cudaSetDevice(int device) {
+  return device == 0 ? cudaSuccess : cudaErrorInvalidDevice;
+}
+
+cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp* prop, int device) {
+  if (device != 0) return cudaErrorInvalidDevice;
+  std::memset(prop, 0, sizeof(*prop));
+  std::snprintf(prop->name, sizeof(prop->name), "Kiln kernel emulation (host CPU, sm_90 limits)");
+  prop->major = 9;
+  prop->minor = 0;
+  prop->totalGlobalMem = em::kDeviceMemory;
+  prop->multiProcessorCount = 132;
+  prop->warpSize = 32;
+  prop->maxThreadsPerBlock = 1024;
+  prop->sharedMemPerBlock = 48 << 10;
+  prop->sharedMemPerBlockOptin = 232448;
+  return cudaSuccess;
+}
+
+cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+
+cudaError_t cudaMalloc(void** ptr, size_t bytes) {
+  em::Memory& m = em::M();
+  std::lock_guard<std::mutex> lock(m.mu);
+  if (m.device_bytes + bytes > em::kDeviceMemory) return cudaErrorMemoryAllocation;
+  char* p = static_cast<char*>(
+      ::operator new[](bytes == 0 ? 1 : bytes, std::align_val_t{em::kDeviceAlign}, std::nothrow));
+  if (p == nullptr) return cudaErrorMemoryAllocation;
+  m.device[p] = bytes;
+  m.device_bytes += bytes;
+  *ptr = p;
+  return cudaSuccess;
+}
+
+cudaError_t cudaFree(void* ptr) {
+  if (ptr == nullptr) return cudaSuccess;
+  em::Memory& m = em::M();
+  std::lock_guard<std::mutex> lock(m.mu);
+  auto it = m.device.find(static_cast<const char*>(ptr));
+  if (it == m.device.end()) return cudaErrorInvalidValue;
+  m.device_bytes -= it->second;
+  m.device.erase(it);
+  ::operator delete[](ptr, std::align_val_t{em::kDeviceAlign});
+  return cudaSuccess;
+}
+
+cudaError_t cudaHostAlloc(void** ptr, size_t bytes, unsigned int) {
+  *ptr = std::malloc(bytes == 0 ? 1 : bytes);
+  return *ptr == nullptr ? cudaErrorMemoryAllocation : cudaSuccess;
+}
+
+cudaError_t cudaFreeHost(void* ptr) {
+  std::free(ptr);
+  return cudaSuccess;
+}
+
+cudaError_t cudaPointerGetAttributes(struct cudaPointerAttributes* attributes, const void* ptr) {
+  std::memset(attributes, 0, sizeof(*attributes));
+  const bool device = em::IsDevice(ptr);
+  attributes->type = device ? cudaMemoryTypeDevice : cudaMemoryTypeUnregistered;
+  attributes->device = 0;
+  attributes->devicePointer = device ? const_cast<void*>(ptr) : nullptr;
+  attributes->hostPointer = device ? nullptr : const_cast<void*>(ptr);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, enum cudaMemcpyKind,
+                            cudaStream_t) {
+  if (count > 0) std::memmove(dst, src, count);
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int) {
+  *stream = em::NewHandle<cudaStream_t>();
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+  delete[] reinterpret_cast<char*>(stream);
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+
+cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned int) { return cudaSuccess; }
+
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int) {
+  *event = em::NewHandle<cudaEvent_t>();
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  delete[] reinterpret_cast<char*>(event);
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+
+}  // extern "C"
