@@ -166,7 +166,16 @@ void CompareRuns(const nn::ModelConfig& config) {
       REQUIRE(std::abs(gpu.losses[s] - cpu.losses[s]) <= tol * std::abs(cpu.losses[s]));
       REQUIRE(std::abs(gpu.norms[s] - cpu.norms[s]) <= 10 * tol * cpu.norms[s] + 1e-6);
     }
-    REQUIRE(cpu.losses.back() < cpu.losses.front());  // it learned something
+    // The runs did train (so that agreeing means something): AdamW moves every parameter with a
+    // gradient by about lr per step, so the mean change after 20 steps is well above one lr.
+    // (The loss itself barely moves in 20 steps from this initialization — norm gains start near
+    // zero — so it is no test of that.)
+    const std::vector<float> initial = InitialWeights(static_cast<int64_t>(cpu.final_master.size()));
+    double change = 0;
+    for (size_t i = 0; i < initial.size(); ++i) change += std::abs(cpu.final_master[i] - initial[i]);
+    change /= static_cast<double>(initial.size());
+    INFO("mean |final - initial| weight " << change);
+    REQUIRE(change > kLr);
     KILN_REQUIRE_CLOSE(gpu.final_master, cpu.final_master, compute == DType::kF32 ? 1e-3 : 5e-2);
   }
 }

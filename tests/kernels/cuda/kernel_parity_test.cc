@@ -126,14 +126,16 @@ TEST_CASE("cuBLASLt matmul matches the CPU for every transpose and batch layout"
     const double tol = ToleranceFor(dt);
     const Tensor a = RandomTensor({3, 17, 40}, dt, 17);
     const Tensor at = RandomTensor({3, 40, 17}, dt, 18);
+    const Tensor at2 = RandomTensor({40, 17}, dt, 27);  // trans_a with a shared b takes a 2-D a
     const Tensor b = RandomTensor({40, 24}, dt, 19);
     const Tensor bt = RandomTensor({24, 40}, dt, 20);
     const Tensor bb = RandomTensor({3, 40, 24}, dt, 21);
     CheckOpParity("matmul", {a, b}, ops::MatmulAttrs{false, false}, tol);
     CheckOpParity("matmul", {a, bt}, ops::MatmulAttrs{false, true}, tol);
-    CheckOpParity("matmul", {at, b}, ops::MatmulAttrs{true, false}, tol);
-    CheckOpParity("matmul", {at, bt}, ops::MatmulAttrs{true, true}, tol);
+    CheckOpParity("matmul", {at2, b}, ops::MatmulAttrs{true, false}, tol);
+    CheckOpParity("matmul", {at2, bt}, ops::MatmulAttrs{true, true}, tol);
     CheckOpParity("matmul", {a, bb}, ops::MatmulAttrs{false, false}, tol);
+    CheckOpParity("matmul", {at, bb}, ops::MatmulAttrs{true, false}, tol);
     CheckOpParity("matmul", {at, RandomTensor({3, 24, 40}, dt, 22)}, ops::MatmulAttrs{true, true},
                   tol);
   }
