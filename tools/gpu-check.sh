@@ -96,6 +96,8 @@ cp bench/RESULTS.md "$OUT/RESULTS.md" 2>/dev/null
   echo
   grep -E '^\|' "$OUT/bench.txt" || echo "benchmark: no table (see $OUT/bench.txt)"
   grep -E 'probe' "$OUT/bench.txt" || true
+  echo "kiln's slowest ops in one step (device-synchronized, bench_kiln.log):"
+  grep -A6 '^per-op device time' "$OUT/bench_kiln.log" 2>/dev/null | tail -n +2 || true
   grep -E '^\| dp=2|hidden share|hideable' "$OUT/dp_overlap.txt" || echo "dp_overlap: no result"
   echo
   echo "$total_p passed, $total_f failed, $total_s skipped"

@@ -20,7 +20,7 @@ namespace kiln::graph {
 struct ExecutorOptions {
   Device device = Device::CPU();
   PlannerOptions planner;
-  bool profile = false;  // time every node (see ProfileReport)
+  bool profile = false;  // time every node (see ProfileReport, SetProfiling)
   // Bind parameters to this storage instead of allocating (an evaluation or sampling graph sharing
   // a training executor's weights: same model, same parameter layout).
   Storage shared_params;
@@ -57,6 +57,8 @@ class Executor {
   const Graph& graph() const { return graph_; }
   const MemoryPlan& memory_plan() const { return plan_; }
   Device device() const { return options_.device; }
+  // Turns per-node timing on or off (Note [Profiling on a device]).
+  void SetProfiling(bool on) { options_.profile = on; }
   // Per-op totals when options.profile is set: "op: calls, total ms".
   std::string ProfileReport() const;
 
