@@ -48,6 +48,7 @@ def kiln_cuda_library(
         cuda_deps = [],
         nocuda_srcs = [],
         nocuda_deps = [],
+        emulated_cuda_deps = [],
         copts = [],
         alwayslink = False,
         visibility = None):
@@ -64,6 +65,8 @@ def kiln_cuda_library(
       cuda_deps: dependencies of the CUDA build only (@local_cuda//:cudart, ...).
       nocuda_srcs: sources of the build without CUDA.
       nocuda_deps: dependencies of the build without CUDA.
+      emulated_cuda_deps: the cuda_deps the `_emulated` twin keeps (libraries the emulation does
+        not answer, such as NCCL; the CUDA runtime and cuBLASLt it does).
       copts: C++ options for the host sources.
       alwayslink: as cc_library (needed for static registrations).
       visibility: as cc_library.
@@ -136,8 +139,30 @@ def kiln_cuda_library(
             "//conditions:default": [
                 "//kernels/cuda/emulation",
                 "@local_cuda//:headers",
-            ],
+            ] + emulated_cuda_deps,
         }),
         alwayslink = alwayslink,
         visibility = visibility,
+    )
+
+# The CUDA libraries and their users that have `_emulated` twins (kiln_cuda_user).
+EMULATED_TWINS = {
+    "//kernels/cuda": "//kernels/cuda:cuda_emulated",
+    "//engine/train": "//engine/train:train_emulated",
+}
+
+def kiln_cuda_user(rule, name, deps = [], **kwargs):
+    """`rule` (native.cc_library or native.cc_binary) twice: as given, and a test-only twin.
+
+    The twin is named `<name>_emulated` (`<name>-emulated` for names with dashes) and takes the
+    `_emulated` twin of every dependency in EMULATED_TWINS, so that code above the CUDA backend
+    (the trainer, kiln-train) runs on the kernel emulation in tests.
+    """
+    rule(name = name, deps = deps, **kwargs)
+    twin = name + ("-emulated" if "-" in name else "_emulated")
+    rule(
+        name = twin,
+        deps = [EMULATED_TWINS.get(d, d) for d in deps],
+        testonly = True,
+        **kwargs
     )
