@@ -2,7 +2,9 @@
 // in bf16 on one GPU — the CUDA executor and kernels, device AdamW with f32 master weights —
 // timed after warm-up. Prints one JSON line: tokens/s, step time, peak device memory, losses.
 //
-//   gpu_train [--batch 8] [--steps 10] [--warmup 3] [--layers 12]
+//   gpu_train [--batch 8] [--steps 10] [--warmup 3] [--layers 12] [--seq 1024]
+// (gpu_train-emulated, on the kernel emulation, is for a dry run of this program without a GPU:
+//  e.g. --layers 1 --batch 1 --seq 128 --steps 1 --warmup 1.)
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -33,6 +35,7 @@ int main(int argc, char** argv) {
   using namespace kiln;
   const int batch = Flag(argc, argv, "--batch", 8), steps = Flag(argc, argv, "--steps", 10);
   const int warmup = Flag(argc, argv, "--warmup", 3), layers = Flag(argc, argv, "--layers", 12);
+  const int seq = Flag(argc, argv, "--seq", 1024);  // shorter only for dry runs
   const Device dev = Device::CUDA(0);
   if (absl::Status s = CheckDeviceAvailable(dev); !s.ok()) {
     std::fprintf(stderr, "gpu_train: %s\n", std::string(s.message()).c_str());
@@ -46,10 +49,10 @@ int main(int argc, char** argv) {
   c.d_model = 768;
   c.d_ff = 3072;
   c.vocab_size = 50304;  // 50257 padded to a multiple of 128
-  c.max_seq_len = 1024;
+  c.max_seq_len = seq;
   nn::GraphOptions go;
   go.batch = batch;
-  go.seq_len = 1024;
+  go.seq_len = seq;
   go.compute = DType::kBF16;
   auto model = nn::BuildModel(c, go);
   if (!model.ok()) {
@@ -90,13 +93,13 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "gpu_train: %s\n", std::string(opt.status().message()).c_str());
     return 1;
   }
-  std::vector<int32_t> tokens(static_cast<size_t>(batch) * 1024 + 1);
+  std::vector<int32_t> tokens(static_cast<size_t>(batch) * seq + 1);
   std::uniform_int_distribution<int32_t> token(0, 50256);
   for (int32_t& t : tokens) t = token(rng);
   const Tensor inputs =
-      Tensor::FromVector(std::vector<int32_t>(tokens.begin(), tokens.end() - 1), {batch, 1024});
+      Tensor::FromVector(std::vector<int32_t>(tokens.begin(), tokens.end() - 1), {batch, seq});
   const Tensor targets =
-      Tensor::FromVector(std::vector<int32_t>(tokens.begin() + 1, tokens.end()), {batch, 1024});
+      Tensor::FromVector(std::vector<int32_t>(tokens.begin() + 1, tokens.end()), {batch, seq});
   DeviceRuntime& rt = RuntimeFor(dev);
   double first_loss = 0, last_loss = 0, seconds = 0;
   kernels::cuda::GradStatsReducer grad_stats;
@@ -130,12 +133,12 @@ int main(int argc, char** argv) {
   exec.SetProfiling(false);
   std::fprintf(stderr, "per-op device time of one step (synchronized around each node):\n%s",
                exec.ProfileReport().c_str());
-  const double tokens_per_s = static_cast<double>(batch) * 1024 * steps / seconds;
+  const double tokens_per_s = static_cast<double>(batch) * seq * steps / seconds;
   std::printf(
-      "{\"system\": \"kiln\", \"gpu\": \"%s\", \"batch\": %d, \"seq\": 1024, \"layers\": %d, "
+      "{\"system\": \"kiln\", \"gpu\": \"%s\", \"batch\": %d, \"seq\": %d, \"layers\": %d, "
       "\"params\": %lld, \"tokens_per_s\": %.1f, \"step_ms\": %.2f, \"peak_allocated_mib\": %.1f, "
       "\"peak_reserved_mib\": %.1f, \"loss_first\": %.4f, \"loss_last\": %.4f}\n",
-      rt.DeviceName(0).c_str(), batch, layers, static_cast<long long>(num_params), tokens_per_s,
+      rt.DeviceName(0).c_str(), batch, seq, layers, static_cast<long long>(num_params), tokens_per_s,
       1e3 * seconds / steps, mem.peak_allocated_bytes / 1048576.0,
       mem.peak_reserved_bytes / 1048576.0, first_loss, last_loss);
   return 0;
