@@ -50,8 +50,8 @@
 namespace kiln::kernels::cuda::emulation {
 
 // The order in which the fibers of a block run between synchronization points: kAlternate (the
-// default) runs even blocks forward and odd blocks in reverse, so one launch of two or more
-// blocks exercises both.
+// default) runs every other block in reverse, and flips with every launch, so a grid of two or
+// more blocks, and a one-block kernel launched twice, run in both orders.
 enum class ThreadOrder { kAlternate, kForward, kReverse };
 void SetThreadOrder(ThreadOrder order);
 

@@ -103,6 +103,7 @@ struct AlignedFree {
 struct Scheduler {
   ThreadOrder order = ThreadOrder::kAlternate;
   bool reverse_block = false;  // the order of the block being run
+  uint64_t launches = 0;        // launches run so far (kAlternate flips with each)
   dim3 grid, block;
   uint3 block_index;
   const std::function<void()>* body = nullptr;
@@ -303,13 +304,14 @@ void LaunchGrid(const void* kernel, dim3 grid, dim3 block, size_t dynamic_shared
   s.grid = grid;
   s.block = block;
   s.body = &body;
+  ++s.launches;
   for (unsigned z = 0; z < grid.z; ++z) {
     for (unsigned y = 0; y < grid.y; ++y) {
       for (unsigned x = 0; x < grid.x; ++x) {
         s.block_index = uint3{x, y, z};
         const uint64_t linear = (uint64_t{z} * grid.y + y) * grid.x + x;
         s.reverse_block = s.order == ThreadOrder::kReverse ||
-                          (s.order == ThreadOrder::kAlternate && linear % 2 == 1);
+                          (s.order == ThreadOrder::kAlternate && (linear + s.launches) % 2 == 1);
         const std::string failure = RunBlock(dynamic_shared_bytes);
         if (!failure.empty()) {
           RecordStickyFailure("block " + Describe(s.block_index) + ": " + failure);
