@@ -138,8 +138,8 @@ int main(int argc, char** argv) {
       "{\"system\": \"kiln\", \"gpu\": \"%s\", \"batch\": %d, \"seq\": %d, \"layers\": %d, "
       "\"params\": %lld, \"tokens_per_s\": %.1f, \"step_ms\": %.2f, \"peak_allocated_mib\": %.1f, "
       "\"peak_reserved_mib\": %.1f, \"loss_first\": %.4f, \"loss_last\": %.4f}\n",
-      rt.DeviceName(0).c_str(), batch, seq, layers, static_cast<long long>(num_params), tokens_per_s,
-      1e3 * seconds / steps, mem.peak_allocated_bytes / 1048576.0,
+      rt.DeviceName(0).c_str(), batch, seq, layers, static_cast<long long>(num_params),
+      tokens_per_s, 1e3 * seconds / steps, mem.peak_allocated_bytes / 1048576.0,
       mem.peak_reserved_bytes / 1048576.0, first_loss, last_loss);
   return 0;
 }

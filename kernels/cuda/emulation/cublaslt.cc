@@ -77,9 +77,7 @@ void StoreElement(void* base, cudaDataType t, int64_t i, double v) {
   }
 }
 
-bool Aligned(const void* p, uint32_t align) {
-  return reinterpret_cast<uintptr_t>(p) % align == 0;
-}
+bool Aligned(const void* p, uint32_t align) { return reinterpret_cast<uintptr_t>(p) % align == 0; }
 
 template <typename T>
 bool SetValue(T* field, const void* buf, size_t bytes) {
@@ -155,8 +153,8 @@ cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t desc) {
 }
 
 cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t desc,
-                                              cublasLtMatmulDescAttributes_t attr,
-                                              const void* buf, size_t bytes) {
+                                              cublasLtMatmulDescAttributes_t attr, const void* buf,
+                                              size_t bytes) {
   em::MatmulDesc* d = reinterpret_cast<em::MatmulDesc*>(desc);
   bool ok = false;
   switch (attr) {
@@ -219,8 +217,7 @@ cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t p
 cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDesc_t,
                                               cublasLtMatrixLayout_t, cublasLtMatrixLayout_t,
                                               cublasLtMatrixLayout_t, cublasLtMatrixLayout_t,
-                                              cublasLtMatmulPreference_t preference,
-                                              int requested,
+                                              cublasLtMatmulPreference_t preference, int requested,
                                               cublasLtMatmulHeuristicResult_t results[],
                                               int* returned) {
   if (requested < 1) return em::Refuse("heuristic asked for no algorithm");

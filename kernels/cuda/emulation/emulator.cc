@@ -103,7 +103,7 @@ struct AlignedFree {
 struct Scheduler {
   ThreadOrder order = ThreadOrder::kAlternate;
   bool reverse_block = false;  // the order of the block being run
-  uint64_t launches = 0;        // launches run so far (kAlternate flips with each)
+  uint64_t launches = 0;       // launches run so far (kAlternate flips with each)
   dim3 grid, block;
   uint3 block_index;
   const std::function<void()>* body = nullptr;

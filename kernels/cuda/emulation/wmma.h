@@ -5,16 +5,15 @@
 // writes elements l, l + 32, ...) as they are on a device, so a lane that reads another lane's
 // part before a __syncwarp reads stale memory; loads and mma_sync are done once per warp (Note
 // [Warp-uniform work] in emulator.cc), with a check that every lane passed the same operands.
-// Pointers must be 32-byte aligned and leading
-// dimensions a multiple of 16 bytes, as the CUDA programming guide requires; anything else fails
-// the launch.
+// Pointers must be 32-byte aligned and leading dimensions a multiple of 16 bytes, as the CUDA
+// programming guide requires; anything else fails the launch.
 #pragma once
 
 #include <cstdint>
 #include <cstring>
-#include <vector>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "kernels/cuda/emulation/cuda_emulation.h"
 
@@ -164,7 +163,7 @@ void mma_sync(fragment<accumulator, M, N, K, float>& d,
     }
   } else {
     const char* raw = reinterpret_cast<const char*>(memo.data());
-    const char* differs = memo.size() != kD + M * N                            ? "memo"
+    const char* differs = memo.size() != kD + M * N                               ? "memo"
                           : std::memcmp(raw, a.x, sizeof(a.x)) != 0               ? "a"
                           : std::memcmp(raw + sizeof(a.x), b.x, sizeof(b.x)) != 0 ? "b"
                           : std::memcmp(raw + sizeof(a.x) + sizeof(b.x), c.x, sizeof(c.x)) != 0

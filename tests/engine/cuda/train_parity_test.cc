@@ -171,9 +171,11 @@ void CompareRuns(const nn::ModelConfig& config) {
     // gradient by about lr per step, so the mean change after 20 steps is well above one lr.
     // (The loss itself barely moves in 20 steps from this initialization — norm gains start near
     // zero — so it is no test of that.)
-    const std::vector<float> initial = InitialWeights(static_cast<int64_t>(cpu.final_master.size()));
+    const std::vector<float> initial =
+        InitialWeights(static_cast<int64_t>(cpu.final_master.size()));
     double change = 0;
-    for (size_t i = 0; i < initial.size(); ++i) change += std::abs(cpu.final_master[i] - initial[i]);
+    for (size_t i = 0; i < initial.size(); ++i)
+      change += std::abs(cpu.final_master[i] - initial[i]);
     change /= static_cast<double>(initial.size());
     INFO("mean |final - initial| weight " << change);
     REQUIRE(change > kLr);
@@ -215,8 +217,8 @@ TEST_CASE("a profiled step on CUDA reports the time of every op", "[gpu][cuda]")
   m.exec->Run();
   const std::string report = m.exec->ProfileReport();
   INFO(report);
-  for (const char* op : {"matmul", "attention:", "attention_backward:", "layer_norm:",
-                         "cross_entropy"}) {
+  for (const char* op :
+       {"matmul", "attention:", "attention_backward:", "layer_norm:", "cross_entropy"}) {
     CHECK(report.find(op) != std::string::npos);
   }
   CHECK(std::isfinite(m.exec->value(m.graph.loss).Item()));

@@ -180,7 +180,7 @@ TEST_CASE("launch configurations a device refuses are refused", "[emulation]") {
   CHECK(emulation::LastFailure().find("cudaFuncSetAttribute") != std::string::npos);
   const void* kernel = reinterpret_cast<const void*>(&dynamic_shared_kernel);
   CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 300 << 10) ==
-        cudaErrorInvalidValue);  // over the opt-in limit
+        cudaErrorInvalidValue);                        // over the opt-in limit
   CHECK(cudaGetLastError() == cudaErrorInvalidValue);  // and, as on a device, the last error
   REQUIRE(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, big) ==
           cudaSuccess);
