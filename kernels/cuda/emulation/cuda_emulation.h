@@ -42,6 +42,10 @@
 // every float type), so a read of shared memory nothing wrote shows up in the results. Global
 // memory is host memory: under AddressSanitizer (the emulation tests are built with it) every
 // out-of-bounds access of a kernel is reported with its stack.
+// Around the kernels, the CUDA runtime, cuBLASLt and NCCL calls are answered on the host
+// (host_runtime.cc, cublaslt.cc, nccl.cc): several emulated devices (KILN_EMULATED_DEVICES) with
+// NCCL ranks on threads, collectives as rendezvous, and buffers checked to be on the
+// communicator's device.
 // What it cannot see: timing, the memory model beyond barriers, bank conflicts, register and
 // static shared-memory limits, __launch_bounds__, and the tensor cores' exact rounding (products
 // are summed in f32 here). Passing here is necessary, not sufficient: the [gpu] tests stay the

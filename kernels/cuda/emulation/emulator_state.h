@@ -19,4 +19,10 @@ std::string CheckLaunchConfiguration(const void* kernel, dim3 grid, dim3 block,
 void RecordStickyFailure(const std::string& what);
 const std::string& StickyFailure();
 
+// The number of emulated devices: KILN_EMULATED_DEVICES (1 to 8, default 1; read once). They
+// share the host's memory; each thread has its own current device (cudaSetDevice).
+int DeviceCount();
+// The device whose cudaMalloc holds `p`, or -1 for host memory.
+int DeviceOf(const void* p);
+
 }  // namespace kiln::kernels::cuda::emulation

@@ -1,18 +1,21 @@
 // The CUDA runtime calls of the device runtime (kernels/cuda/cuda_runtime.cc), answered by the
 // kernel emulation (Note [Kernel emulation] in cuda_emulation.h) so that the whole CUDA backend —
 // allocator, streams, events, copies, kernels — runs on a machine without a GPU in tests. One
-// emulated device; "device" memory is host memory from the heap, one allocation per cudaMalloc (so
-// AddressSanitizer bounds every segment), remembered so that cudaPointerGetAttributes can tell
-// device from host pointers. Streams and events exist as handles only: every call completes
-// before it returns, so an event is always complete.
+// emulated device, or KILN_EMULATED_DEVICES of them (for multi-rank NCCL on threads, nccl.cc); a
+// thread's current device is its own. "Device" memory is host memory from the heap, one allocation
+// per cudaMalloc (so AddressSanitizer bounds every segment), remembered so that
+// cudaPointerGetAttributes can tell device from host pointers. Streams and events exist as handles
+// only: every call completes before it returns, so an event is always complete.
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
 #include <new>
+#include <string>
 
 #include "kernels/cuda/emulation/cuda_emulation.h"
+#include "kernels/cuda/emulation/emulator_state.h"
 
 namespace kiln::kernels::cuda::emulation {
 namespace {
@@ -22,7 +25,11 @@ constexpr size_t kDeviceMemory = size_t{80} << 30;
 
 struct Memory {
   std::mutex mu;
-  std::map<const char*, size_t> device;  // base -> bytes
+  struct Segment {
+    size_t bytes;
+    int device;
+  };
+  std::map<const char*, Segment> device;  // base -> segment
   size_t device_bytes = 0;
 };
 
@@ -37,17 +44,29 @@ Handle NewHandle() {
   return reinterpret_cast<Handle>(new char[1]);
 }
 
-bool IsDevice(const void* p) {
+thread_local int current_device = 0;
+
+}  // namespace
+
+int DeviceOf(const void* p) {
   Memory& m = M();
   std::lock_guard<std::mutex> lock(m.mu);
   const char* c = static_cast<const char*>(p);
   auto it = m.device.upper_bound(c);
-  if (it == m.device.begin()) return false;
+  if (it == m.device.begin()) return -1;
   --it;
-  return c < it->first + it->second;
+  return c < it->first + it->second.bytes ? it->second.device : -1;
 }
 
-}  // namespace
+int DeviceCount() {
+  static const int count = [] {
+    const char* env = std::getenv("KILN_EMULATED_DEVICES");
+    const int n = env == nullptr ? 1 : std::atoi(env);
+    return n < 1 ? 1 : n > 8 ? 8 : n;
+  }();
+  return count;
+}
+
 }  // namespace kiln::kernels::cuda::emulation
 
 namespace em = kiln::kernels::cuda::emulation;
@@ -55,14 +74,23 @@ namespace em = kiln::kernels::cuda::emulation;
 extern "C" {
 
 cudaError_t cudaGetDeviceCount(int* count) {
-  *count = 1;
+  *count = em::DeviceCount();
   return cudaSuccess;
 }
 
-cudaError_t cudaSetDevice(int device) { return device == 0 ? cudaSuccess : cudaErrorInvalidDevice; }
+cudaError_t cudaSetDevice(int device) {
+  if (device < 0 || device >= em::DeviceCount()) return cudaErrorInvalidDevice;
+  em::current_device = device;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetDevice(int* device) {
+  *device = em::current_device;
+  return cudaSuccess;
+}
 
 cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp* prop, int device) {
-  if (device != 0) return cudaErrorInvalidDevice;
+  if (device < 0 || device >= em::DeviceCount()) return cudaErrorInvalidDevice;
   std::memset(prop, 0, sizeof(*prop));
   std::snprintf(prop->name, sizeof(prop->name), "Kiln kernel emulation (host CPU, sm_90 limits)");
   prop->major = 9;
@@ -85,7 +113,7 @@ cudaError_t cudaMalloc(void** ptr, size_t bytes) {
   char* p = static_cast<char*>(
       ::operator new[](bytes == 0 ? 1 : bytes, std::align_val_t{em::kDeviceAlign}, std::nothrow));
   if (p == nullptr) return cudaErrorMemoryAllocation;
-  m.device[p] = bytes;
+  m.device[p] = em::Memory::Segment{bytes, em::current_device};
   m.device_bytes += bytes;
   *ptr = p;
   return cudaSuccess;
@@ -97,7 +125,7 @@ cudaError_t cudaFree(void* ptr) {
   std::lock_guard<std::mutex> lock(m.mu);
   auto it = m.device.find(static_cast<const char*>(ptr));
   if (it == m.device.end()) return cudaErrorInvalidValue;
-  m.device_bytes -= it->second;
+  m.device_bytes -= it->second.bytes;
   m.device.erase(it);
   ::operator delete[](ptr, std::align_val_t{em::kDeviceAlign});
   return cudaSuccess;
@@ -115,9 +143,10 @@ cudaError_t cudaFreeHost(void* ptr) {
 
 cudaError_t cudaPointerGetAttributes(struct cudaPointerAttributes* attributes, const void* ptr) {
   std::memset(attributes, 0, sizeof(*attributes));
-  const bool device = em::IsDevice(ptr);
+  const int owner = em::DeviceOf(ptr);
+  const bool device = owner >= 0;
   attributes->type = device ? cudaMemoryTypeDevice : cudaMemoryTypeUnregistered;
-  attributes->device = 0;
+  attributes->device = device ? owner : em::current_device;
   attributes->devicePointer = device ? const_cast<void*>(ptr) : nullptr;
   attributes->hostPointer = device ? nullptr : const_cast<void*>(ptr);
   return cudaSuccess;

@@ -110,13 +110,8 @@ const char* cudaGetErrorString(cudaError_t error) {
   }
 }
 
-cudaError_t cudaGetDevice(int* device) {
-  *device = 0;
-  return cudaSuccess;
-}
-
 cudaError_t cudaDeviceGetAttribute(int* value, enum cudaDeviceAttr attr, int device) {
-  if (device != 0) return cudaErrorInvalidDevice;
+  if (device < 0 || device >= em::DeviceCount()) return cudaErrorInvalidDevice;
   switch (attr) {
     case cudaDevAttrComputeCapabilityMajor:
       *value = 9;

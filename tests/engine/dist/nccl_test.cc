@@ -1,6 +1,7 @@
 // [gpu] The NCCL backend behind the Communicator: every collective on CUDA tensors with world 1,
 // and with one rank per GPU (threads of this process, an in-process store) where several GPUs
 // exist. Without a device the NCCL factory's one-line refusal is checked instead.
+#include <cstdlib>
 #include <thread>
 
 #include "engine/dist/communicator.h"
@@ -9,6 +10,13 @@
 
 namespace kiln::testing {
 namespace {
+
+#if defined(KILN_ON_KERNEL_EMULATION)
+// Two emulated devices (read when the CUDA runtime is first probed, after static initialization),
+// so that the multi-rank case runs: one rank per device, on threads.
+[[maybe_unused]] const int kTwoEmulatedDevices =
+    setenv("KILN_EMULATED_DEVICES", "2", /*overwrite=*/0);
+#endif
 
 using dist::ReduceOp;
 
@@ -66,7 +74,9 @@ TEST_CASE("nccl collectives with one rank per GPU", "[gpu][nccl]") {
         status[r] = comm.status();
         return;
       }
-      const Tensor t = ToCuda(Tensor::FromFloats({float(r), float(2 * r)}, {2}));
+      // On the rank's own device: NCCL on GPU r cannot reduce a buffer on GPU 0.
+      const Tensor t = Tensor::Zeros({2}, DType::kF32, Device::CUDA(r));
+      t.CopyFrom(Tensor::FromFloats({float(r), float(2 * r)}, {2}));
       status[r] = (*comm)->AllReduce(t, ReduceOp::kSum)->Wait();
       sums[r] = t.ToFloats();
     });
