@@ -22,15 +22,15 @@
 #include <vector>
 
 // Note [Kernel emulation]
-// Every block runs on one OS thread, its CUDA threads as fibers (ucontext) that switch only at
-// synchronization points: __syncthreads, __syncwarp and the warp shuffles. Between two such points
-// a fiber runs alone from start to end, in a thread order the test chooses (ThreadOrder). Running
-// the same launch in the forward and in the reverse order gives different results when a kernel
-// reads shared or global memory that another thread writes without a barrier in between, so a
-// test that demands bit-identical results from both orders catches missing barriers. wmma stores
-// are split across the lanes (wmma.h) so that a missing __syncwarp after one is caught the same
-// way; wmma loads are warp-collective (the first lane to reach one reads memory for the warp), as
-// the lanes of a converged warp load at one instant on a device.
+// Every block runs on one OS thread, its CUDA threads as fibers (Note [Fiber switch] in
+// emulator.cc) that switch only at synchronization points: __syncthreads, __syncwarp and the warp
+// shuffles. Between two such points a fiber runs alone from start to end, forward or in reverse
+// thread order (ThreadOrder; by default every other block, flipping with every launch). A kernel
+// that reads shared or global memory another thread writes without a barrier in between gets
+// different results in the two orders, so a test comparing them with a reference (the CPU
+// kernels) catches missing barriers. wmma stores are split across the lanes (wmma.h) so that a
+// missing __syncwarp after one is caught the same way; wmma loads are warp-collective (the first
+// lane to reach one reads memory for the warp), as a converged warp loads at one instant.
 // What the emulator reports, as a launch failure (LastFailure) that the next cudaGetLastError
 // returns, like a faulting kernel on a device: a barrier that not every thread of the block (or
 // warp) reaches — divergence, or threads that exited before others wait (a hang or undefined
