@@ -57,7 +57,7 @@ namespace kiln::kernels::cuda::emulation {
 // default) runs every other block in reverse, and flips with every launch, so a grid of two or
 // more blocks, and a one-block kernel launched twice, run in both orders.
 enum class ThreadOrder { kAlternate, kForward, kReverse };
-void SetThreadOrder(ThreadOrder order);
+void SetThreadOrder(ThreadOrder order);  // for the calling host thread
 
 // Runs `body` as every thread of every block of the grid (blocks one after another). A refused
 // configuration or a failure inside a block is recorded (LastFailure) and returned by the next

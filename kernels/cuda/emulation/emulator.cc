@@ -99,7 +99,8 @@ struct AlignedFree {
   void operator()(unsigned char* p) const { ::operator delete[](p, std::align_val_t{128}); }
 };
 
-// The state of the launch being run. One launch at a time (the emulation is single-threaded).
+// The state of the launch being run, one per host thread: each thread runs its own launches (its
+// fibers run on it), so ranks on threads emulate their devices side by side.
 struct Scheduler {
   ThreadOrder order = ThreadOrder::kAlternate;
   bool reverse_block = false;  // the order of the block being run
@@ -118,10 +119,8 @@ struct Scheduler {
   size_t scheduler_stack_size = 0;
 };
 
-// A namespace-scope object, not a function-local static: S() is on every builtin's path, and a
-// local static would pay its initialization guard each time.
-Scheduler g_scheduler;
-Scheduler& S() { return g_scheduler; }
+thread_local Scheduler t_scheduler;
+Scheduler& S() { return t_scheduler; }
 
 [[noreturn]] void Misuse(const char* what) {
   std::fprintf(stderr, "kernel emulation: %s\n", what);

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <string>
 
 #include "kernels/cuda/emulation/cuda_emulation.h"
@@ -19,16 +20,27 @@ constexpr int kOptInDynamicShared = 232448;  // 227 KiB, sm_90
 constexpr int kMaxThreadsPerBlock = 1024;
 constexpr unsigned kMaxGridYZ = 65535;
 
+// Per host thread, as CUDA's last error is (ranks on threads each see their own).
 struct ErrorState {
   cudaError_t last = cudaSuccess;  // cleared by cudaGetLastError
   std::string sticky;              // a failure inside a kernel
   std::string last_failure;        // what LastFailure reports
-  std::map<const void*, int> dynamic_shared_limit;
 };
 
 ErrorState& E() {
-  static ErrorState e;
+  thread_local ErrorState e;
   return e;
+}
+
+// Per kernel, for every thread (cudaFuncSetAttribute).
+struct SharedMemoryLimits {
+  std::mutex mu;
+  std::map<const void*, int> bytes;
+};
+
+SharedMemoryLimits& Limits() {
+  static SharedMemoryLimits* limits = new SharedMemoryLimits();
+  return *limits;
 }
 
 // Also printed: a test that aborts on the error (KILN_CUDA_CHECK_LAUNCH) shows what failed.
@@ -51,8 +63,12 @@ std::string CheckLaunchConfiguration(const void* kernel, dim3 grid, dim3 block,
   } else if (grid.x > 0x7fffffffu || grid.y > kMaxGridYZ || grid.z > kMaxGridYZ) {
     refused = "grid dimensions over the limits (x < 2^31, y and z <= 65535)";
   } else {
-    auto it = E().dynamic_shared_limit.find(kernel);
-    const int limit = it == E().dynamic_shared_limit.end() ? kDefaultDynamicShared : it->second;
+    int limit = kDefaultDynamicShared;
+    {
+      std::lock_guard<std::mutex> lock(Limits().mu);
+      auto it = Limits().bytes.find(kernel);
+      if (it != Limits().bytes.end()) limit = it->second;
+    }
     if (dynamic_shared_bytes > static_cast<size_t>(std::max(limit, kDefaultDynamicShared))) {
       refused = std::to_string(dynamic_shared_bytes) +
                 " bytes of dynamic shared memory, over the kernel's limit of " +
@@ -145,7 +161,8 @@ cudaError_t cudaFuncSetAttribute(const void* func, enum cudaFuncAttribute attr, 
     em::Record(cudaErrorInvalidValue, "cudaFuncSetAttribute refused");
     return cudaErrorInvalidValue;
   }
-  em::E().dynamic_shared_limit[func] = value;
+  std::lock_guard<std::mutex> lock(em::Limits().mu);
+  em::Limits().bytes[func] = value;
   return cudaSuccess;
 }
 
