@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "kernels/cuda/emulation/cuda_emulation.h"
+#include "kernels/cuda/emulation/emulator_state.h"
 
 namespace kiln::kernels::cuda::emulation {
 namespace {
@@ -94,12 +95,12 @@ namespace em = kiln::kernels::cuda::emulation;
 extern "C" {
 
 cublasStatus_t cublasLtCreate(cublasLtHandle_t* handle) {
-  *handle = reinterpret_cast<cublasLtHandle_t>(new char[1]);
+  *handle = em::NewHandle<cublasLtHandle_t>();
   return CUBLAS_STATUS_SUCCESS;
 }
 
 cublasStatus_t cublasLtDestroy(cublasLtHandle_t handle) {
-  delete[] reinterpret_cast<char*>(handle);
+  em::DeleteHandle(handle);
   return CUBLAS_STATUS_SUCCESS;
 }
 

@@ -25,4 +25,14 @@ int DeviceCount();
 // The device whose cudaMalloc holds `p`, or -1 for host memory.
 int DeviceOf(const void* p);
 
+// An opaque handle (stream, event, cuBLASLt context) that is a valid, distinct pointer.
+template <typename Handle>
+Handle NewHandle() {
+  return reinterpret_cast<Handle>(new char[1]);
+}
+template <typename Handle>
+void DeleteHandle(Handle handle) {
+  delete[] reinterpret_cast<char*>(handle);
+}
+
 }  // namespace kiln::kernels::cuda::emulation

@@ -38,12 +38,6 @@ Memory& M() {
   return *m;
 }
 
-// A handle that is a valid, distinct pointer (streams and events).
-template <typename Handle>
-Handle NewHandle() {
-  return reinterpret_cast<Handle>(new char[1]);
-}
-
 thread_local int current_device = 0;
 
 }  // namespace
@@ -164,7 +158,7 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int) {
 }
 
 cudaError_t cudaStreamDestroy(cudaStream_t stream) {
-  delete[] reinterpret_cast<char*>(stream);
+  em::DeleteHandle(stream);
   return cudaSuccess;
 }
 
@@ -178,7 +172,7 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int) {
 }
 
 cudaError_t cudaEventDestroy(cudaEvent_t event) {
-  delete[] reinterpret_cast<char*>(event);
+  em::DeleteHandle(event);
   return cudaSuccess;
 }
 
