@@ -2,6 +2,7 @@
 // as passed), tolerance comparisons with readable failure messages, and runfiles paths.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,18 @@ double MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b);
 std::string Runfile(const std::string& workspace_relative_path);
 // A fresh directory for this test case's files (under $TEST_TMPDIR when Bazel runs the test).
 std::string TempDir(const std::string& name);
+
+// `count` pseudo-random token ids in [0, vocab) from a fixed LCG: the same list for the same seed
+// on every machine (training data for tests that compare runs).
+inline std::vector<uint32_t> RandomTokens(int count, uint32_t vocab, uint32_t seed) {
+  std::vector<uint32_t> tokens;
+  uint32_t x = seed;
+  for (int i = 0; i < count; ++i) {
+    x = x * 1664525u + 1013904223u;
+    tokens.push_back((x >> 12) % vocab);
+  }
+  return tokens;
+}
 
 // Runs `command` with /bin/sh, stdout and stderr together; exit_code is 128 + the signal number
 // when the command died by a signal.

@@ -148,6 +148,7 @@ def kiln_cuda_library(
 # The CUDA libraries and their users that have `_emulated` twins (kiln_cuda_user).
 EMULATED_TWINS = {
     "//engine/dist:communicator": "//engine/dist:communicator_emulated",
+    "//engine/dist:zero": "//engine/dist:zero_emulated",
     "//kernels/cuda": "//kernels/cuda:cuda_emulated",
     "//engine/train": "//engine/train:train_emulated",
 }

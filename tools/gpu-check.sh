@@ -3,7 +3,8 @@
 #   1. binaries: built with Bazel when it is installed and the build works, else taken from
 #      gpu-bundle.tar.xz (made by tools/gpu-bundle.sh on a build machine; KILN_USE_BUNDLE=1 forces
 #      it); nothing is installed here, nothing downloaded;
-#   2. the [gpu] tests (every CUDA kernel vs the CPU, the allocator, NCCL, GPT-2 / Llama parity);
+#   2. the [gpu] tests (every CUDA kernel vs the CPU, the allocator, NCCL, GPT-2 / Llama parity,
+#      ZeRO on CUDA);
 #   3. bench/gpu_train.sh (GPT-2 124M, Kiln vs PyTorch eager / torch.compile, MFU, memory), then
 #      bench/dp_overlap (CPU, Gloo, dp 2): the device machine's spare cores are where the
 #      data-parallel overlap target can be measured (a 2-core build machine has none);

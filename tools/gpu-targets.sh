@@ -6,6 +6,7 @@ GPU_TEST_TARGETS=(
   //tests/kernels/cuda:attention_tc_test
   //tests/engine/dist:nccl_test
   //tests/engine/cuda:train_parity_test
+  //tests/engine/cuda:data_parallel_cuda_test
   //tests/worker:kiln_train_cuda_test
 )
 GPU_BENCH_TARGETS=(

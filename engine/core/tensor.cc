@@ -1,6 +1,7 @@
 // Tensor views and the generic strided CPU copy with dtype conversion.
 #include "engine/core/tensor.h"
 
+#include <cmath>
 #include <cstring>
 #include <sstream>
 
@@ -267,11 +268,15 @@ Tensor Tensor::To(DType target) const {
 }
 
 void Tensor::Fill(float value) const {
-  if (!device().is_cpu()) {
-    if (value == 0.0f && is_contiguous()) {  // +0.0 is all-zero bytes in every dtype
+  if (value == 0.0f && !std::signbit(value) && is_contiguous()) {  // +0.0: zero bytes in every dtype
+    if (device().is_cpu()) {
+      std::memset(raw_data(), 0, nbytes());
+    } else {
       RuntimeFor(device()).Memset(raw_data(), 0, nbytes(), device());
-      return;
     }
+    return;
+  }
+  if (!device().is_cpu()) {
     const Tensor host = Zeros(sizes(), dtype());
     host.Fill(value);
     CopyFrom(host);

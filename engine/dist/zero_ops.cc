@@ -1,4 +1,6 @@
-// Schemas and CPU kernels of the zero_* ops (zero_ops.h).
+// Schemas and kernels of the zero_* ops (zero_ops.h). The kernels run on the host for either
+// device: they hand bound tensors to the ZeroRuntime, which orders its work on the device's
+// stream (Note [ZeRO on a GPU] in zero_runtime.h).
 #include "engine/dist/zero_ops.h"
 
 #include "absl/strings/str_cat.h"
@@ -16,8 +18,8 @@ absl::StatusOr<Types> InferReduceGrads(const Types& in, const std::any& attrs) {
   const auto& a = std::any_cast<const ZeroOpAttrs&>(attrs);
   for (const TensorType& t : in) {
     if (t.dtype != a.dtype) {
-      return absl::InvalidArgumentError(absl::StrCat("gradient ", t.ToString(), " is not ",
-                                                     std::string(DTypeName(a.dtype))));
+      return absl::InvalidArgumentError(
+          absl::StrCat("gradient ", t.ToString(), " is not ", std::string(DTypeName(a.dtype))));
     }
   }
   return Types{};
@@ -70,14 +72,17 @@ void RunGatherWait(const KernelContext& ctx) {
   ctx.attrs_as<ZeroOpAttrs>().runtime->GatherWait(ctx.attrs_as<ZeroOpAttrs>().gather_id);
 }
 
-#define KILN_REGISTER_ZERO_KERNELS(dtype)                                  \
-  KILN_REGISTER_KERNEL_FN("zero_reduce_grads", kCPU, dtype, RunReduceGrads); \
-  KILN_REGISTER_KERNEL_FN("zero_gather_start", kCPU, dtype, RunGatherStart); \
-  KILN_REGISTER_KERNEL_FN("zero_gather_wait", kCPU, dtype, RunGatherWait)
+#define KILN_REGISTER_ZERO_KERNELS(device, dtype)                              \
+  KILN_REGISTER_KERNEL_FN("zero_reduce_grads", device, dtype, RunReduceGrads); \
+  KILN_REGISTER_KERNEL_FN("zero_gather_start", device, dtype, RunGatherStart); \
+  KILN_REGISTER_KERNEL_FN("zero_gather_wait", device, dtype, RunGatherWait)
 
-KILN_REGISTER_ZERO_KERNELS(kF32);
-KILN_REGISTER_ZERO_KERNELS(kBF16);
-KILN_REGISTER_ZERO_KERNELS(kF16);
+KILN_REGISTER_ZERO_KERNELS(kCPU, kF32);
+KILN_REGISTER_ZERO_KERNELS(kCPU, kBF16);
+KILN_REGISTER_ZERO_KERNELS(kCPU, kF16);
+KILN_REGISTER_ZERO_KERNELS(kCUDA, kF32);
+KILN_REGISTER_ZERO_KERNELS(kCUDA, kBF16);
+KILN_REGISTER_ZERO_KERNELS(kCUDA, kF16);
 
 }  // namespace
 }  // namespace kiln::dist

@@ -3,7 +3,7 @@
 // all-gathers (after the optimizer for ZeRO 1/2; before each layer's use for ZeRO 3), and the
 // buffers these need. The executor reaches it through the grad-ready callback (ZeRO 0/1) and
 // through the zero_* graph ops (ZeRO 2/3; zero_ops.cc), all on the training thread; the transfers
-// run on the communicator's thread. See Note [Overlap].
+// run on the communicator's thread. See Note [Overlap] and Note [ZeRO on a GPU].
 #pragma once
 
 #include <map>
@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "engine/core/kernel.h"
 #include "engine/core/tensor.h"
 #include "engine/dist/bucket_layout.h"
 #include "engine/dist/communicator.h"
@@ -25,8 +26,17 @@ namespace kiln::dist {
 // reduce-scatter completed. ZeRO-3 gathers are split into start and wait nodes placed one bucket
 // ahead of use, so the next layer's weights arrive while this one computes.
 
+// Note [ZeRO on a GPU]
+// With the NCCL communicator every buffer here lives on the rank's GPU (ZeroOptions::device) and
+// the runtime never touches device memory from the host: staging buffers are cleared and filled by
+// copies on the compute stream, later micro-batches are added by the registered "add" kernel, and
+// the NCCL backend orders each collective after the compute stream's work and the compute stream
+// after the collective (Note [NCCL waits]). The small agreements of a step (loss, finiteness,
+// norms, checkpoint flags) are host values: the *Host collectives stage them through the device.
+
 struct ZeroOptions {
   int stage = 0;
+  Device device = Device::CPU();  // where the buffers live: the communicator's tensors' device
   int staging_buffers = 2;
   absl::Duration timeout = absl::Seconds(300);
 };
@@ -61,9 +71,11 @@ class ZeroRuntime {
   absl::Status FinishBackward();
   // ZeRO 1/2: after the optimizer updated this rank's chunks of `flat_params`, gather the rest.
   absl::Status GatherUpdatedParams(const Tensor& flat_params);
-  // Synchronous sum over ranks of a small tensor (losses, norms, flags).
-  absl::Status AllReduceSum(const Tensor& t);
-  absl::Status AllReduceMax(const Tensor& t);
+  // Synchronous reductions over ranks of a small host tensor (losses, norms, flags).
+  absl::Status AllReduceSum(const Tensor& host);
+  absl::Status AllReduceMax(const Tensor& host);
+  // Synchronous all-gather of small host tensors: input (k), output (world * k).
+  absl::Status AllGatherHost(const Tensor& input, const Tensor& output);
   // Bytes of communication buffers this runtime holds (staging and receive buffers).
   int64_t BufferBytes() const;
   // The first error of a kernel-driven collective (kernels cannot return a Status).
@@ -71,6 +83,9 @@ class ZeroRuntime {
 
  private:
   void Record(const absl::Status& s);
+  absl::Status AllReduceHost(const Tensor& host, ReduceOp op);
+  // `host` itself when the communicator moves host tensors, else a copy on options_.device.
+  Tensor OnCommDevice(const Tensor& host) const;
   absl::Status WaitAll(std::vector<std::shared_ptr<Work>>& works);
 
   Communicator* comm_;
@@ -79,6 +94,7 @@ class ZeroRuntime {
   ZeroOptions options_;
   std::vector<int64_t> shard_offset_;
   Tensor param_shard_, grad_shard_, recv_;
+  std::unique_ptr<Kernel> add_;  // grad_shard_ += recv_ (ZeRO 2/3 with gradient accumulation)
   std::vector<Tensor> staging_;
   std::vector<std::shared_ptr<Work>> staging_work_;
   int next_staging_ = 0;

@@ -12,6 +12,12 @@ namespace kiln::train {
 // resources.device parsed ("cpu" when unset).
 absl::StatusOr<Device> TrainingDevice(const kiln::v1::JobSpec& spec);
 
+// The device of `rank` of `world`: "cuda" spreads ranks over the visible GPUs (rank modulo their
+// count: under kilnd, which gives each worker one GPU through CUDA_VISIBLE_DEVICES, always GPU 0;
+// under kiln-train --nproc, GPU r for rank r); "cuda:N" names one GPU and so one rank.
+// InvalidArgument for "cuda:N" with world > 1.
+absl::StatusOr<Device> RankDevice(const kiln::v1::JobSpec& spec, int rank, int world);
+
 // OK for cpu. For cuda: FailedPrecondition "no CUDA device available: <reason>" without a usable
 // device (see Note [Training on CUDA] in device_select.cc).
 absl::Status CheckTrainingDevice(const kiln::v1::JobSpec& spec);

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "engine/core/device_runtime.h"
 #include "engine/core/parallel.h"
 #include "engine/core/rng.h"
 #include "engine/optim/grad_utils.h"
@@ -19,7 +20,8 @@ absl::StatusOr<std::unique_ptr<TrainingSession>> TrainingSession::Create(
     const kiln::v1::JobSpec& spec, const TrainOptions& options) {
   KILN_RETURN_IF_ERROR(CheckTrainingDevice(spec));  // before any work
   std::unique_ptr<TrainingSession> s(new TrainingSession());
-  KILN_ASSIGN_OR_RETURN(s->device_, TrainingDevice(spec));
+  KILN_ASSIGN_OR_RETURN(s->device_, RankDevice(spec, options.rank, options.world_size));
+  KILN_RETURN_IF_ERROR(CheckDeviceAvailable(s->device_));
   s->spec_ = spec;
   s->options_ = options;
   if (options.threads > 0) SetNumThreads(options.threads);
@@ -92,11 +94,6 @@ absl::StatusOr<std::unique_ptr<TrainingSession>> TrainingSession::Create(
   for (graph::ValueId g : model.graph.grads()) has_grad.push_back(g != graph::kNoValue);
   s->stage_ = spec.parallel().zero_stage();
   s->distributed_ = options.world_size > 1 || s->stage_ > 0;
-  if (s->distributed_ && !s->device_.is_cpu()) {
-    return absl::UnimplementedError(
-        "resources.device: cuda trains one process without ZeRO for now (data parallelism over "
-        "NCCL is not wired into the trainer); use one worker and zero_stage 0, or device: cpu");
-  }
   if (s->distributed_) KILN_RETURN_IF_ERROR(s->SetUpDistributed(model.graph));
   graph::ExecutorOptions eo;
   eo.planner = s->planner_;

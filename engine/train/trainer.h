@@ -57,7 +57,7 @@ struct TrainOptions {
   int world_size = 1;
   dist::Store* store = nullptr;
   dist::Communicator* communicator = nullptr;
-  std::string dist_backend = "gloo";
+  std::string dist_backend;          // empty: nccl when training on a GPU, else gloo
   double collective_timeout_s = 300;
 };
 

@@ -56,13 +56,7 @@ std::string Spec(const std::string& dir, const std::string& family, int world, i
 }
 
 void WriteData(const std::string& dir) {
-  std::vector<uint32_t> tokens;
-  uint32_t x = 7;
-  for (int i = 0; i < 20000; ++i) {
-    x = x * 1664525u + 1013904223u;
-    tokens.push_back((x >> 12) % 61);
-  }
-  REQUIRE(data::WriteTokenFile(dir + "/train.bin", tokens).ok());
+  REQUIRE(data::WriteTokenFile(dir + "/train.bin", RandomTokens(20000, 61, 7)).ok());
 }
 
 std::vector<double> Losses(const std::string& metrics) {

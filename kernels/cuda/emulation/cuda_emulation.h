@@ -117,7 +117,10 @@ T Shuffle(unsigned mask, T value, int source_lane) {
 #define __device__
 #define __host__
 #define __forceinline__ inline
-#define __shared__ static  // one block runs at a time; every fiber of it sees the same object
+// One block runs at a time per host thread, and every fiber of it runs on that thread: a
+// thread_local static is the block's shared memory. (A plain static would be one object for the
+// whole process: ranks on threads, each emulating kernels on its own device, would share it.)
+#define __shared__ static thread_local
 #define __align__(n) alignas(n)
 #define __launch_bounds__(...)
 

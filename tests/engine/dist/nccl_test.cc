@@ -1,7 +1,6 @@
 // [gpu] The NCCL backend behind the Communicator: every collective on CUDA tensors with world 1,
 // and with one rank per GPU (threads of this process, an in-process store) where several GPUs
 // exist. Without a device the NCCL factory's one-line refusal is checked instead.
-#include <cstdlib>
 #include <thread>
 
 #include "engine/dist/communicator.h"
@@ -11,12 +10,8 @@
 namespace kiln::testing {
 namespace {
 
-#if defined(KILN_ON_KERNEL_EMULATION)
-// Two emulated devices (read when the CUDA runtime is first probed, after static initialization),
-// so that the multi-rank case runs: one rank per device, on threads.
-[[maybe_unused]] const int kTwoEmulatedDevices =
-    setenv("KILN_EMULATED_DEVICES", "2", /*overwrite=*/0);
-#endif
+// Two emulated devices on the kernel emulation: one rank per device, on threads.
+[[maybe_unused]] const int kTwoEmulatedDevices = UseEmulatedDevices(2);
 
 using dist::ReduceOp;
 

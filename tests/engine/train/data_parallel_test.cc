@@ -51,14 +51,8 @@ kiln::v1::JobSpec Spec(const std::string& family, const std::string& data, int m
 }
 
 std::string WriteData(const std::string& dir) {
-  std::vector<uint32_t> tokens;
-  uint32_t x = 99;
-  for (int i = 0; i < 20000; ++i) {
-    x = x * 1664525u + 1013904223u;
-    tokens.push_back((x >> 12) % 61);
-  }
   const std::string path = dir + "/train.bin";
-  KILN_CHECK_OK(data::WriteTokenFile(path, tokens));
+  KILN_CHECK_OK(data::WriteTokenFile(path, RandomTokens(20000, 61, 99)));
   return path;
 }
 

@@ -5,6 +5,7 @@
 
 #include <any>
 #include <cstdio>
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
@@ -46,6 +47,16 @@ inline bool LeaveOutOnEmulation(const std::string& what, double work, double bud
   std::printf("kernel emulation: left out (too large to emulate; runs on a GPU): %s\n",
               what.c_str());
   return true;
+}
+
+// On the kernel emulation, asks for `count` emulated devices (KILN_EMULATED_DEVICES, read when
+// the CUDA runtime is first probed): call it from a namespace-scope initializer, before any test
+// touches the runtime. Does nothing on a real device. Returns 0 for that initializer.
+inline int UseEmulatedDevices([[maybe_unused]] int count) {
+#if defined(KILN_ON_KERNEL_EMULATION)
+  setenv("KILN_EMULATED_DEVICES", std::to_string(count).c_str(), /*overwrite=*/0);
+#endif
+  return 0;
 }
 
 inline Tensor RandomTensor(const Shape& shape, DType dtype, uint64_t seed, float scale = 1.0f) {
