@@ -19,7 +19,9 @@ def kiln_gpu_test(name, srcs, deps = [], size = "medium", copts = [], **kwargs):
     `name` links //kernels/cuda (its [gpu] cases skip with the driver's reason without a device);
     `name` with `_test` replaced by `_emulated_test` links //kernels/cuda:cuda_emulated and the
     emulated twin of every dependency that has one (EMULATED_TWINS in third_party/cuda.bzl), and
-    is compiled with KILN_ON_KERNEL_EMULATION; it runs the same cases on the CPU here. `deps`
+    is compiled with KILN_ON_KERNEL_EMULATION; it runs the same cases on the CPU here, with
+    deferred streams (Note [Deferred streams] in kernels/cuda/emulation/streams.h), so that work
+    read before it was waited for, or streams ordered without events, give wrong results. `deps`
     leaves the CUDA library out: each variant adds its own.
     """
     kiln_test(
@@ -39,5 +41,6 @@ def kiln_gpu_test(name, srcs, deps = [], size = "medium", copts = [], **kwargs):
         copts = copts + ["-DKILN_ON_KERNEL_EMULATION=1"],
         linkstatic = True,  # the emulation's AddressSanitizer options must be in the executable
         tags = ["emulated"],
+        env = {"KILN_EMULATED_STREAMS": "deferred"},
         **kwargs
     )

@@ -14,6 +14,7 @@
 #endif
 
 #include <cstdint>
+#include <tuple>
 #include <utility>
 
 #include "kernels/cuda/cuda_check.h"
@@ -59,9 +60,11 @@ template <typename... Params, typename... Args>
 void Launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes,
             cudaStream_t stream, Args&&... args) {
 #if defined(KILN_CUDA_EMULATION)
-  (void)stream;
   emulation::LaunchGrid(reinterpret_cast<const void*>(kernel), grid, block, shared_bytes,
-                        [&] { kernel(args...); });
+                        static_cast<cudaStream_t>(stream),
+                        [kernel, params = std::tuple<Params...>(std::forward<Args>(args)...)] {
+                          std::apply(kernel, params);  // the arguments as the kernel takes them
+                        });
 #else
   // clang-format off
   kernel<<<grid, block, shared_bytes, stream>>>(std::forward<Args>(args)...);

@@ -14,6 +14,7 @@
 
 #include "kernels/cuda/emulation/cuda_emulation.h"
 #include "kernels/cuda/emulation/emulator_state.h"
+#include "kernels/cuda/emulation/streams.h"
 
 namespace kiln::kernels::cuda::emulation {
 namespace {
@@ -238,12 +239,13 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t compute_des
                               const void* B, cublasLtMatrixLayout_t b_desc, const void* beta_ptr,
                               const void* C, cublasLtMatrixLayout_t c_desc, void* D,
                               cublasLtMatrixLayout_t d_desc, const cublasLtMatmulAlgo_t* algo_ptr,
-                              void* workspace, size_t workspace_bytes, cudaStream_t) {
-  const em::MatmulDesc& desc = *reinterpret_cast<const em::MatmulDesc*>(compute_desc);
-  const em::Layout& a = *reinterpret_cast<const em::Layout*>(a_desc);
-  const em::Layout& b = *reinterpret_cast<const em::Layout*>(b_desc);
-  const em::Layout& c = *reinterpret_cast<const em::Layout*>(c_desc);
-  const em::Layout& d = *reinterpret_cast<const em::Layout*>(d_desc);
+                              void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  // Copies: the descriptors may change or go before queued work runs (Note [Deferred streams]).
+  const em::MatmulDesc desc = *reinterpret_cast<const em::MatmulDesc*>(compute_desc);
+  const em::Layout a = *reinterpret_cast<const em::Layout*>(a_desc);
+  const em::Layout b = *reinterpret_cast<const em::Layout*>(b_desc);
+  const em::Layout c = *reinterpret_cast<const em::Layout*>(c_desc);
+  const em::Layout d = *reinterpret_cast<const em::Layout*>(d_desc);
   if (algo_ptr == nullptr) return em::Refuse("no algorithm (the emulation needs the heuristic's)");
   em::Algo algo;
   std::memcpy(&algo, algo_ptr, sizeof(algo));
@@ -273,39 +275,41 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t compute_des
   if (desc.epilogue == CUBLASLT_EPILOGUE_BIAS && desc.bias == nullptr) {
     return em::Refuse("bias epilogue without a bias pointer");
   }
-  const float alpha = *static_cast<const float*>(alpha_ptr);
+  const float alpha = *static_cast<const float*>(alpha_ptr);  // host scalars: read now
   const float beta = *static_cast<const float*>(beta_ptr);
-  // op(A) as (m, k) and op(B) transposed as (n, k), both row-major: contiguous dot products.
-  std::vector<double> a_rows(m * k), b_rows(n * k);
-  for (int32_t bi = 0; bi < batch; ++bi) {
-    const int64_t a0 = bi * a.batch_stride, b0 = bi * b.batch_stride;
-    const int64_t c0 = bi * c.batch_stride, d0 = bi * d.batch_stride;
-    for (uint64_t i = 0; i < m; ++i) {
-      for (uint64_t l = 0; l < k; ++l) {
-        a_rows[i * k + l] = em::LoadElement(A, a.type, a0 + (ta ? l + i * a.ld : i + l * a.ld));
-      }
-    }
-    for (uint64_t j = 0; j < n; ++j) {
-      for (uint64_t l = 0; l < k; ++l) {
-        b_rows[j * k + l] = em::LoadElement(B, b.type, b0 + (tb ? j + l * b.ld : l + j * b.ld));
-      }
-    }
-    for (uint64_t j = 0; j < n; ++j) {
-      const double* bj = &b_rows[j * k];
+  em::Enqueue(stream, [=] {
+    // op(A) as (m, k) and op(B) transposed as (n, k), both row-major: contiguous dot products.
+    std::vector<double> a_rows(m * k), b_rows(n * k);
+    for (int32_t bi = 0; bi < batch; ++bi) {
+      const int64_t a0 = bi * a.batch_stride, b0 = bi * b.batch_stride;
+      const int64_t c0 = bi * c.batch_stride, d0 = bi * d.batch_stride;
       for (uint64_t i = 0; i < m; ++i) {
-        const double* ai = &a_rows[i * k];
-        double sum = 0;
-        for (uint64_t l = 0; l < k; ++l) sum += ai[l] * bj[l];
-        double v = alpha * sum;
-        // C is read before D's element is written (D may be C: the same element, read first).
-        if (beta != 0.0f) v += beta * em::LoadElement(C, c.type, c0 + i + j * c.ld);
-        if (desc.epilogue == CUBLASLT_EPILOGUE_BIAS) {
-          v += em::LoadElement(desc.bias, d.type, static_cast<int64_t>(i));  // D's type
+        for (uint64_t l = 0; l < k; ++l) {
+          a_rows[i * k + l] = em::LoadElement(A, a.type, a0 + (ta ? l + i * a.ld : i + l * a.ld));
         }
-        em::StoreElement(D, d.type, d0 + i + j * d.ld, v);
+      }
+      for (uint64_t j = 0; j < n; ++j) {
+        for (uint64_t l = 0; l < k; ++l) {
+          b_rows[j * k + l] = em::LoadElement(B, b.type, b0 + (tb ? j + l * b.ld : l + j * b.ld));
+        }
+      }
+      for (uint64_t j = 0; j < n; ++j) {
+        const double* bj = &b_rows[j * k];
+        for (uint64_t i = 0; i < m; ++i) {
+          const double* ai = &a_rows[i * k];
+          double sum = 0;
+          for (uint64_t l = 0; l < k; ++l) sum += ai[l] * bj[l];
+          double v = alpha * sum;
+          // C is read before D's element is written (D may be C: the same element, read first).
+          if (beta != 0.0f) v += beta * em::LoadElement(C, c.type, c0 + i + j * c.ld);
+          if (desc.epilogue == CUBLASLT_EPILOGUE_BIAS) {
+            v += em::LoadElement(desc.bias, d.type, static_cast<int64_t>(i));  // D's type
+          }
+          em::StoreElement(D, d.type, d0 + i + j * d.ld, v);
+        }
       }
     }
-  }
+  });
   return CUBLAS_STATUS_SUCCESS;
 }
 

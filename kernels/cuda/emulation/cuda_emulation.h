@@ -45,7 +45,9 @@
 // Around the kernels, the CUDA runtime, cuBLASLt and NCCL calls are answered on the host
 // (host_runtime.cc, cublaslt.cc, nccl.cc): several emulated devices (KILN_EMULATED_DEVICES) with
 // NCCL ranks on threads, collectives as rendezvous, and buffers checked to be on the
-// communicator's device.
+// communicator's device. Streams run their work at once, or (the [gpu] tests' emulated twins)
+// queued until something waits for it, which exposes missing waits and events between streams
+// (Note [Deferred streams] in streams.h).
 // What it cannot see: timing, the memory model beyond barriers, bank conflicts, register and
 // static shared-memory limits, __launch_bounds__, and the tensor cores' exact rounding (products
 // are summed in f32 here). Passing here is necessary, not sufficient: the [gpu] tests stay the
@@ -59,11 +61,12 @@ namespace kiln::kernels::cuda::emulation {
 enum class ThreadOrder { kAlternate, kForward, kReverse };
 void SetThreadOrder(ThreadOrder order);  // for the calling host thread
 
-// Runs `body` as every thread of every block of the grid (blocks one after another). A refused
-// configuration or a failure inside a block is recorded (LastFailure) and returned by the next
-// cudaGetLastError; the remaining blocks do not run.
+// Runs `body` as every thread of every block of the grid (blocks one after another), on `stream`
+// (at once, or queued: Note [Deferred streams] in streams.h; `body` holds copies of the kernel's
+// arguments). A refused configuration or a failure inside a block is recorded (LastFailure) and
+// returned by the next cudaGetLastError; the remaining blocks do not run.
 void LaunchGrid(const void* kernel, dim3 grid, dim3 block, size_t dynamic_shared_bytes,
-                const std::function<void()>& body);
+                cudaStream_t stream, std::function<void()> body);
 
 // The description of the most recent launch failure, "" when none happened since ClearFailure.
 std::string LastFailure();

@@ -11,6 +11,7 @@
 
 #include "kernels/cuda/emulation/cuda_emulation.h"
 #include "kernels/cuda/emulation/emulator_state.h"
+#include "kernels/cuda/emulation/streams.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>
@@ -293,13 +294,15 @@ void RequireFullWarp(unsigned mask, const char* what) {
 
 void SetThreadOrder(ThreadOrder order) { S().order = order; }
 
-void LaunchGrid(const void* kernel, dim3 grid, dim3 block, size_t dynamic_shared_bytes,
-                const std::function<void()>& body) {
+namespace {
+
+// Every block of one launch, in turn, on the calling host thread.
+void RunGrid(const void* kernel, dim3 grid, dim3 block, size_t dynamic_shared_bytes,
+             const std::function<void()>& body) {
   Scheduler& s = S();
-  if (s.current != nullptr) Misuse("a kernel launched from inside a kernel");
-  const std::string refused = CheckLaunchConfiguration(kernel, grid, block, dynamic_shared_bytes);
-  if (!refused.empty()) return;  // recorded as the launch's error, as cudaLaunchKernel would
-  if (!StickyFailure().empty()) return;  // a failed launch leaves the context unusable
+  if (!StickyFailure().empty() || !DeferredFailure().empty()) {
+    return;  // a failed launch leaves the context unusable
+  }
   s.grid = grid;
   s.block = block;
   s.body = &body;
@@ -322,6 +325,19 @@ void LaunchGrid(const void* kernel, dim3 grid, dim3 block, size_t dynamic_shared
     }
   }
   s.body = nullptr;
+  (void)kernel;
+}
+
+}  // namespace
+
+void LaunchGrid(const void* kernel, dim3 grid, dim3 block, size_t dynamic_shared_bytes,
+                cudaStream_t stream, std::function<void()> body) {
+  if (S().current != nullptr) Misuse("a kernel launched from inside a kernel");
+  const std::string refused = CheckLaunchConfiguration(kernel, grid, block, dynamic_shared_bytes);
+  if (!refused.empty()) return;  // recorded as the launch's error, as cudaLaunchKernel would
+  Enqueue(stream, [kernel, grid, block, dynamic_shared_bytes, body = std::move(body)] {
+    RunGrid(kernel, grid, block, dynamic_shared_bytes, body);
+  });
 }
 
 [[noreturn]] void Fail(const std::string& what) {

@@ -4,8 +4,8 @@
 // emulated device, or KILN_EMULATED_DEVICES of them (for multi-rank NCCL on threads, nccl.cc); a
 // thread's current device is its own. "Device" memory is host memory from the heap, one allocation
 // per cudaMalloc (so AddressSanitizer bounds every segment), remembered so that
-// cudaPointerGetAttributes can tell device from host pointers. Streams and events exist as handles
-// only: every call completes before it returns, so an event is always complete.
+// cudaPointerGetAttributes can tell device from host pointers. Streams and events: streams.h (by
+// default every call completes before it returns; Note [Deferred streams] for the queued mode).
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -16,6 +16,7 @@
 
 #include "kernels/cuda/emulation/cuda_emulation.h"
 #include "kernels/cuda/emulation/emulator_state.h"
+#include "kernels/cuda/emulation/streams.h"
 
 namespace kiln::kernels::cuda::emulation {
 namespace {
@@ -98,7 +99,10 @@ cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp* prop, int device) {
   return cudaSuccess;
 }
 
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) {
+  em::DrainAllStreams();
+  return em::DeferredStatus();
+}
 
 cudaError_t cudaMalloc(void** ptr, size_t bytes) {
   em::Memory& m = em::M();
@@ -115,6 +119,7 @@ cudaError_t cudaMalloc(void** ptr, size_t bytes) {
 
 cudaError_t cudaFree(void* ptr) {
   if (ptr == nullptr) return cudaSuccess;
+  em::DrainAllStreams();  // as on a device, cudaFree waits for the work that may use the memory
   em::Memory& m = em::M();
   std::lock_guard<std::mutex> lock(m.mu);
   auto it = m.device.find(static_cast<const char*>(ptr));
@@ -131,6 +136,7 @@ cudaError_t cudaHostAlloc(void** ptr, size_t bytes, unsigned int) {
 }
 
 cudaError_t cudaFreeHost(void* ptr) {
+  em::DrainAllStreams();
   std::free(ptr);
   return cudaSuccess;
 }
@@ -147,37 +153,55 @@ cudaError_t cudaPointerGetAttributes(struct cudaPointerAttributes* attributes, c
 }
 
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, enum cudaMemcpyKind,
-                            cudaStream_t) {
-  if (count > 0) std::memmove(dst, src, count);
+                            cudaStream_t stream) {
+  if (count > 0) em::Enqueue(stream, [dst, src, count] { std::memmove(dst, src, count); });
   return cudaSuccess;
 }
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int) {
-  *stream = em::NewHandle<cudaStream_t>();
+  *stream = em::CreateStream();
   return cudaSuccess;
 }
 
 cudaError_t cudaStreamDestroy(cudaStream_t stream) {
-  em::DeleteHandle(stream);
+  em::DestroyStream(stream);
   return cudaSuccess;
 }
 
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+  em::DrainStream(stream);
+  return em::DeferredStatus();
+}
 
-cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned int) { return cudaSuccess; }
+cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int) {
+  em::StreamWaitEvent(stream, event);
+  return cudaSuccess;
+}
 
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int) {
-  *event = em::NewHandle<cudaEvent_t>();
+  *event = em::CreateEvent();
   return cudaSuccess;
 }
 
 cudaError_t cudaEventDestroy(cudaEvent_t event) {
-  em::DeleteHandle(event);
+  em::DestroyEvent(event);
   return cudaSuccess;
 }
 
-cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
-cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+  em::RecordEvent(event, stream);
+  return cudaSuccess;
+}
+
+// A query runs the event's work: a poll loop always makes progress.
+cudaError_t cudaEventQuery(cudaEvent_t event) {
+  em::DrainEvent(event);
+  return em::DeferredStatus();
+}
+
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  em::DrainEvent(event);
+  return em::DeferredStatus();
+}
 
 }  // extern "C"

@@ -2,9 +2,10 @@
 // emulation] in cuda_emulation.h) for ranks that are threads of one process, each on its own
 // emulated device (KILN_EMULATED_DEVICES, host_runtime.cc). A collective is a rendezvous: each
 // rank's call waits until every rank of the communicator has called, the last to arrive computes
-// every rank's result (all buffers live in this one address space), and all return together —
-// the work is done when the call returns, as every emulated stream is. Sends are queued in a
-// mailbox per (sender, receiver) and receives wait for theirs, in order; inside
+// every rank's result (all buffers live in this one address space), and all return together.
+// Calls run on their stream (streams.h): at once, or queued until the stream is drained (Note
+// [Deferred streams]), when a failure becomes the communicator's asynchronous error. Sends are
+// queued in a mailbox per (sender, receiver) and receives wait for theirs, in order; inside
 // ncclGroupStart/End every send is queued before any receive waits, so an all-to-all cannot
 // deadlock. Init returns ncclInProgress (the non-blocking mode the backend asks for), so the
 // backend's settling path runs too. A rank that waits longer than kPeerTimeout for its peers
@@ -17,6 +18,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -25,6 +27,7 @@
 
 #include "kernels/cuda/emulation/cuda_emulation.h"
 #include "kernels/cuda/emulation/emulator_state.h"
+#include "kernels/cuda/emulation/streams.h"
 
 namespace kiln::kernels::cuda::emulation {
 namespace {
@@ -54,8 +57,30 @@ struct Comm {
   std::shared_ptr<Clique> clique;
   int rank = 0;
   int device = 0;  // the current device when it was created: its buffers must live there
+  std::mutex mu;   // the error state, set by whichever thread ran the failed work
   std::string last_error;
+  ncclResult_t async = ncclSuccess;  // the first failure of queued work
+  std::atomic<bool> aborted{false};
 };
+
+ncclResult_t SetError(Comm* comm, ncclResult_t result, const std::string& why) {
+  std::lock_guard<std::mutex> lock(comm->mu);
+  comm->last_error = why;
+  return result;
+}
+
+// Runs `call` on `stream`: its result at once, or ncclSuccess and, should the queued call fail,
+// the communicator's asynchronous error.
+ncclResult_t OnStream(Comm* comm, cudaStream_t stream, std::function<ncclResult_t()> call) {
+  if (!DeferredStreams()) return call();
+  Enqueue(stream, [comm, call = std::move(call)] {
+    if (comm->aborted.load()) return;  // ncclCommAbort drops what was queued
+    const ncclResult_t r = call();
+    std::lock_guard<std::mutex> lock(comm->mu);
+    if (r != ncclSuccess && comm->async == ncclSuccess) comm->async = r;
+  });
+  return ncclSuccess;
+}
 
 // ncclSuccess, or ncclInvalidArgument (and the reason) when `p` is not memory of the
 // communicator's device — on a machine with several GPUs, NCCL would fault or misread.
@@ -63,11 +88,11 @@ ncclResult_t CheckBuffer(Comm* comm, const void* p, const char* what) {
   if (p == nullptr) return ncclSuccess;
   const int owner = DeviceOf(p);
   if (owner == comm->device) return ncclSuccess;
-  comm->last_error =
+  return SetError(
+      comm, ncclInvalidArgument,
       std::string("kernel emulation: the ") + what + " buffer is " +
-      (owner < 0 ? std::string("host memory") : "on device " + std::to_string(owner)) +
-      ", the communicator on device " + std::to_string(comm->device);
-  return ncclInvalidArgument;
+          (owner < 0 ? std::string("host memory") : "on device " + std::to_string(owner)) +
+          ", the communicator on device " + std::to_string(comm->device));
 }
 
 struct Registry {
@@ -202,13 +227,8 @@ void Compute(Clique& c, Kind kind, size_t count, ncclDataType_t t, ncclRedOp_t o
   }
 }
 
-ncclResult_t Collective(ncclComm_t handle, Kind kind, const void* send, void* recv, size_t count,
+ncclResult_t Rendezvous(Comm* comm, Kind kind, const void* send, void* recv, size_t count,
                         ncclDataType_t t, ncclRedOp_t op, int root) {
-  Comm* comm = reinterpret_cast<Comm*>(handle);
-  for (const ncclResult_t r :
-       {CheckBuffer(comm, send, "send"), CheckBuffer(comm, recv, "receive")}) {
-    if (r != ncclSuccess) return r;
-  }
   Clique& c = *comm->clique;
   std::unique_lock<std::mutex> lock(c.mu);
   c.calls[comm->rank] = Call{send, recv};
@@ -221,10 +241,21 @@ ncclResult_t Collective(ncclComm_t handle, Kind kind, const void* send, void* re
     return ncclSuccess;
   }
   if (!c.cv.wait_for(lock, kPeerTimeout, [&] { return c.generation != generation; })) {
-    comm->last_error = "kernel emulation: a collective waited too long for its peers";
-    return ncclSystemError;
+    return SetError(comm, ncclSystemError,
+                    "kernel emulation: a collective waited too long for its peers");
   }
   return ncclSuccess;
+}
+
+ncclResult_t Collective(ncclComm_t handle, Kind kind, const void* send, void* recv, size_t count,
+                        ncclDataType_t t, ncclRedOp_t op, int root, cudaStream_t stream) {
+  Comm* comm = reinterpret_cast<Comm*>(handle);
+  for (const ncclResult_t r :
+       {CheckBuffer(comm, send, "send"), CheckBuffer(comm, recv, "receive")}) {
+    if (r != ncclSuccess) return r;
+  }
+  return OnStream(comm, stream,
+                  [=] { return Rendezvous(comm, kind, send, recv, count, t, op, root); });
 }
 
 struct PointToPoint {
@@ -234,6 +265,7 @@ struct PointToPoint {
   void* recv_buffer;
   size_t bytes;
   int peer;
+  cudaStream_t stream;
 };
 
 ncclResult_t Execute(const PointToPoint& p) {
@@ -247,12 +279,12 @@ ncclResult_t Execute(const PointToPoint& p) {
   }
   auto& box = c.mailboxes[{p.peer, p.comm->rank}];
   if (!c.cv.wait_for(lock, kPeerTimeout, [&] { return !box.empty(); })) {
-    p.comm->last_error = "kernel emulation: a receive waited too long for its send";
-    return ncclSystemError;
+    return SetError(p.comm, ncclSystemError,
+                    "kernel emulation: a receive waited too long for its send");
   }
   if (box.front().size() != p.bytes) {
-    p.comm->last_error = "kernel emulation: a send and its receive differ in size";
-    return ncclInvalidUsage;
+    return SetError(p.comm, ncclInvalidUsage,
+                    "kernel emulation: a send and its receive differ in size");
   }
   std::memcpy(p.recv_buffer, box.front().data(), p.bytes);
   box.pop_front();
@@ -271,7 +303,7 @@ ncclResult_t PointToPointCall(const PointToPoint& p) {
     group_ops.push_back(p);
     return ncclSuccess;
   }
-  return Execute(p);
+  return OnStream(p.comm, p.stream, [p] { return Execute(p); });
 }
 
 }  // namespace
@@ -297,7 +329,12 @@ const char* ncclGetErrorString(ncclResult_t result) {
 }
 
 const char* ncclGetLastError(ncclComm_t comm) {
-  return comm == nullptr ? "" : reinterpret_cast<em::Comm*>(comm)->last_error.c_str();
+  if (comm == nullptr) return "";
+  em::Comm* c = reinterpret_cast<em::Comm*>(comm);
+  thread_local std::string copy;
+  std::lock_guard<std::mutex> lock(c->mu);
+  copy = c->last_error;
+  return copy.c_str();
 }
 
 ncclResult_t ncclGetUniqueId(ncclUniqueId* id) {
@@ -330,46 +367,53 @@ ncclResult_t ncclCommInitRankConfig(ncclComm_t* comm, int nranks, ncclUniqueId i
   return config != nullptr && config->blocking == 0 ? ncclInProgress : ncclSuccess;
 }
 
-ncclResult_t ncclCommGetAsyncError(ncclComm_t, ncclResult_t* state) {
-  *state = ncclSuccess;  // every call has completed when it returns
+ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t* state) {
+  em::Comm* c = reinterpret_cast<em::Comm*>(comm);
+  std::lock_guard<std::mutex> lock(c->mu);
+  *state = c->async;  // immediate calls have completed when they return
   return ncclSuccess;
 }
 
 ncclResult_t ncclCommAbort(ncclComm_t comm) {
-  delete reinterpret_cast<em::Comm*>(comm);
+  em::Comm* c = reinterpret_cast<em::Comm*>(comm);
+  c->aborted = true;
+  // Queued work may still name it (it then does nothing): kept when work is deferred.
+  if (!em::DeferredStreams()) delete c;
   return ncclSuccess;
 }
 
 ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataType_t type,
-                           ncclRedOp_t op, ncclComm_t comm, cudaStream_t) {
-  return em::Collective(comm, em::Kind::kAllReduce, send, recv, count, type, op, 0);
+                           ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream) {
+  return em::Collective(comm, em::Kind::kAllReduce, send, recv, count, type, op, 0, stream);
 }
 
 ncclResult_t ncclReduceScatter(const void* send, void* recv, size_t recv_count, ncclDataType_t type,
-                               ncclRedOp_t op, ncclComm_t comm, cudaStream_t) {
-  return em::Collective(comm, em::Kind::kReduceScatter, send, recv, recv_count, type, op, 0);
+                               ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream) {
+  return em::Collective(comm, em::Kind::kReduceScatter, send, recv, recv_count, type, op, 0,
+                        stream);
 }
 
 ncclResult_t ncclAllGather(const void* send, void* recv, size_t send_count, ncclDataType_t type,
-                           ncclComm_t comm, cudaStream_t) {
-  return em::Collective(comm, em::Kind::kAllGather, send, recv, send_count, type, ncclSum, 0);
+                           ncclComm_t comm, cudaStream_t stream) {
+  return em::Collective(comm, em::Kind::kAllGather, send, recv, send_count, type, ncclSum, 0,
+                        stream);
 }
 
 ncclResult_t ncclBroadcast(const void* send, void* recv, size_t count, ncclDataType_t type,
-                           int root, ncclComm_t comm, cudaStream_t) {
-  return em::Collective(comm, em::Kind::kBroadcast, send, recv, count, type, ncclSum, root);
+                           int root, ncclComm_t comm, cudaStream_t stream) {
+  return em::Collective(comm, em::Kind::kBroadcast, send, recv, count, type, ncclSum, root, stream);
 }
 
 ncclResult_t ncclSend(const void* send, size_t count, ncclDataType_t type, int peer,
-                      ncclComm_t comm, cudaStream_t) {
-  return em::PointToPointCall(
-      {true, reinterpret_cast<em::Comm*>(comm), send, nullptr, count * em::TypeBytes(type), peer});
+                      ncclComm_t comm, cudaStream_t stream) {
+  return em::PointToPointCall({true, reinterpret_cast<em::Comm*>(comm), send, nullptr,
+                               count * em::TypeBytes(type), peer, stream});
 }
 
 ncclResult_t ncclRecv(void* recv, size_t count, ncclDataType_t type, int peer, ncclComm_t comm,
-                      cudaStream_t) {
-  return em::PointToPointCall(
-      {false, reinterpret_cast<em::Comm*>(comm), nullptr, recv, count * em::TypeBytes(type), peer});
+                      cudaStream_t stream) {
+  return em::PointToPointCall({false, reinterpret_cast<em::Comm*>(comm), nullptr, recv,
+                               count * em::TypeBytes(type), peer, stream});
 }
 
 ncclResult_t ncclGroupStart() {
@@ -382,14 +426,18 @@ ncclResult_t ncclGroupEnd() {
   if (--em::group_depth > 0) return ncclSuccess;
   std::vector<em::PointToPoint> ops;
   ops.swap(em::group_ops);
-  ncclResult_t result = ncclSuccess;
-  for (const em::PointToPoint& p : ops) {
-    if (p.send && result == ncclSuccess) result = em::Execute(p);
-  }
-  for (const em::PointToPoint& p : ops) {
-    if (!p.send && result == ncclSuccess) result = em::Execute(p);
-  }
-  return result;
+  if (ops.empty()) return ncclSuccess;
+  // One piece of work on the first call's stream: every send queued before any receive waits.
+  return em::OnStream(ops[0].comm, ops[0].stream, [ops] {
+    ncclResult_t result = ncclSuccess;
+    for (const em::PointToPoint& p : ops) {
+      if (p.send && result == ncclSuccess) result = em::Execute(p);
+    }
+    for (const em::PointToPoint& p : ops) {
+      if (!p.send && result == ncclSuccess) result = em::Execute(p);
+    }
+    return result;
+  });
 }
 
 }  // extern "C"

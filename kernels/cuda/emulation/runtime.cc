@@ -1,7 +1,7 @@
 // The CUDA runtime calls that the .cu files make, answered by the kernel emulation (Note [Kernel
 // emulation] in cuda_emulation.h) in place of libcudart: errors, the device's attributes (those
 // of a Hopper GPU, sm_90, whose limits the launches are checked against), per-kernel dynamic
-// shared memory, and memset. Streams do not exist here: every call completes before it returns.
+// shared memory, and memset (on its stream: streams.h).
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
@@ -11,6 +11,7 @@
 
 #include "kernels/cuda/emulation/cuda_emulation.h"
 #include "kernels/cuda/emulation/emulator_state.h"
+#include "kernels/cuda/emulation/streams.h"
 
 namespace kiln::kernels::cuda::emulation {
 namespace {
@@ -85,16 +86,20 @@ std::string CheckLaunchConfiguration(const void* kernel, dim3 grid, dim3 block,
 void RecordStickyFailure(const std::string& what) {
   E().sticky = what;
   Record(cudaErrorLaunchFailure, what);
+  RecordDeferredFailure(what);  // the work may have run on another thread than its issuer's
 }
 
 const std::string& StickyFailure() { return E().sticky; }
 
-std::string LastFailure() { return E().last_failure; }
+std::string LastFailure() {
+  return E().last_failure.empty() ? DeferredFailure() : E().last_failure;
+}
 
 void ClearFailure() {
   E().last = cudaSuccess;
   E().sticky.clear();
   E().last_failure.clear();
+  ClearDeferredFailure();
 }
 
 }  // namespace kiln::kernels::cuda::emulation
@@ -105,7 +110,7 @@ extern "C" {
 
 cudaError_t cudaGetLastError(void) {
   em::ErrorState& e = em::E();
-  if (!e.sticky.empty()) return cudaErrorLaunchFailure;
+  if (!e.sticky.empty() || !em::DeferredFailure().empty()) return cudaErrorLaunchFailure;
   const cudaError_t last = e.last;
   e.last = cudaSuccess;
   return last;
@@ -166,8 +171,8 @@ cudaError_t cudaFuncSetAttribute(const void* func, enum cudaFuncAttribute attr, 
   return cudaSuccess;
 }
 
-cudaError_t cudaMemsetAsync(void* ptr, int value, size_t count, cudaStream_t) {
-  std::memset(ptr, value, count);
+cudaError_t cudaMemsetAsync(void* ptr, int value, size_t count, cudaStream_t stream) {
+  em::Enqueue(stream, [ptr, value, count] { std::memset(ptr, value, count); });
   return cudaSuccess;
 }
 

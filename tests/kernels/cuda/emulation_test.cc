@@ -3,7 +3,9 @@
 // __syncwarp, a divergent barrier, a shuffle in a partial warp, a trap, launch configurations a
 // device refuses, misaligned or lane-dependent wmma operands — fail here, and their correct
 // versions pass; warp shuffles, barriers and dynamic shared memory behave as on a device. The
-// `_emulated` test targets rely on this (tests/kernels/cuda/BUILD.bazel).
+// `_emulated` test targets rely on this (tests/kernels/cuda/BUILD.bazel). With deferred streams
+// (Note [Deferred streams]), reading a result before waiting for it and ordering two streams
+// without an event give wrong values, and a fault in queued work surfaces at the next wait.
 #include "tests/testing.h"
 
 #if defined(KILN_NOCUDA_BUILD)
@@ -19,6 +21,7 @@ TEST_CASE("the kernel emulation catches kernel bugs", "[emulation]") {
 #include <vector>
 
 #include "kernels/cuda/device_util.cuh"
+#include "kernels/cuda/emulation/streams.h"
 #include "kernels/cuda/emulation/wmma.h"
 
 namespace kiln::kernels::cuda {
@@ -243,6 +246,81 @@ TEST_CASE("wmma on the emulation multiplies, and refuses misaligned or lane-depe
   Launch(wmma_kernel, 1, 32, 0, nullptr, a.data(), b.data(), c, 0, true);
   CHECK(cudaGetLastError() == cudaErrorLaunchFailure);
   CHECK(TakeFailure().find("differ across the lanes") != std::string::npos);
+}
+
+__global__ void fill_kernel(int* out, int value) { out[threadIdx.x] = value; }
+
+// Deferred streams for the scope of a test case, and back to the default.
+struct DeferredScope {
+  DeferredScope() { emulation::SetDeferredStreams(true); }
+  ~DeferredScope() { emulation::SetDeferredStreams(false); }
+};
+
+TEST_CASE("deferred streams: a result read before its wait is stale", "[emulation]") {
+  DeferredScope deferred;
+  cudaStream_t s;
+  REQUIRE(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) == cudaSuccess);
+  int* device = nullptr;
+  REQUIRE(cudaMalloc(reinterpret_cast<void**>(&device), kBlock * sizeof(int)) == cudaSuccess);
+  std::vector<int> host(kBlock, 0);
+  Launch(fill_kernel, 1, kBlock, 0, s, device, 7);
+  REQUIRE(cudaMemcpyAsync(host.data(), device, kBlock * sizeof(int), cudaMemcpyDeviceToHost, s) ==
+          cudaSuccess);
+  CHECK(host[0] == 0);  // not yet: the bug a missing wait is on a GPU
+  REQUIRE(cudaStreamSynchronize(s) == cudaSuccess);
+  CHECK(host == std::vector<int>(kBlock, 7));
+  REQUIRE(cudaFree(device) == cudaSuccess);
+  REQUIRE(cudaStreamDestroy(s) == cudaSuccess);
+}
+
+TEST_CASE("deferred streams: two streams are ordered by events only", "[emulation]") {
+  DeferredScope deferred;
+  cudaStream_t a, b;
+  REQUIRE(cudaStreamCreateWithFlags(&a, cudaStreamNonBlocking) == cudaSuccess);
+  REQUIRE(cudaStreamCreateWithFlags(&b, cudaStreamNonBlocking) == cudaSuccess);
+  cudaEvent_t written;
+  REQUIRE(cudaEventCreateWithFlags(&written, cudaEventDisableTiming) == cudaSuccess);
+  int* device = nullptr;
+  REQUIRE(cudaMalloc(reinterpret_cast<void**>(&device), kBlock * sizeof(int)) == cudaSuccess);
+  REQUIRE(cudaMemsetAsync(device, 0, kBlock * sizeof(int), a) == cudaSuccess);
+  REQUIRE(cudaStreamSynchronize(a) == cudaSuccess);
+  std::vector<int> host(kBlock, -1);
+  // Without an event, b's copy does not see a's kernel.
+  Launch(fill_kernel, 1, kBlock, 0, a, device, 9);
+  REQUIRE(cudaMemcpyAsync(host.data(), device, kBlock * sizeof(int), cudaMemcpyDeviceToHost, b) ==
+          cudaSuccess);
+  REQUIRE(cudaStreamSynchronize(b) == cudaSuccess);
+  CHECK(host == std::vector<int>(kBlock, 0));
+  // With one, it does; the event marks a's work as it was when recorded.
+  Launch(fill_kernel, 1, kBlock, 0, a, device, 11);
+  REQUIRE(cudaEventRecord(written, a) == cudaSuccess);
+  Launch(fill_kernel, 1, kBlock, 0, a, device, 12);  // after the event: b need not see it
+  REQUIRE(cudaStreamWaitEvent(b, written, 0) == cudaSuccess);
+  REQUIRE(cudaMemcpyAsync(host.data(), device, kBlock * sizeof(int), cudaMemcpyDeviceToHost, b) ==
+          cudaSuccess);
+  REQUIRE(cudaStreamSynchronize(b) == cudaSuccess);
+  CHECK(host == std::vector<int>(kBlock, 11));
+  REQUIRE(cudaEventQuery(written) == cudaSuccess);
+  REQUIRE(cudaFree(device) == cudaSuccess);  // waits for a's last kernel
+  REQUIRE(cudaEventDestroy(written) == cudaSuccess);
+  REQUIRE(cudaStreamDestroy(a) == cudaSuccess);
+  REQUIRE(cudaStreamDestroy(b) == cudaSuccess);
+}
+
+TEST_CASE("deferred streams: a fault in queued work surfaces at the next wait", "[emulation]") {
+  DeferredScope deferred;
+  cudaStream_t s;
+  REQUIRE(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) == cudaSuccess);
+  int* device = nullptr;
+  REQUIRE(cudaMalloc(reinterpret_cast<void**>(&device), kBlock * sizeof(int)) == cudaSuccess);
+  Launch(trap_kernel, 1, 32, 0, s, device, 3);
+  CHECK(cudaGetLastError() == cudaSuccess);  // launched; it has not run
+  CHECK(cudaStreamSynchronize(s) == cudaErrorLaunchFailure);
+  CHECK(cudaGetLastError() == cudaErrorLaunchFailure);
+  CHECK(TakeFailure().find("__trap()") != std::string::npos);
+  CHECK(cudaStreamSynchronize(s) == cudaSuccess);
+  REQUIRE(cudaFree(device) == cudaSuccess);
+  REQUIRE(cudaStreamDestroy(s) == cudaSuccess);
 }
 
 }  // namespace
