@@ -61,6 +61,7 @@ int main(int argc, char** argv) {
   }
   graph::ExecutorOptions eo;
   eo.device = dev;
+  eo.device_graphs = true;  // Note [Device graphs]: one launch per step from the third step on
   graph::Graph g = model->graph;
   auto exec_or = graph::Executor::Create(std::move(g), eo);
   if (!exec_or.ok()) {
@@ -134,12 +135,16 @@ int main(int argc, char** argv) {
   std::fprintf(stderr, "per-op device time of one step (synchronized around each node):\n%s",
                exec.ProfileReport().c_str());
   const double tokens_per_s = static_cast<double>(batch) * seq * steps / seconds;
+  std::string refusal = exec.graph_refusal();
+  std::replace(refusal.begin(), refusal.end(), '"', '\'');
   std::printf(
       "{\"system\": \"kiln\", \"gpu\": \"%s\", \"batch\": %d, \"seq\": %d, \"layers\": %d, "
       "\"params\": %lld, \"tokens_per_s\": %.1f, \"step_ms\": %.2f, \"peak_allocated_mib\": %.1f, "
-      "\"peak_reserved_mib\": %.1f, \"loss_first\": %.4f, \"loss_last\": %.4f}\n",
+      "\"peak_reserved_mib\": %.1f, \"loss_first\": %.4f, \"loss_last\": %.4f, "
+      "\"graph_launches\": %lld, \"graph_refusal\": \"%s\"}\n",
       rt.DeviceName(0).c_str(), batch, seq, layers, static_cast<long long>(num_params),
       tokens_per_s, 1e3 * seconds / steps, mem.peak_allocated_bytes / 1048576.0,
-      mem.peak_reserved_bytes / 1048576.0, first_loss, last_loss);
+      mem.peak_reserved_bytes / 1048576.0, first_loss, last_loss,
+      static_cast<long long>(exec.graph_launches()), refusal.c_str());
   return 0;
 }

@@ -17,6 +17,10 @@ args=(--batch "$BATCH" --steps "$STEPS" --warmup "$WARMUP")
 "$kiln_bin" "${args[@]}" >"$out/bench_kiln.jsonl" 2>"$out/bench_kiln.log" ||
   echo "{\"system\": \"kiln\", \"error\": \"exit $?: $(tail -1 "$out/bench_kiln.log" | tr -d '"')\"}" \
     >"$out/bench_kiln.jsonl"
+# The same without device graphs (Note [Device graphs]): what one launch per step buys.
+KILN_CUDA_GRAPHS=0 "$kiln_bin" "${args[@]}" 2>"$out/bench_kiln_nographs.log" |
+  sed 's/"system": "kiln"/"system": "kiln-no-graphs"/' >>"$out/bench_kiln.jsonl" ||
+  echo "{\"system\": \"kiln-no-graphs\", \"error\": \"exit $?\"}" >>"$out/bench_kiln.jsonl"
 "$py" bench/torch_gpu_train.py "${args[@]}" >"$out/bench_torch.jsonl" 2>"$out/bench_torch.log" ||
   echo "{\"system\": \"pytorch-eager\", \"error\": \"exit $?\"}" >>"$out/bench_torch.jsonl"
 

@@ -29,6 +29,16 @@ namespace kiln {
 
 using StreamHandle = void*;  // null: the device's compute stream
 using EventHandle = void*;
+using GraphHandle = void*;
+
+// Note [Device graphs]
+// A step's kernels can be recorded once into a device graph (CUDA graphs) and replayed with one
+// launch per step, so that the host's per-kernel launch cost no longer paces the device. What is
+// recorded is fixed: kernels, their arguments (addresses included) and copies. Recording works
+// for work that only enqueues onto the compute stream from the recording thread: no allocation,
+// no wait for the device, no host callback that talks to other threads (the executor refuses
+// graphs when a node has host-side effects). Values that change per step (batches, seeds, the loss
+// seed) live in device buffers at fixed addresses, uploaded before each replay.
 
 class DeviceRuntime {
  public:
@@ -65,6 +75,19 @@ class DeviceRuntime {
   virtual void StreamWaitEvent(Device device, StreamHandle stream, EventHandle event) = 0;
   virtual bool EventDone(Device device, EventHandle event) = 0;
   virtual void SynchronizeEvent(Device device, EventHandle event) = 0;
+
+  // Note [Device graphs]. Starts recording what this thread issues to `device`'s compute stream
+  // (nothing runs until the graph is launched); false when the backend has no graphs.
+  virtual bool BeginCapture(Device /*device*/) { return false; }
+  // Ends the recording and returns the graph ready to launch, or null with the reason in `why`
+  // (something that cannot be recorded was issued; none of the recorded work has run).
+  virtual GraphHandle EndCapture(Device /*device*/, std::string* why) {
+    *why = "this device has no graphs";
+    return nullptr;
+  }
+  // Enqueues one replay of `graph` on the compute stream.
+  virtual void LaunchGraph(Device /*device*/, GraphHandle /*graph*/) {}
+  virtual void DestroyGraph(Device /*device*/, GraphHandle /*graph*/) {}
 };
 
 // Registered by a backend's static initializer; the runtime lives for the whole process.

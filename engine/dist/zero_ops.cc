@@ -41,15 +41,18 @@ struct Registration {
     reduce.variadic = true;
     reduce.num_outputs = 0;
     reduce.has_side_effects = true;
+    reduce.host_work = true;
     reduce.infer = InferReduceGrads;
     r.Register(reduce);
     graph::OpSchema start;
     start.name = "zero_gather_start";
+    start.host_work = true;
     start.num_outputs = 1;
     start.infer = InferGatherStart;
     r.Register(start);
     graph::OpSchema wait;
     wait.name = "zero_gather_wait";
+    wait.host_work = true;
     wait.input_names = {"full"};
     wait.infer = InferGatherWait;
     wait.inplace_input = 0;

@@ -2,6 +2,8 @@
 #include "engine/graph/executor.h"
 
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <sstream>
@@ -70,8 +72,8 @@ absl::Status Executor::Bind() {
     bn.ctx.attrs = &node.attrs;
   };
   // Shape-only tensors over a zero-byte-backed storage are not allowed; instead bind after planning
-  // with a provisional plan that has no workspaces, query sizes, then re-plan. Both plans differ only
-  // in workspace groups, so values keep their shapes.
+  // with a provisional plan that has no workspaces, query sizes, then re-plan. Both plans differ
+  // only in workspace groups, so values keep their shapes.
   KILN_ASSIGN_OR_RETURN(plan_, PlanMemory(graph_, {}, options_.planner));
   for (int pass = 0; pass < 2; ++pass) {
     arena_ = AllocateRegion(plan_.arena_bytes, device);
@@ -79,10 +81,10 @@ absl::Status Executor::Bind() {
       if (options_.shared_params.defined()) {
         if (options_.shared_params.nbytes() < plan_.params_bytes ||
             options_.shared_params.device() != device) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "shared parameter storage holds ", options_.shared_params.nbytes(),
-              " bytes on ", options_.shared_params.device().ToString(), "; this graph needs ",
-              plan_.params_bytes, " on ", device.ToString()));
+          return absl::InvalidArgumentError(
+              absl::StrCat("shared parameter storage holds ", options_.shared_params.nbytes(),
+                           " bytes on ", options_.shared_params.device().ToString(),
+                           "; this graph needs ", plan_.params_bytes, " on ", device.ToString()));
         }
         params_ = options_.shared_params;
       } else {
@@ -99,11 +101,21 @@ absl::Status Executor::Bind() {
       const Placement& p = plan_.values[v];
       const Storage* region = nullptr;
       switch (p.region) {
-        case Region::kArena: region = &arena_; break;
-        case Region::kParams: region = &params_; break;
-        case Region::kGrads: region = &grads_; break;
-        case Region::kInputs: region = &inputs_; break;
-        case Region::kConstants: region = &constants_; break;
+        case Region::kArena:
+          region = &arena_;
+          break;
+        case Region::kParams:
+          region = &params_;
+          break;
+        case Region::kGrads:
+          region = &grads_;
+          break;
+        case Region::kInputs:
+          region = &inputs_;
+          break;
+        case Region::kConstants:
+          region = &constants_;
+          break;
       }
       const size_t elem = DTypeSize(val.type.dtype);
       KILN_CHECK_EQ(p.offset % elem, 0u) << val.name;
@@ -147,6 +159,7 @@ absl::Status Executor::Bind() {
       return absl::Status(prepared.code(), absl::StrCat("preparing op ", node.op->name, " (node ",
                                                         node.name, "): ", prepared.message()));
     }
+    if (node.op->host_work) host_work_ = true;
     if (node.op->name == "accumulate_grad") {
       bn.grad_ready_param = graph_.value(node.outputs[0]).param_index;
     }
@@ -155,7 +168,50 @@ absl::Status Executor::Bind() {
   return absl::OkStatus();
 }
 
-void Executor::Run() { RunNodes(0, static_cast<int>(nodes_.size())); }
+Executor::~Executor() {
+  if (device_graph_ != nullptr)
+    RuntimeFor(options_.device).DestroyGraph(options_.device, device_graph_);
+}
+
+bool Executor::GraphsApply() const {
+  static const bool disabled = [] {
+    const char* env = std::getenv("KILN_CUDA_GRAPHS");
+    return env != nullptr && std::string(env) == "0";
+  }();
+  return options_.device_graphs && !options_.device.is_cpu() && !options_.profile && !grad_ready_ &&
+         !host_work_ && graph_refusal_.empty() && !disabled;
+}
+
+void Executor::Run() {
+  const int n = static_cast<int>(nodes_.size());
+  if (!GraphsApply()) {
+    RunNodes(0, n);
+    return;
+  }
+  DeviceRuntime& runtime = RuntimeFor(options_.device);
+  if (device_graph_ == nullptr) {
+    // The first run sets up what kernels create lazily (library handles, heuristics, attributes)
+    // outside any recording; the second is recorded.
+    if (plain_runs_++ == 0) {
+      RunNodes(0, n);
+      return;
+    }
+    if (!runtime.BeginCapture(options_.device)) {
+      graph_refusal_ = "the device runtime cannot record graphs";
+      RunNodes(0, n);
+      return;
+    }
+    RunNodes(0, n);
+    device_graph_ = runtime.EndCapture(options_.device, &graph_refusal_);
+    if (device_graph_ == nullptr) {
+      std::fprintf(stderr, "kiln: running without a device graph: %s\n", graph_refusal_.c_str());
+      RunNodes(0, n);  // none of the recorded work ran
+      return;
+    }
+  }
+  runtime.LaunchGraph(options_.device, device_graph_);
+  ++graph_launches_;
+}
 
 void Executor::RunNodes(int begin, int end) {
   KILN_CHECK(0 <= begin && begin <= end && end <= static_cast<int>(nodes_.size()));
@@ -228,14 +284,14 @@ absl::StatusOr<std::vector<Tensor>> RunOp(const std::string& op, const std::vect
     const std::string name =
         i < schema->input_names.size() ? schema->input_names[i] : absl::StrCat("input", i);
     if (!inputs[i].defined()) {
-      return absl::InvalidArgumentError(absl::StrCat("op ", op, ": argument ", name,
-                                                     " is an undefined tensor"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("op ", op, ": argument ", name, " is an undefined tensor"));
     }
     if (inputs[i].device() != device) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "op ", op, ": argument ", name, " is on ", inputs[i].device().ToString(), " but ",
-          schema->input_names.empty() ? "input 0" : schema->input_names[0], " is on ",
-          device.ToString()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("op ", op, ": argument ", name, " is on ", inputs[i].device().ToString(),
+                       " but ", schema->input_names.empty() ? "input 0" : schema->input_names[0],
+                       " is on ", device.ToString()));
     }
     ins.push_back(b.Input(name, TensorType{inputs[i].sizes(), inputs[i].dtype()}));
   }
@@ -244,7 +300,8 @@ absl::StatusOr<std::vector<Tensor>> RunOp(const std::string& op, const std::vect
   for (ValueId o : outs) graph.MarkOutput(o);
   ExecutorOptions options;
   options.device = device;
-  KILN_ASSIGN_OR_RETURN(std::unique_ptr<Executor> exec, Executor::Create(std::move(graph), options));
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<Executor> exec,
+                        Executor::Create(std::move(graph), options));
   for (size_t i = 0; i < inputs.size(); ++i) {
     Tensor dst = exec->value(ins[i]);
     dst.CopyFrom(inputs[i]);

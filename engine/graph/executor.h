@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/core/device_runtime.h"
 #include "engine/core/kernel.h"
 #include "engine/core/tensor.h"
 #include "engine/graph/graph.h"
@@ -21,6 +22,9 @@ struct ExecutorOptions {
   Device device = Device::CPU();
   PlannerOptions planner;
   bool profile = false;  // time every node (see ProfileReport, SetProfiling)
+  // On a GPU, record Run() once into a device graph and replay it (Note [Device graphs]); off
+  // when profiling, with a grad-ready callback, with host-work nodes, or KILN_CUDA_GRAPHS=0.
+  bool device_graphs = false;
   // Bind parameters to this storage instead of allocating (an evaluation or sampling graph sharing
   // a training executor's weights: same model, same parameter layout).
   Storage shared_params;
@@ -33,7 +37,10 @@ class Executor {
   static absl::StatusOr<std::unique_ptr<Executor>> Create(Graph graph,
                                                           const ExecutorOptions& options = {});
 
-  // Runs every node in order.
+  ~Executor();
+
+  // Runs every node in order (on a GPU with device_graphs: the first run directly, the second
+  // recorded and launched as a graph, later ones replayed).
   void Run();
   // Runs nodes [begin, end) (e.g. forward only, for evaluation).
   void RunNodes(int begin, int end);
@@ -61,6 +68,10 @@ class Executor {
   void SetProfiling(bool on) { options_.profile = on; }
   // Per-op totals when options.profile is set: "op: calls, total ms".
   std::string ProfileReport() const;
+  // Runs that replayed the device graph, and why none was recorded ("" when one was or none was
+  // tried).
+  int64_t graph_launches() const { return graph_launches_; }
+  const std::string& graph_refusal() const { return graph_refusal_; }
 
  private:
   struct BoundNode {
@@ -73,6 +84,7 @@ class Executor {
   explicit Executor(Graph graph, const ExecutorOptions& options)
       : graph_(std::move(graph)), options_(options) {}
   absl::Status Bind();
+  bool GraphsApply() const;
 
   Graph graph_;
   ExecutorOptions options_;
@@ -83,6 +95,12 @@ class Executor {
   std::vector<BoundNode> nodes_;
   std::function<void(int)> grad_ready_;
   std::vector<double> node_seconds_;
+  // Note [Device graphs]
+  bool host_work_ = false;  // a node's kernel does host-side work each run
+  int plain_runs_ = 0;
+  GraphHandle device_graph_ = nullptr;
+  int64_t graph_launches_ = 0;
+  std::string graph_refusal_;
 };
 
 // Runs one op eagerly: a one-node graph, planned and executed. For tests and tools; outputs are

@@ -40,6 +40,9 @@ struct OpSchema {
   std::function<int64_t(const std::any& attrs)> view_offset;
   // The node does something beyond its outputs (communication): dead-code elimination keeps it.
   bool has_side_effects = false;
+  // The kernel does host-side work each run beyond enqueuing device work (talks to a communicator):
+  // an executor with such a node never records a device graph (Note [Device graphs]).
+  bool host_work = false;
   // Any number (>= 1) of inputs, all named input_names[0].
   bool variadic = false;
   // Which input's dtype selects the kernel (ops without inputs: output 0's dtype).

@@ -99,6 +99,7 @@ absl::StatusOr<std::unique_ptr<TrainingSession>> TrainingSession::Create(
   eo.planner = s->planner_;
   eo.profile = options.profile;
   eo.device = s->device_;
+  eo.device_graphs = true;  // Note [Device graphs]; refused with ZeRO's callbacks and ops
   KILN_ASSIGN_OR_RETURN(s->exec_, graph::Executor::Create(std::move(model.graph), eo));
   s->stage_inputs_ = std::make_unique<StagedTensor>(s->exec_->value(s->inputs_));
   s->stage_targets_ = std::make_unique<StagedTensor>(s->exec_->value(s->targets_));
@@ -330,6 +331,7 @@ absl::StatusOr<std::unique_ptr<graph::Executor>> TrainingSession::BuildForwardEx
   graph::ExecutorOptions eo;
   eo.planner = planner_;
   eo.device = device_;
+  eo.device_graphs = true;
   if (stage_ < 3) eo.shared_params = exec_->params_storage();
   return graph::Executor::Create(std::move(model.graph), eo);
 }

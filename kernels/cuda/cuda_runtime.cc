@@ -228,6 +228,37 @@ class CudaDeviceRuntime : public DeviceRuntime {
     KILN_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(event)));
   }
 
+  bool BeginCapture(Device device) override {
+    DeviceState& s = State(device);
+    ScopedDevice scoped(s.index);
+    // Thread-local mode: only this thread's unsafe calls (allocation, waits) break the capture.
+    return cudaStreamBeginCapture(s.compute, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
+  }
+  GraphHandle EndCapture(Device device, std::string* why) override {
+    DeviceState& s = State(device);
+    ScopedDevice scoped(s.index);
+    cudaGraph_t graph = nullptr;
+    cudaError_t err = cudaStreamEndCapture(s.compute, &graph);
+    cudaGraphExec_t exec = nullptr;
+    if (err == cudaSuccess) err = cudaGraphInstantiate(&exec, graph, 0);
+    if (graph != nullptr) cudaGraphDestroy(graph);
+    if (err != cudaSuccess) {
+      (void)cudaGetLastError();  // the capture's error is not the next kernel's
+      *why = cudaGetErrorString(err);
+      return nullptr;
+    }
+    return exec;
+  }
+  void LaunchGraph(Device device, GraphHandle graph) override {
+    DeviceState& s = State(device);
+    ScopedDevice scoped(s.index);
+    KILN_CUDA_CHECK(cudaGraphLaunch(static_cast<cudaGraphExec_t>(graph), s.compute));
+  }
+  void DestroyGraph(Device device, GraphHandle graph) override {
+    ScopedDevice scoped(State(device).index);
+    KILN_CUDA_CHECK(cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(graph)));
+  }
+
   // The state of a device that exists (aborts otherwise: callers checked availability).
   DeviceState& State(Device device) {
     const absl::Status ok = CheckDeviceAvailable(device);

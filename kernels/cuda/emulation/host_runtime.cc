@@ -100,11 +100,14 @@ cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp* prop, int device) {
 }
 
 cudaError_t cudaDeviceSynchronize(void) {
+  if (const cudaError_t c = em::CheckNotCapturing("cudaDeviceSynchronize"); c != cudaSuccess)
+    return c;
   em::DrainAllStreams();
   return em::DeferredStatus();
 }
 
 cudaError_t cudaMalloc(void** ptr, size_t bytes) {
+  if (const cudaError_t c = em::CheckNotCapturing("cudaMalloc"); c != cudaSuccess) return c;
   em::Memory& m = em::M();
   std::lock_guard<std::mutex> lock(m.mu);
   if (m.device_bytes + bytes > em::kDeviceMemory) return cudaErrorMemoryAllocation;
@@ -118,6 +121,7 @@ cudaError_t cudaMalloc(void** ptr, size_t bytes) {
 }
 
 cudaError_t cudaFree(void* ptr) {
+  if (const cudaError_t c = em::CheckNotCapturing("cudaFree"); c != cudaSuccess) return c;
   if (ptr == nullptr) return cudaSuccess;
   em::DrainAllStreams();  // as on a device, cudaFree waits for the work that may use the memory
   em::Memory& m = em::M();
@@ -131,11 +135,13 @@ cudaError_t cudaFree(void* ptr) {
 }
 
 cudaError_t cudaHostAlloc(void** ptr, size_t bytes, unsigned int) {
+  if (const cudaError_t c = em::CheckNotCapturing("cudaHostAlloc"); c != cudaSuccess) return c;
   *ptr = std::malloc(bytes == 0 ? 1 : bytes);
   return *ptr == nullptr ? cudaErrorMemoryAllocation : cudaSuccess;
 }
 
 cudaError_t cudaFreeHost(void* ptr) {
+  if (const cudaError_t c = em::CheckNotCapturing("cudaFreeHost"); c != cudaSuccess) return c;
   em::DrainAllStreams();
   std::free(ptr);
   return cudaSuccess;
@@ -169,11 +175,15 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
 }
 
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+  if (const cudaError_t c = em::CheckNotCapturing("cudaStreamSynchronize"); c != cudaSuccess)
+    return c;
   em::DrainStream(stream);
   return em::DeferredStatus();
 }
 
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int) {
+  if (const cudaError_t c = em::CheckNotCapturing("cudaStreamWaitEvent"); c != cudaSuccess)
+    return c;
   em::StreamWaitEvent(stream, event);
   return cudaSuccess;
 }
@@ -189,19 +199,54 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
 }
 
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+  if (const cudaError_t c = em::CheckNotCapturing("cudaEventRecord"); c != cudaSuccess) return c;
   em::RecordEvent(event, stream);
   return cudaSuccess;
 }
 
 // A query runs the event's work: a poll loop always makes progress.
 cudaError_t cudaEventQuery(cudaEvent_t event) {
+  if (const cudaError_t c = em::CheckNotCapturing("cudaEventQuery"); c != cudaSuccess) return c;
   em::DrainEvent(event);
   return em::DeferredStatus();
 }
 
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  if (const cudaError_t c = em::CheckNotCapturing("cudaEventSynchronize"); c != cudaSuccess)
+    return c;
   em::DrainEvent(event);
   return em::DeferredStatus();
+}
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, enum cudaStreamCaptureMode mode) {
+  if (mode != cudaStreamCaptureModeThreadLocal) return cudaErrorNotSupported;  // Kiln's mode only
+  return em::BeginCapture(stream);
+}
+
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
+  return em::EndCapture(stream, graph);
+}
+
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
+  if (graph == nullptr) return cudaErrorInvalidValue;
+  *exec = em::InstantiateGraph(graph);
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
+  if (const cudaError_t c = em::CheckNotCapturing("cudaGraphLaunch"); c != cudaSuccess) return c;
+  em::LaunchGraph(exec, stream);
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+  em::DestroyGraph(graph);
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+  em::DestroyGraphExec(exec);
+  return cudaSuccess;
 }
 
 }  // extern "C"

@@ -126,6 +126,10 @@ const char* cudaGetErrorString(cudaError_t error) {
       return "invalid configuration argument (emulated)";
     case cudaErrorLaunchFailure:
       return "unspecified launch failure (emulated; see LastFailure)";
+    case cudaErrorStreamCaptureUnsupported:
+      return "operation not permitted when stream is capturing (emulated)";
+    case cudaErrorStreamCaptureInvalidated:
+      return "operation failed due to a previous error during capture (emulated)";
     default:
       return "unknown error (emulated)";
   }

@@ -10,7 +10,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "kernels/cuda/emulation/emulator_state.h"
@@ -32,7 +34,17 @@ struct Stream {
   uint64_t enqueued = 0;  // the sequence number of the last item queued
   uint64_t done = 0;      // every item up to this one has run
   bool running = false;   // a thread is running this stream's front item
+  // While capturing: the work recorded so far, and why the capture broke ("" while it holds).
+  std::vector<std::function<void()>>* recording = nullptr;
+  std::string invalidated;
 };
+
+struct Graph {
+  std::vector<std::function<void()>> work;
+};
+
+// The stream the calling thread is capturing, if any (thread-local capture mode).
+thread_local Stream* capturing = nullptr;
 
 struct Event {
   std::mutex mu;
@@ -129,14 +141,70 @@ void SetDeferredStreams(bool deferred) {
 }
 
 void Enqueue(cudaStream_t stream, std::function<void()> work) {
+  Stream* s = StreamOf(stream);
+  std::unique_lock<std::mutex> lock(s->mu);
+  if (s->recording != nullptr) {
+    s->recording->push_back(std::move(work));
+    return;
+  }
   if (!DeferredStreams()) {
+    lock.unlock();
     work();
     return;
   }
-  Stream* s = StreamOf(stream);
-  std::lock_guard<std::mutex> lock(s->mu);
   s->queue.push_back({++s->enqueued, std::move(work)});
 }
+
+cudaError_t BeginCapture(cudaStream_t stream) {
+  if (stream == nullptr || capturing != nullptr) return cudaErrorStreamCaptureUnsupported;
+  Stream* s = StreamOf(stream);
+  std::lock_guard<std::mutex> lock(s->mu);
+  if (s->recording != nullptr) return cudaErrorIllegalState;
+  s->recording = new std::vector<std::function<void()>>();
+  s->invalidated.clear();
+  capturing = s;
+  return cudaSuccess;
+}
+
+cudaError_t EndCapture(cudaStream_t stream, cudaGraph_t* graph) {
+  Stream* s = StreamOf(stream);
+  std::lock_guard<std::mutex> lock(s->mu);
+  if (s->recording == nullptr || capturing != s) return cudaErrorIllegalState;
+  std::unique_ptr<std::vector<std::function<void()>>> recorded(s->recording);
+  s->recording = nullptr;
+  capturing = nullptr;
+  *graph = nullptr;
+  if (!s->invalidated.empty()) {
+    std::fprintf(stderr, "kernel emulation: stream capture invalidated: %s\n",
+                 s->invalidated.c_str());
+    return cudaErrorStreamCaptureInvalidated;
+  }
+  *graph = reinterpret_cast<cudaGraph_t>(new Graph{std::move(*recorded)});
+  return cudaSuccess;
+}
+
+cudaError_t CheckNotCapturing(const char* what) {
+  Stream* s = capturing;
+  if (s == nullptr) return cudaSuccess;
+  std::lock_guard<std::mutex> lock(s->mu);
+  if (s->invalidated.empty()) s->invalidated = std::string(what) + " during stream capture";
+  return cudaErrorStreamCaptureUnsupported;
+}
+
+cudaGraphExec_t InstantiateGraph(cudaGraph_t graph) {
+  return reinterpret_cast<cudaGraphExec_t>(new Graph(*reinterpret_cast<Graph*>(graph)));
+}
+
+void LaunchGraph(cudaGraphExec_t exec, cudaStream_t stream) {
+  for (const std::function<void()>& work : reinterpret_cast<Graph*>(exec)->work) {
+    Enqueue(stream, work);
+  }
+}
+
+void DestroyGraph(cudaGraph_t graph) { delete reinterpret_cast<Graph*>(graph); }
+
+// A launched replay queued copies of the work: destroying the graph leaves them valid.
+void DestroyGraphExec(cudaGraphExec_t exec) { delete reinterpret_cast<Graph*>(exec); }
 
 cudaStream_t CreateStream() { return reinterpret_cast<cudaStream_t>(NewStream()); }
 

@@ -42,6 +42,22 @@ void RecordEvent(cudaEvent_t event, cudaStream_t stream);
 void DrainEvent(cudaEvent_t event);  // runs the event's stream up to where it was recorded
 void StreamWaitEvent(cudaStream_t stream, cudaEvent_t event);
 
+// Stream capture (CUDA graphs; Note [Device graphs] in engine/core/device_runtime.h): while a
+// stream captures, work enqueued on it is recorded instead of run. The capturing thread's calls
+// that cannot be recorded (allocation, frees, waits, events) invalidate the capture and fail with
+// cudaErrorStreamCaptureUnsupported (thread-local capture mode); EndCapture then fails with
+// cudaErrorStreamCaptureInvalidated and nothing recorded runs. A launched graph enqueues copies of
+// the recorded work, with the arguments it was recorded with.
+cudaError_t BeginCapture(cudaStream_t stream);
+cudaError_t EndCapture(cudaStream_t stream, cudaGraph_t* graph);
+// cudaSuccess, or cudaErrorStreamCaptureUnsupported (invalidating the capture) when the calling
+// thread is capturing; `what` names the call for the failure message.
+cudaError_t CheckNotCapturing(const char* what);
+cudaGraphExec_t InstantiateGraph(cudaGraph_t graph);
+void LaunchGraph(cudaGraphExec_t exec, cudaStream_t stream);
+void DestroyGraph(cudaGraph_t graph);
+void DestroyGraphExec(cudaGraphExec_t exec);
+
 // A failure inside deferred work, for every thread ("" when none); ClearFailure clears it.
 void RecordDeferredFailure(const std::string& what);
 std::string DeferredFailure();

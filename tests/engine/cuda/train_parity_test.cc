@@ -1,7 +1,8 @@
 // [gpu] End to end on CUDA: 20 optimizer steps of a small GPT-2 and a small Llama — forward,
 // backward, gradient statistics and AdamW — on the CUDA executor and kernels against the same
-// steps on the CPU, from identical weights and batches. f32 runs agree tightly; bf16 (parameters
-// in bf16, f32 master weights and moments) within bf16's tolerance.
+// steps on the CPU, from identical weights and batches; from the second step on the forward and
+// backward run as one recorded device graph (Note [Device graphs]). f32 runs agree tightly; bf16
+// (parameters in bf16, f32 master weights and moments) within bf16's tolerance.
 #include <cmath>
 #include <random>
 #include <string>
@@ -42,6 +43,7 @@ Model Build(const nn::ModelConfig& config, DType compute, Device device) {
   m.graph = std::move(*built);
   graph::ExecutorOptions eo;
   eo.device = device;
+  eo.device_graphs = !device.is_cpu();  // steps 3 on replay one device graph, as kiln-train does
   graph::Graph copy = m.graph.graph;
   auto exec = graph::Executor::Create(std::move(copy), eo);
   INFO(exec.status());
@@ -152,6 +154,9 @@ Run TrainOnCuda(const nn::ModelConfig& config, DType compute) {
                  kLr, step + 1);
   }
   r.final_master = master.ToFloats();
+  // Every step from the third was one replay of the graph recorded in the second.
+  INFO("device graph: " << m.exec->graph_refusal());
+  REQUIRE(m.exec->graph_launches() == kSteps - 1);
   return r;
 }
 

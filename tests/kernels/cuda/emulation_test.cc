@@ -5,7 +5,8 @@
 // versions pass; warp shuffles, barriers and dynamic shared memory behave as on a device. The
 // `_emulated` test targets rely on this (tests/kernels/cuda/BUILD.bazel). With deferred streams
 // (Note [Deferred streams]), reading a result before waiting for it and ordering two streams
-// without an event give wrong values, and a fault in queued work surfaces at the next wait.
+// without an event give wrong values, and a fault in queued work surfaces at the next wait. Stream
+// capture records work for replay and refuses what a device graph cannot hold.
 #include "tests/testing.h"
 
 #if defined(KILN_NOCUDA_BUILD)
@@ -319,6 +320,47 @@ TEST_CASE("deferred streams: a fault in queued work surfaces at the next wait", 
   CHECK(cudaGetLastError() == cudaErrorLaunchFailure);
   CHECK(TakeFailure().find("__trap()") != std::string::npos);
   CHECK(cudaStreamSynchronize(s) == cudaSuccess);
+  REQUIRE(cudaFree(device) == cudaSuccess);
+  REQUIRE(cudaStreamDestroy(s) == cudaSuccess);
+}
+
+TEST_CASE("a captured graph replays its work; a capture with an allocation is refused",
+          "[emulation]") {
+  cudaStream_t s;
+  REQUIRE(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) == cudaSuccess);
+  int* device = nullptr;
+  REQUIRE(cudaMalloc(reinterpret_cast<void**>(&device), kBlock * sizeof(int)) == cudaSuccess);
+  std::vector<int> host(kBlock, 0);
+  REQUIRE(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+  Launch(fill_kernel, 1, kBlock, 0, s, device, 5);
+  REQUIRE(cudaMemcpyAsync(host.data(), device, kBlock * sizeof(int), cudaMemcpyDeviceToHost, s) ==
+          cudaSuccess);
+  cudaGraph_t graph = nullptr;
+  REQUIRE(cudaStreamEndCapture(s, &graph) == cudaSuccess);
+  REQUIRE(cudaStreamSynchronize(s) == cudaSuccess);
+  CHECK(host[0] == 0);  // recorded, not run
+  cudaGraphExec_t exec = nullptr;
+  REQUIRE(cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess);
+  REQUIRE(cudaGraphDestroy(graph) == cudaSuccess);
+  REQUIRE(cudaGraphLaunch(exec, s) == cudaSuccess);
+  REQUIRE(cudaStreamSynchronize(s) == cudaSuccess);
+  CHECK(host == std::vector<int>(kBlock, 5));
+  std::fill(host.begin(), host.end(), 0);
+  REQUIRE(cudaGraphLaunch(exec, s) == cudaSuccess);  // the same work again
+  REQUIRE(cudaStreamSynchronize(s) == cudaSuccess);
+  CHECK(host == std::vector<int>(kBlock, 5));
+  REQUIRE(cudaGraphExecDestroy(exec) == cudaSuccess);
+  // An allocation cannot be recorded: it fails, and so does the capture; nothing recorded runs.
+  REQUIRE(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+  Launch(fill_kernel, 1, kBlock, 0, s, device, 6);
+  void* more = nullptr;
+  CHECK(cudaMalloc(&more, 64) == cudaErrorStreamCaptureUnsupported);
+  CHECK(cudaStreamEndCapture(s, &graph) == cudaErrorStreamCaptureInvalidated);
+  CHECK(graph == nullptr);
+  REQUIRE(cudaMemcpyAsync(host.data(), device, kBlock * sizeof(int), cudaMemcpyDeviceToHost, s) ==
+          cudaSuccess);
+  REQUIRE(cudaStreamSynchronize(s) == cudaSuccess);
+  CHECK(host == std::vector<int>(kBlock, 5));
   REQUIRE(cudaFree(device) == cudaSuccess);
   REQUIRE(cudaStreamDestroy(s) == cudaSuccess);
 }
