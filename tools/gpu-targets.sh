@@ -7,6 +7,7 @@ GPU_TEST_TARGETS=(
   //tests/engine/dist:nccl_test
   //tests/engine/cuda:train_parity_test
   //tests/engine/cuda:data_parallel_cuda_test
+  //tests/engine/cuda:device_graph_test
   //tests/worker:kiln_train_cuda_test
 )
 GPU_BENCH_TARGETS=(

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "engine/core/allocator.h"
 #include "engine/core/device_runtime.h"
 #include "engine/graph/builder.h"
 #include "engine/graph/op_schema.h"
@@ -201,8 +202,18 @@ void Executor::Run() {
       RunNodes(0, n);
       return;
     }
+    Allocator* allocator = GetAllocator(options_.device);
+    const int64_t allocs_before = allocator != nullptr ? allocator->Stats().num_allocs : 0;
     RunNodes(0, n);
     device_graph_ = runtime.EndCapture(options_.device, &graph_refusal_);
+    // A block handed out while recording (from a cache: no CUDA call to refuse it) would be freed
+    // and reused while the graph still names it: such a graph is not replayed.
+    if (device_graph_ != nullptr && allocator != nullptr &&
+        allocator->Stats().num_allocs != allocs_before) {
+      runtime.DestroyGraph(options_.device, device_graph_);
+      device_graph_ = nullptr;
+      graph_refusal_ = "a kernel allocated device memory while the step was recorded";
+    }
     if (device_graph_ == nullptr) {
       std::fprintf(stderr, "kiln: running without a device graph: %s\n", graph_refusal_.c_str());
       RunNodes(0, n);  // none of the recorded work ran
