@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -53,6 +54,18 @@ class Backend {
   // completion has run; the Communicator keeps a reference.
   virtual absl::StatusOr<Completion> PostSend(const Tensor& tensor, int dst, int tag) = 0;
   virtual absl::StatusOr<Completion> PostRecv(const Tensor& tensor, int src, int tag) = 0;
+
+  // Note [Issue order on a device]
+  // A device backend's operation must follow the compute-stream work issued before the call that
+  // issued it — no more, no less. MarkIssue runs on the issuing thread inside that call and marks
+  // the point (an event recorded on the compute stream); BeginOp runs on the communication thread
+  // just before the operation with its mark, and the operation's stream waits for it. So only the
+  // issuing thread ever touches the compute stream, and the communication thread never orders the
+  // compute stream (consumers wait for the Work on the host, after which every later kernel sees
+  // the results). Host backends need neither.
+  using IssueMark = std::shared_ptr<void>;
+  virtual IssueMark MarkIssue() { return nullptr; }
+  virtual void BeginOp(const IssueMark& /*mark*/) {}
 
   // Called once, after this rank's first failure: make peers blocked on this rank fail fast
   // (close connections) instead of waiting out their timeouts.

@@ -16,9 +16,9 @@ std::string Name(DType dtype) { return std::string(DTypeName(dtype)); }
 absl::Status CheckTensor(const Tensor& t, absl::string_view name, DeviceType device) {
   if (!t.defined()) return absl::InvalidArgumentError(absl::StrCat(name, " is undefined"));
   if (t.device().type != device) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        name, " is on ", t.device().ToString(), "; this backend moves ",
-        device == DeviceType::kCPU ? "CPU" : "CUDA", " tensors"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, " is on ", t.device().ToString(), "; this backend moves ",
+                     device == DeviceType::kCPU ? "CPU" : "CUDA", " tensors"));
   }
   if (!t.is_contiguous()) {
     return absl::InvalidArgumentError(
@@ -110,6 +110,8 @@ Communicator::~Communicator() {
 std::shared_ptr<Work> Communicator::Enqueue(Kind kind, absl::string_view name,
                                             absl::string_view detail, const absl::Status& valid,
                                             RunFn run) {
+  // On the issuing thread, before anything else can be issued after it.
+  Backend::IssueMark mark = valid.ok() ? backend_->MarkIssue() : nullptr;
   absl::MutexLock lock(&mu_);
   const uint64_t seq = kind == Kind::kCollective ? next_collective_++ : next_p2p_++;
   auto work =
@@ -124,6 +126,7 @@ std::shared_ptr<Work> Communicator::Enqueue(Kind kind, absl::string_view name,
   op.work = work;
   op.seq = seq;
   op.run = std::move(run);
+  op.mark = std::move(mark);
   queue_.push_back(std::move(op));
   return work;
 }
@@ -313,6 +316,7 @@ void Communicator::RunOps() {
     op.deadline = absl::Now() + options_.timeout;
     absl::StatusOr<Backend::Completion> posted;
     try {
+      backend_->BeginOp(op.mark);
       posted = op.run(op.seq, op.deadline);
     } catch (const std::exception& e) {  // backends should not throw; never lose an op to it
       posted = absl::InternalError(absl::StrCat("uncaught exception: ", e.what()));

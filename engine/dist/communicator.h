@@ -141,6 +141,7 @@ class Communicator {
     RunFn run;
     absl::Time deadline;  // set when the op starts running
     Backend::Completion completion;
+    Backend::IssueMark mark;  // Note [Issue order on a device]
   };
 
   // Numbers the op and queues it, under one lock so that numbers follow queue order. A non-OK

@@ -7,7 +7,9 @@
 
 #include <atomic>
 #include <cstring>
+#include <mutex>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "engine/core/device_runtime.h"
@@ -18,15 +20,16 @@ namespace {
 // Note [NCCL waits]
 // The communicator is created non-blocking (config.blocking = 0): NCCL calls return at once and
 // their progress and failures show in ncclCommGetAsyncError. Every operation is enqueued on the
-// communication stream after an event recorded on the compute stream (so it sees the kernels that
-// produced its inputs), followed by an event of its own. A non-blocking call may return
-// ncclInProgress before its kernel is on the stream, so the event of its own is recorded only once
+// communication stream after the event its issuing call recorded on the compute stream (Note
+// [Issue order on a device] in backend.h: it sees the kernels that produced its inputs, and only
+// those), followed by an event of its own. A non-blocking call may return ncclInProgress before
+// its kernel is on the stream, so the event of its own is recorded only once
 // ncclCommGetAsyncError reports ncclSuccess (Settle): recorded earlier, it would complete before
 // the collective ran, and the results would be read too early. The communication thread then
 // polls that event, the asynchronous error and the deadline; on an error or timeout it aborts the
 // NCCL communicator (ncclCommAbort), which releases the kernels waiting for a dead peer, and
-// returns the error. Finally the compute stream waits for the operation's event, so later kernels
-// read the collective's results.
+// returns the error. The Work completes once the event has: a consumer waits for it on the host,
+// and the kernels it issues afterwards read the collective's results.
 
 #define KILN_NCCL_RETURN_IF_ERROR(call)                                                   \
   do {                                                                                    \
@@ -93,6 +96,7 @@ class NcclBackend : public Backend {
     }
     if (ready_ != nullptr) cudaEventDestroy(ready_);
     if (done_ != nullptr) cudaEventDestroy(done_);
+    for (cudaEvent_t e : free_marks_) cudaEventDestroy(e);
     if (stream_ != nullptr) cudaStreamDestroy(stream_);
     if (scratch_ != nullptr) cudaFree(scratch_);
   }
@@ -188,6 +192,45 @@ class NcclBackend : public Backend {
     return PostPeer(t, src, /*send=*/false);
   }
 
+  // Note [Issue order on a device]: an event recorded on the compute stream by the issuing thread,
+  // from a pool (returned when the operation is done with it).
+  IssueMark MarkIssue() override {
+    cudaEvent_t event = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(marks_mu_);
+      if (!free_marks_.empty()) {
+        event = free_marks_.back();
+        free_marks_.pop_back();
+      }
+    }
+    int previous = 0;
+    cudaGetDevice(&previous);
+    if (previous != device_.index) cudaSetDevice(device_.index);
+    if (event == nullptr &&
+        cudaEventCreateWithFlags(&event, cudaEventDisableTiming) != cudaSuccess) {
+      event = nullptr;
+    }
+    if (event != nullptr) {
+      auto compute = static_cast<cudaStream_t>(RuntimeFor(device_).ComputeStream(device_));
+      if (cudaEventRecord(event, compute) != cudaSuccess) {
+        cudaEventDestroy(event);
+        event = nullptr;
+      }
+    }
+    if (previous != device_.index) cudaSetDevice(previous);
+    if (event == nullptr) {
+      (void)cudaGetLastError();
+      return nullptr;  // Enqueue falls back to recording on the communication thread
+    }
+    return IssueMark(event, [this](void* e) {
+      std::lock_guard<std::mutex> lock(marks_mu_);
+      free_marks_.push_back(static_cast<cudaEvent_t>(e));
+    });
+  }
+  void BeginOp(const IssueMark& mark) override {
+    issue_mark_ = static_cast<cudaEvent_t>(mark.get());
+  }
+
   // May run on the completion thread while the communication thread is inside a call: the flag
   // is atomic and claimed once, so the communicator is aborted exactly once.
   void Abort() override {
@@ -209,9 +252,15 @@ class NcclBackend : public Backend {
   absl::Status Enqueue(const char* what, absl::Time deadline, Issue&& issue) {
     if (aborted_.load()) return absl::AbortedError("the NCCL communicator was aborted");
     KILN_CUDART_RETURN_IF_ERROR(cudaSetDevice(device_.index));
-    auto compute = static_cast<cudaStream_t>(RuntimeFor(device_).ComputeStream(device_));
-    KILN_CUDART_RETURN_IF_ERROR(cudaEventRecord(ready_, compute));
-    KILN_CUDART_RETURN_IF_ERROR(cudaStreamWaitEvent(stream_, ready_, 0));
+    cudaEvent_t ready = issue_mark_;  // Note [Issue order on a device]
+    issue_mark_ = nullptr;
+    if (ready ==
+        nullptr) {  // no mark (its event could not be made): the compute stream as it is now
+      auto compute = static_cast<cudaStream_t>(RuntimeFor(device_).ComputeStream(device_));
+      KILN_CUDART_RETURN_IF_ERROR(cudaEventRecord(ready_, compute));
+      ready = ready_;
+    }
+    KILN_CUDART_RETURN_IF_ERROR(cudaStreamWaitEvent(stream_, ready, 0));
     KILN_NCCL_RETURN_IF_ERROR(issue());
     KILN_RETURN_IF_ERROR(Settle(deadline, what));
     KILN_CUDART_RETURN_IF_ERROR(cudaEventRecord(done_, stream_));
@@ -235,8 +284,6 @@ class NcclBackend : public Backend {
       }
       std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
-    auto compute = static_cast<cudaStream_t>(RuntimeFor(device_).ComputeStream(device_));
-    KILN_CUDART_RETURN_IF_ERROR(cudaStreamWaitEvent(compute, done_, 0));
     return absl::OkStatus();
   }
 
@@ -277,11 +324,10 @@ class NcclBackend : public Backend {
     KILN_CUDART_RETURN_IF_ERROR(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
     // The Communicator gives point-to-point posts no deadline; the enqueue is bounded by the
     // communicator's timeout instead.
-    const absl::Status enqueued =
-        Enqueue(send ? "send" : "receive", absl::Now() + timeout_, [&] {
-          return send ? ncclSend(t.raw_data(), Count(t), type, peer, comm_, stream_)
-                      : ncclRecv(t.raw_data(), Count(t), type, peer, comm_, stream_);
-        });
+    const absl::Status enqueued = Enqueue(send ? "send" : "receive", absl::Now() + timeout_, [&] {
+      return send ? ncclSend(t.raw_data(), Count(t), type, peer, comm_, stream_)
+                  : ncclRecv(t.raw_data(), Count(t), type, peer, comm_, stream_);
+    });
     if (!enqueued.ok()) {
       cudaEventDestroy(done);
       return enqueued;
@@ -310,6 +356,9 @@ class NcclBackend : public Backend {
   ncclComm_t comm_ = nullptr;
   cudaStream_t stream_ = nullptr;
   cudaEvent_t ready_ = nullptr, done_ = nullptr;
+  cudaEvent_t issue_mark_ = nullptr;  // the running operation's mark (communication thread only)
+  std::mutex marks_mu_;
+  std::vector<cudaEvent_t> free_marks_;
   void* scratch_ = nullptr;  // the barrier's one int on the device
   std::atomic<bool> aborted_{false};
 };
