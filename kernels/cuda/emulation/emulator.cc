@@ -297,7 +297,7 @@ void SetThreadOrder(ThreadOrder order) { S().order = order; }
 namespace {
 
 // Every block of one launch, in turn, on the calling host thread.
-void RunGrid(const void* kernel, dim3 grid, dim3 block, size_t dynamic_shared_bytes,
+void RunGrid(dim3 grid, dim3 block, size_t dynamic_shared_bytes,
              const std::function<void()>& body) {
   Scheduler& s = S();
   if (!StickyFailure().empty() || !DeferredFailure().empty()) {
@@ -325,7 +325,6 @@ void RunGrid(const void* kernel, dim3 grid, dim3 block, size_t dynamic_shared_by
     }
   }
   s.body = nullptr;
-  (void)kernel;
 }
 
 }  // namespace
@@ -335,8 +334,8 @@ void LaunchGrid(const void* kernel, dim3 grid, dim3 block, size_t dynamic_shared
   if (S().current != nullptr) Misuse("a kernel launched from inside a kernel");
   const std::string refused = CheckLaunchConfiguration(kernel, grid, block, dynamic_shared_bytes);
   if (!refused.empty()) return;  // recorded as the launch's error, as cudaLaunchKernel would
-  Enqueue(stream, [kernel, grid, block, dynamic_shared_bytes, body = std::move(body)] {
-    RunGrid(kernel, grid, block, dynamic_shared_bytes, body);
+  Enqueue(stream, [grid, block, dynamic_shared_bytes, body = std::move(body)] {
+    RunGrid(grid, block, dynamic_shared_bytes, body);
   });
 }
 

@@ -11,6 +11,7 @@
 #include "engine/data/token_file.h"
 #include "engine/dist/store.h"
 #include "engine/train/session.h"
+#include "tests/engine/train/tiny_dp_spec.h"
 #include "tests/kernels/cuda/gpu_test_util.h"
 
 namespace kiln::testing {
@@ -32,34 +33,10 @@ struct Case {
 };
 
 kiln::v1::JobSpec Spec(const Case& c, const std::string& data, const std::string& ckpt_dir) {
-  kiln::v1::JobSpec s;
-  s.set_name("dp-cuda");
+  kiln::v1::JobSpec s = TinyDataParallelSpec(c.family, data, kGlobalBatch / c.world / c.grad_accum,
+                                             c.world, c.stage, c.precision, kSteps);
   s.mutable_resources()->set_device(c.device);
-  auto* m = s.mutable_model();
-  m->set_family(c.family);
-  m->set_n_layer(2);
-  m->set_n_head(4);
-  m->set_n_kv_head(c.family == "llama" ? 2 : 4);
-  m->set_d_model(32);
-  m->set_d_ff(c.family == "llama" ? 48 : 128);
-  m->set_vocab_size(61);
-  m->set_max_seq_len(16);
-  s.mutable_data()->set_train(data);
-  s.mutable_data()->set_seq_len(12);
-  auto* t = s.mutable_train();
-  t->set_steps(kSteps);
-  t->set_micro_batch(kGlobalBatch / c.world / c.grad_accum);
-  t->set_grad_accum(c.grad_accum);
-  t->set_precision(c.precision);
-  t->set_grad_clip(0.5);
-  t->mutable_optimizer()->set_lr(5e-3);
-  t->mutable_optimizer()->set_weight_decay(0.1);
-  t->mutable_optimizer()->set_eps(1e-6);  // Note [Key bias noise] in data_parallel_test.cc
-  t->mutable_lr_schedule()->set_name("cosine");
-  t->mutable_lr_schedule()->set_warmup_steps(2);
-  s.mutable_parallel()->set_dp(c.world);
-  s.mutable_parallel()->set_zero_stage(c.stage);
-  s.mutable_parallel()->set_bucket_mb(0.004);  // several buckets even for a tiny model
+  s.mutable_train()->set_grad_accum(c.grad_accum);
   s.mutable_checkpoint()->set_dir(ckpt_dir);
   return s;
 }

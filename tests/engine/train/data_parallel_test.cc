@@ -5,10 +5,11 @@
 #include <map>
 #include <thread>
 
-#include "engine/data/token_file.h"
 #include "engine/core/parallel.h"
+#include "engine/data/token_file.h"
 #include "engine/dist/communicator.h"
 #include "engine/train/session.h"
+#include "tests/engine/train/tiny_dp_spec.h"
 #include "tests/testing.h"
 
 namespace kiln::testing {
@@ -16,38 +17,7 @@ namespace {
 
 kiln::v1::JobSpec Spec(const std::string& family, const std::string& data, int micro_batch,
                        int world, int stage, const std::string& precision) {
-  kiln::v1::JobSpec s;
-  s.set_name("dp");
-  auto* m = s.mutable_model();
-  m->set_family(family);
-  m->set_n_layer(2);
-  m->set_n_head(4);
-  m->set_n_kv_head(family == "llama" ? 2 : 4);
-  m->set_d_model(32);
-  m->set_d_ff(family == "llama" ? 48 : 128);
-  m->set_vocab_size(61);
-  m->set_max_seq_len(16);
-  s.mutable_data()->set_train(data);
-  s.mutable_data()->set_seq_len(12);
-  auto* t = s.mutable_train();
-  t->set_steps(8);
-  t->set_micro_batch(micro_batch);
-  t->set_precision(precision);
-  t->set_grad_clip(0.5);
-  t->mutable_optimizer()->set_lr(5e-3);
-  t->mutable_optimizer()->set_weight_decay(0.1);
-  // Note [Key bias noise]: GPT-2's key bias gets a gradient that is zero in exact arithmetic
-  // (softmax ignores a constant added to every score of a query), so what reaches it is rounding
-  // noise near 1e-9, different for every summation order. With eps = 1e-8 AdamW turns that noise
-  // into steps of size lr; eps = 1e-6 keeps noise-driven steps below 1e-5 of lr, so the comparison
-  // measures the data-parallel arithmetic rather than amplified rounding.
-  t->mutable_optimizer()->set_eps(1e-6);
-  t->mutable_lr_schedule()->set_name("cosine");
-  t->mutable_lr_schedule()->set_warmup_steps(2);
-  s.mutable_parallel()->set_dp(world);
-  s.mutable_parallel()->set_zero_stage(stage);
-  s.mutable_parallel()->set_bucket_mb(0.004);  // several buckets even for a tiny model
-  return s;
+  return TinyDataParallelSpec(family, data, micro_batch, world, stage, precision, /*steps=*/8);
 }
 
 std::string WriteData(const std::string& dir) {
@@ -98,7 +68,8 @@ RunResult RunRanks(const std::function<kiln::v1::JobSpec(int world)>& spec, int 
       const graph::MemoryPlan& plan = (*session)->executor().memory_plan();
       for (const nn::ParamEntry& e : (*session)->param_table().entries) {
         const int64_t at = plan.param_offset[e.graph_param] + e.offset;
-        results[r].weights[e.name] = std::vector<float>(full.begin() + at, full.begin() + at + e.numel());
+        results[r].weights[e.name] =
+            std::vector<float>(full.begin() + at, full.begin() + at + e.numel());
       }
       results[r].memory = (*session)->Memory();
     });
@@ -117,8 +88,8 @@ void CheckMatchesOneProcess(const std::string& family) {
   SetNumThreads(1);
   const std::string data = WriteData(TempDir("dp-" + family));
   const int global_batch = 4;
-  const RunResult one = RunRanks(
-      [&](int) { return Spec(family, data, global_batch, 1, 0, "fp32"); }, 1);
+  const RunResult one =
+      RunRanks([&](int) { return Spec(family, data, global_batch, 1, 0, "fp32"); }, 1);
   for (int world : {1, 2, 4}) {
     for (int stage : {0, 1, 2, 3}) {
       INFO(family << ": " << world << " ranks, ZeRO stage " << stage);
@@ -174,9 +145,9 @@ TEST_CASE("per-rank memory follows the ZeRO formulas at 4 ranks", "[dp][memory]"
     const double states = r.memory.parameters + r.memory.gradients + r.memory.optimizer;
     const double formula[] = {16 * P, 4 * P + 12 * P / world, 2 * P + 14 * P / world,
                               16 * P / world};
-    INFO("stage " << stage << ": params " << r.memory.parameters << " grads "
-                  << r.memory.gradients << " optimizer " << r.memory.optimizer << " = "
-                  << states << " bytes; formula " << formula[stage] << " (P = " << P << ")");
+    INFO("stage " << stage << ": params " << r.memory.parameters << " grads " << r.memory.gradients
+                  << " optimizer " << r.memory.optimizer << " = " << states << " bytes; formula "
+                  << formula[stage] << " (P = " << P << ")");
     REQUIRE(std::fabs(states - formula[stage]) <= 0.05 * formula[stage]);
     if (stage >= 2) {
       REQUIRE(r.memory.buffers > 0);
