@@ -14,11 +14,16 @@ std::string TensorType::ToString() const {
 
 const char* ValueKindName(ValueKind kind) {
   switch (kind) {
-    case ValueKind::kInput: return "input";
-    case ValueKind::kParam: return "param";
-    case ValueKind::kParamGrad: return "grad";
-    case ValueKind::kActivation: return "act";
-    case ValueKind::kConstant: return "const";
+    case ValueKind::kInput:
+      return "input";
+    case ValueKind::kParam:
+      return "param";
+    case ValueKind::kParamGrad:
+      return "grad";
+    case ValueKind::kActivation:
+      return "act";
+    case ValueKind::kConstant:
+      return "const";
   }
   return "?";
 }
@@ -84,7 +89,10 @@ void Graph::RetainNodes(const std::vector<bool>& keep) {
   }
   nodes_ = std::move(kept);
   for (size_t n = 0; n < nodes_.size(); ++n) {
-    for (ValueId o : nodes_[n].outputs) values_[o].producer = static_cast<NodeId>(n);
+    for (size_t o = 0; o < nodes_[n].outputs.size(); ++o) {
+      values_[nodes_[n].outputs[o]].producer = static_cast<NodeId>(n);
+      values_[nodes_[n].outputs[o]].producer_output = static_cast<int>(o);
+    }
   }
 }
 

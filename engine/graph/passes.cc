@@ -1,9 +1,30 @@
-// Dead-code elimination (more passes — recompute, fusion — join here as they arrive).
+// Graph passes between autodiff and planning: dead-code elimination and the matmul epilogue
+// fusions (bias; gelu forward and backward).
 #include "engine/graph/passes.h"
 
+#include <algorithm>
+
 #include "engine/graph/op_schema.h"
+#include "engine/ops/attrs/matmul.h"
 
 namespace kiln::graph {
+namespace {
+
+// A linear layer's matmul: one shared 2-D weight and no transposed a, so every batch folds into
+// the rows of one matmul — the form the fused kernels take (a bias or auxiliary matrix per batch
+// would need batch strides).
+bool FoldsIntoOneMatmul(const Graph& graph, const Node& mm) {
+  const auto* attrs = std::any_cast<ops::MatmulAttrs>(&mm.attrs);
+  return attrs != nullptr && !attrs->trans_a && graph.value(mm.inputs[1]).type.rank() == 2;
+}
+
+bool FusibleDType(DType dtype) { return dtype == DType::kF32 || dtype == DType::kBF16; }
+
+bool IsGraphOutput(const Graph& graph, ValueId v) {
+  return std::find(graph.outputs().begin(), graph.outputs().end(), v) != graph.outputs().end();
+}
+
+}  // namespace
 
 int EliminateDeadCode(Graph& graph) {
   std::vector<bool> live_value(graph.num_values(), false);
@@ -38,11 +59,11 @@ int FuseMatmulBias(Graph& graph) {
     const Value& pv = graph.value(product);
     if (pv.producer == kNoNode || readers[product].size() != 1) continue;
     const Node& mm = graph.node(pv.producer);
-    if (mm.op->name != "matmul" || !keep[pv.producer]) continue;
+    if (mm.op->name != "matmul" || !keep[pv.producer] || !FoldsIntoOneMatmul(graph, mm)) continue;
+    if (IsGraphOutput(graph, product)) continue;
     const Value& bv = graph.value(bias);
     if (bv.type.rank() != 1 || bv.type.shape[0] != pv.type.shape.back() ||
-        bv.type.dtype != pv.type.dtype ||
-        (pv.type.dtype != DType::kF32 && pv.type.dtype != DType::kBF16)) {
+        bv.type.dtype != pv.type.dtype || !FusibleDType(pv.type.dtype)) {
       continue;
     }
     if (bv.producer != kNoNode && bv.producer >= pv.producer) continue;
@@ -54,6 +75,52 @@ int FuseMatmulBias(Graph& graph) {
     ++count;
   }
   if (count > 0) graph.RetainNodes(keep);  // also re-links the fused outputs' producers
+  return count;
+}
+
+int FuseMatmulGelu(Graph& graph) {
+  const OpSchema* forward = OpRegistry::Global().Find("matmul_bias_gelu");
+  const OpSchema* backward = OpRegistry::Global().Find("matmul_dgelu");
+  if (forward == nullptr || backward == nullptr) return 0;
+  const std::vector<std::vector<NodeId>> readers = graph.Consumers();
+  std::vector<bool> keep(graph.num_nodes(), true);
+  int count = 0;
+  for (NodeId n = 0; n < graph.num_nodes(); ++n) {
+    const Node& node = graph.node(n);
+    if (node.op->name == "gelu") {
+      // gelu(pre = matmul_bias(a, b, bias)) -> matmul_bias_gelu(a, b, bias) = (pre, y). pre keeps
+      // its other readers (gelu_backward): the fused node still writes it.
+      const ValueId pre = node.inputs[0];
+      const Value& pv = graph.value(pre);
+      if (pv.producer == kNoNode || !keep[pv.producer]) continue;
+      const Node& mm = graph.node(pv.producer);
+      if (mm.op->name != "matmul_bias" || !FoldsIntoOneMatmul(graph, mm)) continue;
+      Node& m = graph.mutable_node(pv.producer);
+      m.op = forward;
+      m.outputs = {pre, node.outputs[0]};
+    } else if (node.op->name == "gelu_backward") {
+      // gelu_backward(dy = matmul(a, b), pre) -> matmul_dgelu(a, b, pre), when dy has no other
+      // reader and pre exists before the matmul runs.
+      const ValueId dy = node.inputs[0], pre = node.inputs[1];
+      const Value& dv = graph.value(dy);
+      if (dv.producer == kNoNode || !keep[dv.producer] || readers[dy].size() != 1) continue;
+      if (IsGraphOutput(graph, dy) || !FusibleDType(dv.type.dtype)) continue;
+      const Node& mm = graph.node(dv.producer);
+      if (mm.op->name != "matmul" || !FoldsIntoOneMatmul(graph, mm)) continue;
+      const Value& prev = graph.value(pre);
+      if (prev.type != dv.type || prev.producer == kNoNode || prev.producer >= dv.producer)
+        continue;
+      Node& m = graph.mutable_node(dv.producer);
+      m.op = backward;
+      m.inputs.push_back(pre);
+      m.outputs[0] = node.outputs[0];
+    } else {
+      continue;
+    }
+    keep[n] = false;
+    ++count;
+  }
+  if (count > 0) graph.RetainNodes(keep);  // re-links the moved outputs to the fused nodes
   return count;
 }
 

@@ -16,4 +16,11 @@ int EliminateDeadCode(Graph& graph);
 // autodiff: the fused op has no gradient. Returns the number of fusions.
 int FuseMatmulBias(Graph& graph);
 
+// Folds the gelu around a linear layer into its matmul's epilogue (Note [GELU in the matmul
+// epilogue], kernels/cuda/matmul.cc): gelu(matmul_bias(a, b, bias)) becomes matmul_bias_gelu(a, b,
+// bias) -> (pre, y), and gelu_backward(matmul(a, b), pre) becomes matmul_dgelu(a, b, pre) when the
+// product is read only there. f32 and bf16, linear layers only (a shared 2-D weight, no trans_a).
+// Run after FuseMatmulBias. Returns the number of fusions.
+int FuseMatmulGelu(Graph& graph);
+
 }  // namespace kiln::graph

@@ -99,7 +99,10 @@ absl::StatusOr<ModelGraph> BuildModel(const ModelConfig& c, const GraphOptions& 
     KILN_ASSIGN_OR_RETURN(m.backward, graph::BuildBackward(b, m.loss));
   }
   graph::EliminateDeadCode(m.graph);
-  graph::FuseMatmulBias(m.graph);
+  if (o.fuse_matmul_epilogues) {
+    graph::FuseMatmulBias(m.graph);
+    graph::FuseMatmulGelu(m.graph);
+  }
   return m;
 }
 

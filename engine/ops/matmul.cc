@@ -86,29 +86,52 @@ graph::OpSchema MatmulSchema() {
 
 KILN_REGISTER_OP(MatmulSchema());
 
-// matmul_bias(a, b, bias) = matmul(a, b) + bias: made only by the fusion pass, after autodiff
-// (engine/graph/passes.h), so it needs no gradient.
+// The fused forms (attrs/matmul.h) are made only by the fusion passes, after autodiff
+// (engine/graph/passes.h), so they need no gradient. matmul_bias and matmul_bias_gelu take a bias
+// (N); matmul_dgelu takes the gelu input pre, shaped like the product.
+absl::Status RequireBias(const TensorType& bias, const TensorType& product) {
+  const int64_t n = product.shape.back();
+  if (bias.shape != Shape{n} || bias.dtype != product.dtype) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("argument bias is ", bias.ToString(), ": expected ",
+                     std::string(DTypeName(product.dtype)), "[", n, "]"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<TensorType>> InferMatmulBias(const std::vector<TensorType>& in,
                                                         const std::any& attrs) {
   KILN_ASSIGN_OR_RETURN(std::vector<TensorType> out, InferMatmul({in[0], in[1]}, attrs));
-  const int64_t n = out[0].shape.back();
-  if (in[2].shape != Shape{n} || in[2].dtype != out[0].dtype) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("argument bias is ", in[2].ToString(), ": expected ",
-                     std::string(DTypeName(out[0].dtype)), "[", n, "]"));
-  }
+  KILN_RETURN_IF_ERROR(RequireBias(in[2], out[0]));
   return out;
 }
 
-graph::OpSchema MatmulBiasSchema() {
+absl::StatusOr<std::vector<TensorType>> InferMatmulBiasGelu(const std::vector<TensorType>& in,
+                                                            const std::any& attrs) {
+  KILN_ASSIGN_OR_RETURN(std::vector<TensorType> out, InferMatmulBias(in, attrs));
+  return std::vector<TensorType>{out[0], out[0]};  // (pre, y)
+}
+
+absl::StatusOr<std::vector<TensorType>> InferMatmulDGelu(const std::vector<TensorType>& in,
+                                                         const std::any& attrs) {
+  KILN_ASSIGN_OR_RETURN(std::vector<TensorType> out, InferMatmul({in[0], in[1]}, attrs));
+  KILN_RETURN_IF_ERROR(RequireSameShape(in[2], "pre", out[0], "the product"));
+  return out;
+}
+
+graph::OpSchema FusedMatmulSchema(const std::string& name, const std::string& third_input,
+                                  int num_outputs, graph::InferFn infer) {
   graph::OpSchema s;
-  s.name = "matmul_bias";
-  s.input_names = {"a", "b", "bias"};
-  s.infer = InferMatmulBias;
+  s.name = name;
+  s.input_names = {"a", "b", third_input};
+  s.num_outputs = num_outputs;
+  s.infer = std::move(infer);
   return s;
 }
 
-KILN_REGISTER_OP(MatmulBiasSchema());
+KILN_REGISTER_OP(FusedMatmulSchema("matmul_bias", "bias", 1, InferMatmulBias));
+KILN_REGISTER_OP(FusedMatmulSchema("matmul_bias_gelu", "bias", 2, InferMatmulBiasGelu));
+KILN_REGISTER_OP(FusedMatmulSchema("matmul_dgelu", "pre", 1, InferMatmulDGelu));
 
 }  // namespace
 

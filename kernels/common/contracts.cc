@@ -88,7 +88,7 @@ void CheckBinary(const KernelContext& ctx, DeviceType device, bool is_add) {
   }
 }
 
-MatmulShape CheckMatmul(const KernelContext& ctx, DeviceType device) {
+MatmulShape CheckMatmul(const KernelContext& ctx, DeviceType device, ops::MatmulEpilogue epilogue) {
   const auto& attrs = ctx.attrs_as<ops::MatmulAttrs>();
   const Tensor& a = ctx.input(0);     // (..., M, K), trans_a: (..., K, M)
   const Tensor& b = ctx.input(1);     // (K, N) or (..., K, N), trans_b: (N, K) or (..., N, K)
@@ -121,12 +121,24 @@ MatmulShape CheckMatmul(const KernelContext& ctx, DeviceType device) {
   expected_out.push_back(s.n);
   KILN_CHECK(out.sizes() == expected_out) << "matmul out " << ShapeToString(out.sizes())
                                           << ", expected " << ShapeToString(expected_out);
-  s.has_bias = ctx.num_inputs > 2;
-  if (s.has_bias) {
+  s.epilogue = epilogue;
+  const bool three_inputs = epilogue != ops::MatmulEpilogue::kNone;
+  KILN_CHECK_EQ(ctx.num_inputs, three_inputs ? 3 : 2) << "matmul inputs";
+  KILN_CHECK_EQ(ctx.num_outputs, epilogue == ops::MatmulEpilogue::kBiasGelu ? 2 : 1)
+      << "matmul outputs";
+  if (s.has_bias()) {
     const Tensor& bias = ctx.input(2);  // (N)
-    CheckTensorOn(bias, device, dtype, "matmul_bias bias");
+    CheckTensorOn(bias, device, dtype, "matmul bias");
     KILN_CHECK(bias.dim() == 1 && bias.size(0) == s.n)
-        << "matmul_bias: bias " << ShapeToString(bias.sizes()) << " for N = " << s.n;
+        << "matmul: bias " << ShapeToString(bias.sizes()) << " for N = " << s.n;
+  }
+  if (epilogue == ops::MatmulEpilogue::kBiasGelu) {  // output 0 is pre, output 1 y = gelu(pre)
+    CheckTensorOn(ctx.output(1), device, dtype, "matmul_bias_gelu y");
+    CheckSameShape(ctx.output(1), out, "matmul_bias_gelu y and pre");
+  }
+  if (epilogue == ops::MatmulEpilogue::kDGelu) {
+    CheckTensorOn(ctx.input(2), device, dtype, "matmul_dgelu pre");
+    CheckSameShape(ctx.input(2), out, "matmul_dgelu pre and out");
   }
   return s;
 }

@@ -14,6 +14,7 @@
 #include "engine/core/kernel.h"
 #include "engine/core/tensor.h"
 #include "engine/ops/attrs/attention.h"
+#include "engine/ops/attrs/matmul.h"
 
 namespace kiln::kernels {
 
@@ -41,16 +42,21 @@ void CheckScale(const KernelContext& ctx, DeviceType device, ScaleOp op);
 // add / mul: out like a; add's b a suffix of a's shape (any float dtype), mul's b equal to a.
 void CheckBinary(const KernelContext& ctx, DeviceType device, bool is_add);
 
-// matmul(a, b) -> out and matmul_bias(a, b, bias) -> out (engine/ops/attrs/matmul.h): a
-// (..., M, K) or (..., K, M) with trans_a; b (K, N) or (N, K) with trans_b, shared by every batch,
-// or batched with exactly a's leading dims; out (..., M, N); bias (N); all in a's dtype.
+// matmul(a, b) -> out and its fused forms (engine/ops/attrs/matmul.h): a (..., M, K) or
+// (..., K, M) with trans_a; b (K, N) or (N, K) with trans_b, shared by every batch, or batched with
+// exactly a's leading dims; out (..., M, N); bias (N) (kBias, kBiasGelu); pre (..., M, N)
+// (kBiasGelu: output 0, y output 1; kDGelu: input 2); all in a's dtype.
 struct MatmulShape {
   int64_t batch = 0;  // product of a's leading dims (1 for a 2-D a)
   int64_t m = 0, k = 0, n = 0;
   bool b_batched = false;  // b has a's leading dims (else one (K, N) b for every batch)
-  bool has_bias = false;   // matmul_bias
+  ops::MatmulEpilogue epilogue = ops::MatmulEpilogue::kNone;
+  bool has_bias() const {
+    return epilogue == ops::MatmulEpilogue::kBias || epilogue == ops::MatmulEpilogue::kBiasGelu;
+  }
 };
-MatmulShape CheckMatmul(const KernelContext& ctx, DeviceType device);
+MatmulShape CheckMatmul(const KernelContext& ctx, DeviceType device,
+                        ops::MatmulEpilogue epilogue = ops::MatmulEpilogue::kNone);
 
 // layer_norm(x, gamma, beta) -> (y, mean, rstd), rms_norm(x, gamma) -> (y, rstd): the f32 (C)
 // parameters and (rows) statistics against x, and y like x.

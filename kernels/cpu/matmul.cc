@@ -2,6 +2,9 @@
 // shapes (transposes are strides, never copies) and run from Run with a user scratchpad taken
 // from the workspace. f32 and bf16 (f32 accumulation; AMX where present) run natively; f16 runs
 // natively where oneDNN has an optimized f16 matmul, else through f32 copies in the workspace.
+// The fused forms (engine/ops/attrs/matmul.h) are the same primitive (with oneDNN's bias for
+// matmul_bias and matmul_bias_gelu) followed by the element-wise gelu / gelu_backward body over the
+// stored product: exactly the unfused ops' results, which is what the reference must be.
 #include "engine/ops/attrs/matmul.h"
 
 #include <dnnl.hpp>
@@ -20,7 +23,7 @@ const dnnl::engine& CpuEngine() {
 }
 
 // The operands as oneDNN memory descriptors over the caller's (contiguous) buffers; `bias` is
-// set for matmul_bias (input 2, (N), broadcast over rows).
+// set for the bias epilogues (input 2, (N), broadcast over rows).
 struct MatmulDescs {
   memory::desc a, b, c, bias;
 };
@@ -30,11 +33,12 @@ struct MatmulDescs {
 // descriptors whose strides express the transposes. With a shared 2-D b and no trans_a, the
 // leading axes of a fold into rows: one (batch*M, K) x (K, N) matmul, the shape oneDNN runs best.
 // Otherwise it is a 3-D batched matmul, with b's batch dim of size 1 broadcast when b is shared.
-MatmulDescs DescribeMatmul(const KernelContext& ctx, memory::data_type dt) {
+MatmulDescs DescribeMatmul(const KernelContext& ctx, memory::data_type dt,
+                           ops::MatmulEpilogue epilogue) {
   const auto& attrs = ctx.attrs_as<ops::MatmulAttrs>();
-  const MatmulShape s = CheckMatmul(ctx, DeviceType::kCPU);
+  const MatmulShape s = CheckMatmul(ctx, DeviceType::kCPU, epilogue);
   const int64_t batch = s.batch, m = s.m, k = s.k, n = s.n;
-  const bool b_batched = s.b_batched, has_bias = s.has_bias;
+  const bool b_batched = s.b_batched, has_bias = s.has_bias();
   MatmulDescs d;
   if (!b_batched && !attrs.trans_a) {
     d.a = memory::desc({batch * m, k}, dt, memory::dims{k, 1});
@@ -65,7 +69,7 @@ dnnl::matmul::primitive_desc MakePrimitiveDesc(const MatmulDescs& d) {
 // The oneDNN type the product runs in. f16 runs natively only where oneDNN has an optimized f16
 // matmul for this CPU (not 2.6: it has none, and a reference kernel would be far slower than
 // converting); otherwise it runs in f32 on copies (see Note [Matmul in f16]).
-memory::data_type ComputeType(const KernelContext& ctx) {
+memory::data_type ComputeType(const KernelContext& ctx, ops::MatmulEpilogue epilogue) {
   switch (ctx.input(0).dtype()) {
     case DType::kBF16:
       return memory::data_type::bf16;
@@ -76,7 +80,7 @@ memory::data_type ComputeType(const KernelContext& ctx) {
   }
   try {
     const dnnl::matmul::primitive_desc pd =
-        MakePrimitiveDesc(DescribeMatmul(ctx, memory::data_type::f16));
+        MakePrimitiveDesc(DescribeMatmul(ctx, memory::data_type::f16, epilogue));
     if (std::string(pd.impl_info_str()).rfind("ref", 0) != 0) return memory::data_type::f16;
   } catch (const dnnl::error&) {
     // No f16 implementation at all.
@@ -90,20 +94,21 @@ memory::data_type ComputeType(const KernelContext& ctx) {
 // one rounding, like the bf16 path. The extra traffic is small next to the product.
 size_t Align64(size_t bytes) { return (bytes + 63) / 64 * 64; }
 
+template <ops::MatmulEpilogue kEpilogue>
 class MatmulKernel final : public Kernel {
  public:
   size_t WorkspaceBytes(const KernelContext& ctx) const override {
-    const memory::data_type type = ComputeType(ctx);
-    const MatmulDescs d = DescribeMatmul(ctx, type);
+    const memory::data_type type = ComputeType(ctx, kEpilogue);
+    const MatmulDescs d = DescribeMatmul(ctx, type, kEpilogue);
     return Layout(ctx, type, MakePrimitiveDesc(d).scratchpad_desc().get_size()).total;
   }
 
   absl::Status Prepare(const KernelContext& ctx) override {
     const DType dtype = ctx.input(0).dtype();  // DescribeMatmul checks the contract
     try {
-      const memory::data_type type = ComputeType(ctx);
+      const memory::data_type type = ComputeType(ctx, kEpilogue);
       convert_f16_ = dtype == DType::kF16 && type == memory::data_type::f32;
-      const MatmulDescs d = DescribeMatmul(ctx, type);
+      const MatmulDescs d = DescribeMatmul(ctx, type, kEpilogue);
       const dnnl::matmul::primitive_desc pd = MakePrimitiveDesc(d);
       primitive_ = dnnl::matmul(pd);
       stream_ = dnnl::stream(CpuEngine());
@@ -118,7 +123,7 @@ class MatmulKernel final : public Kernel {
       args_[1] = {DNNL_ARG_WEIGHTS, b_.get()};
       args_[2] = {DNNL_ARG_DST, c_.get()};
       if (d.bias.get_size() > 0) {
-        KILN_CHECK(!convert_f16_) << "matmul_bias in f16 is not fused (see FuseMatmulBias)";
+        KILN_CHECK(!convert_f16_) << "a bias epilogue in f16 is not fused (see FuseMatmulBias)";
         bias_ = memory(d.bias, CpuEngine(), DNNL_MEMORY_NONE);
         args_[num_args_++] = {DNNL_ARG_BIAS, bias_.get()};
       }
@@ -161,6 +166,14 @@ class MatmulKernel final : public Kernel {
     if (convert_f16_) {
       Isa().unary({UnaryOp::kScale, DType::kF32, DType::kF16, c_data, c.raw_data(), c.numel()});
     }
+    const DType dtype = c.dtype();
+    if constexpr (kEpilogue == ops::MatmulEpilogue::kBiasGelu) {  // c is pre; y = gelu(pre)
+      Isa().unary(
+          {UnaryOp::kGelu, dtype, dtype, c.raw_data(), ctx.output(1).raw_data(), c.numel()});
+    } else if constexpr (kEpilogue == ops::MatmulEpilogue::kDGelu) {  // c = c * gelu'(pre)
+      Isa().binary({BinaryOp::kGeluBackward, dtype, dtype, c.raw_data(), ctx.input(2).raw_data(),
+                    c.raw_data(), c.numel(), c.numel()});
+    }
   }
 
  private:
@@ -202,8 +215,14 @@ class MatmulKernel final : public Kernel {
 
 }  // namespace
 
-KILN_REGISTER_FLOAT_KERNELS("matmul", kCPU, MatmulKernel);
-KILN_REGISTER_KERNEL("matmul_bias", kCPU, kF32, MatmulKernel);
-KILN_REGISTER_KERNEL("matmul_bias", kCPU, kBF16, MatmulKernel);
+using ops::MatmulEpilogue;
+KILN_REGISTER_FLOAT_KERNELS("matmul", kCPU, MatmulKernel<MatmulEpilogue::kNone>);
+// The fusion passes fuse f32 and bf16 only (f16 runs as f32 copies here, see Note [Matmul in f16]).
+KILN_REGISTER_KERNEL("matmul_bias", kCPU, kF32, MatmulKernel<MatmulEpilogue::kBias>);
+KILN_REGISTER_KERNEL("matmul_bias", kCPU, kBF16, MatmulKernel<MatmulEpilogue::kBias>);
+KILN_REGISTER_KERNEL("matmul_bias_gelu", kCPU, kF32, MatmulKernel<MatmulEpilogue::kBiasGelu>);
+KILN_REGISTER_KERNEL("matmul_bias_gelu", kCPU, kBF16, MatmulKernel<MatmulEpilogue::kBiasGelu>);
+KILN_REGISTER_KERNEL("matmul_dgelu", kCPU, kF32, MatmulKernel<MatmulEpilogue::kDGelu>);
+KILN_REGISTER_KERNEL("matmul_dgelu", kCPU, kBF16, MatmulKernel<MatmulEpilogue::kDGelu>);
 
 }  // namespace kiln::kernels::cpu

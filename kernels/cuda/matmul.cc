@@ -2,18 +2,24 @@
 // per node in Prepare for the bound shapes and addresses, then Run is one cublasLtMatmul on the
 // compute stream with the cuBLASLt workspace taken from the node's workspace. f32 runs with f32
 // compute (no TF32: results match the CPU within 1e-5); bf16 and f16 accumulate in f32.
-// matmul_bias (made by the fusion pass, engine/graph/passes.h) is the same kernel with cuBLASLt's
-// bias epilogue: the bias (N) is added to every row of the output in the same launch.
+// The fused forms (engine/ops/attrs/matmul.h, made by the fusion passes) are the same kernel with
+// a cuBLASLt epilogue (Note [GELU in the matmul epilogue]): matmul_bias adds the bias (N) to every
+// row in the same launch, matmul_bias_gelu also applies gelu and stores its input as the auxiliary
+// output, matmul_dgelu multiplies the product by gelu'(pre) read from the auxiliary input.
 #include "engine/ops/attrs/matmul.h"
 
 #include <cublasLt.h>
 
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_context.h"
+#include "kernels/cuda/launch.h"
 #include "kernels/cuda/launch_geometry.h"
 
 #define KILN_CUBLAS_CHECK(call)                                                                 \
@@ -69,12 +75,30 @@ cudaDataType_t DataType(DType dtype) {
   }
 }
 
+// Note [GELU in the matmul epilogue]
+// GPT-2's MLP is y = gelu(x W + b), and its backward starts dpre = (dout W2^T) * gelu'(pre).
+// Unfused, gelu re-reads the product pre from memory and writes y, and gelu_backward re-reads the
+// product dy and writes dpre: for GPT-2 124M at (B 16, T 1024) that is ~100 MB of bf16 traffic
+// per layer each way. cuBLASLt's GELU_AUX_BIAS epilogue writes pre (the auxiliary output) and
+// gelu(pre) from the accumulator, and DGELU multiplies the accumulator by gelu'(aux) before the
+// store, so each pass over the (rows, F) tensor disappears with its launch. cuBLASLt's GELU is the
+// tanh form, as GPT-2's; it rounds nothing before applying it (the unfused ops round pre or dy to
+// bf16 first), a difference inside bf16's tolerance. Its auxiliary leading dimension must be a
+// multiple of 8 and the heuristic may offer no algorithm for an epilogue; either way, or with
+// KILN_CUDA_GELU_EPILOGUE=0, the node runs the plain (bias) matmul and then the element-wise gelu
+// or gelu_backward kernel on the same stream: the unfused cost, the same results.
+bool GeluEpilogueAllowed() {
+  const char* v = std::getenv("KILN_CUDA_GELU_EPILOGUE");
+  return v == nullptr || std::strcmp(v, "0") != 0;
+}
+
 // Note [Row-major matmul on cuBLASLt]
 // cuBLASLt is column-major. A row-major (r, c) matrix is the column-major (c, r) matrix with the
 // same buffer, so row-major C = op(a) op(b) is computed as column-major C^T = op(b)^T op(a)^T:
 // cuBLASLt's first operand is our b, its second our a, and the output layout is (N, M) with
 // leading dimension N. Without trans_a and with a shared 2-D b the batch folds into M (one
 // large matmul, as the CPU kernel does); otherwise a strided batch, b's stride 0 when shared.
+template <ops::MatmulEpilogue kEpilogue>
 class MatmulKernel final : public Kernel {
  public:
   ~MatmulKernel() override {
@@ -89,29 +113,92 @@ class MatmulKernel final : public Kernel {
   }
 
   absl::Status Prepare(const KernelContext& ctx) override {
+    const MatmulShape shape = CheckMatmul(ctx, DeviceType::kCUDA, kEpilogue);
+    empty_ = shape.m == 0 || shape.n == 0 || shape.batch == 0;
+    zero_k_ = shape.k == 0;
+    if (empty_ || zero_k_) return absl::OkStatus();
+    constexpr bool kGelu =
+        kEpilogue == ops::MatmulEpilogue::kBiasGelu || kEpilogue == ops::MatmulEpilogue::kDGelu;
+    if (kGelu && GeluEpilogueAllowed() && shape.n % 8 == 0) {  // Note [GELU in the matmul epilogue]
+      gelu_in_epilogue_ = true;
+      if (Describe(ctx, shape).ok()) return absl::OkStatus();
+      static std::once_flag warned;
+      std::call_once(warned, [&] {
+        std::fprintf(stderr,
+                     "kiln: cuBLASLt offers no GELU epilogue for a %s matmul (N %lld); running "
+                     "the matmul and the gelu kernel apart\n",
+                     std::string(DTypeName(ctx.input(0).dtype())).c_str(),
+                     static_cast<long long>(shape.n));
+      });
+      DestroyDescriptors();
+    }
+    gelu_in_epilogue_ = false;
+    return Describe(ctx, shape);
+  }
+
+  void Run(const KernelContext& ctx) override {
+    const Tensor& a = ctx.input(0);
+    const Tensor& b = ctx.input(1);
+    const Tensor& c = Destination(ctx);
+    if (empty_) return;
+    const StreamPtr stream = LaunchStreamFor(a);
+    if (zero_k_) {  // an empty sum: zeros
+      KILN_CHECK(kEpilogue == ops::MatmulEpilogue::kNone)
+          << "a fused matmul with an empty inner dimension";
+      KILN_CUDA_CHECK(
+          cudaMemsetAsync(c.raw_data(), 0, c.nbytes(), static_cast<cudaStream_t>(stream)));
+      return;
+    }
+    KILN_CHECK(desc_ != nullptr) << "matmul ran before Prepare";
+    KILN_CHECK(ctx.workspace_bytes >= kCublasWorkspace + kWorkspaceAlign) << "matmul workspace";
+    const float alpha = 1.0f, beta = 0.0f;
+    KILN_CUBLAS_CHECK(cublasLtMatmul(
+        HandleFor(a.device()), desc_, &alpha, b.raw_data(), b_layout_, a.raw_data(), a_layout_,
+        &beta, c.raw_data(), c_layout_, c.raw_data(), c_layout_, &algo_,
+        AlignedWorkspace(ctx.workspace), kCublasWorkspace, static_cast<cudaStream_t>(stream)));
+    if (gelu_in_epilogue_) return;
+    const FloatType type = ToFloatType(c.dtype());
+    if constexpr (kEpilogue == ops::MatmulEpilogue::kBiasGelu) {  // c is pre: y = gelu(pre)
+      LaunchUnary(UnaryOp::kGelu, type, type, c.raw_data(), ctx.output(1).raw_data(), c.numel(),
+                  1.0f, nullptr, stream);
+    } else if constexpr (kEpilogue == ops::MatmulEpilogue::kDGelu) {  // c = c * gelu'(pre)
+      LaunchBinary(BinaryOp::kGeluBackward, type, type, c.raw_data(), ctx.input(2).raw_data(),
+                   c.raw_data(), c.numel(), c.numel(), stream);
+    }
+  }
+
+ private:
+  void DestroyDescriptors() {
+    for (cublasLtMatrixLayout_t* l : {&a_layout_, &b_layout_, &c_layout_}) {
+      if (*l != nullptr) cublasLtMatrixLayoutDestroy(*l);
+      *l = nullptr;
+    }
+    if (desc_ != nullptr) cublasLtMatmulDescDestroy(desc_);
+    desc_ = nullptr;
+  }
+
+  // The descriptors, layouts and algorithm for the bound tensors, with the epilogue that
+  // gelu_in_epilogue_ selects.
+  absl::Status Describe(const KernelContext& ctx, const MatmulShape& shape) {
     const auto& attrs = ctx.attrs_as<ops::MatmulAttrs>();
     const Tensor& a = ctx.input(0);
     const Tensor& b = ctx.input(1);
-    const Tensor& c = ctx.output(0);
+    const Tensor& c = Destination(ctx);
     const DType dtype = a.dtype();
-    const MatmulShape shape = CheckMatmul(ctx, DeviceType::kCUDA);
     const int64_t m = shape.m, k = shape.k, n = shape.n;
     int64_t batch = shape.batch;
     const bool b_batched = shape.b_batched;
-    empty_ = m == 0 || n == 0 || batch == 0;
-    zero_k_ = k == 0;
-    if (empty_ || zero_k_) return absl::OkStatus();
     int64_t rows = m;  // M as cuBLASLt sees it
     if (!b_batched && !attrs.trans_a) {
       rows = batch * m;
       batch = 1;
     }
-    const bool has_bias = shape.has_bias;
-    // The fusion pass only fuses linear layers (a shared 2-D weight, no transposed a), which fold
-    // into one matmul; a strided batch would need a bias batch stride.
-    if (has_bias && batch != 1) {
+    const bool has_bias = shape.has_bias();
+    // The fusion passes only fuse linear layers (a shared 2-D weight, no transposed a), which fold
+    // into one matmul; a strided batch would need bias and auxiliary batch strides.
+    if (kEpilogue != ops::MatmulEpilogue::kNone && batch != 1) {
       return absl::UnimplementedError(
-          absl::StrCat("matmul_bias on CUDA needs a foldable batch; got ", batch, " x ", rows,
+          absl::StrCat("fused matmuls on CUDA need a foldable batch; got ", batch, " x ", rows,
                        " x ", n, " x ", k));
     }
     const cudaDataType_t type = DataType(dtype);
@@ -122,15 +209,24 @@ class MatmulKernel final : public Kernel {
                                                      sizeof(op_first)));
     KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc_, CUBLASLT_MATMUL_DESC_TRANSB, &op_second,
                                                      sizeof(op_second)));
+    const cublasLtEpilogue_t epilogue = EpilogueFor(has_bias);
+    KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc_, CUBLASLT_MATMUL_DESC_EPILOGUE,
+                                                     &epilogue, sizeof(epilogue)));
     if (has_bias) {
       // Column-major D is (N, rows): cuBLASLt's bias runs along D's rows, i.e. our columns. Its
       // type defaults to D's; the pointer is bound for the node's lifetime like the operands.
-      const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
       const void* bias_pointer = ctx.input(2).raw_data();
-      KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc_, CUBLASLT_MATMUL_DESC_EPILOGUE,
-                                                       &epilogue, sizeof(epilogue)));
       KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc_, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                        &bias_pointer, sizeof(bias_pointer)));
+    }
+    if (gelu_in_epilogue_) {
+      // The auxiliary matrix (pre) is laid out as D: column-major (N, rows), leading dimension N.
+      const void* aux = Auxiliary(ctx).raw_data();
+      const int64_t aux_ld = n;
+      KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+          desc_, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof(aux)));
+      KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc_, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD,
+                                                       &aux_ld, sizeof(aux_ld)));
     }
     // First operand (our b): stored (K, N) -> col-major (N, K) ld N; trans_b: (N, K) -> (K, N).
     if (attrs.trans_b) {
@@ -193,30 +289,26 @@ class MatmulKernel final : public Kernel {
     return absl::OkStatus();
   }
 
-  void Run(const KernelContext& ctx) override {
-    const Tensor& a = ctx.input(0);
-    const Tensor& b = ctx.input(1);
-    const Tensor& c = ctx.output(0);
-    if (empty_) return;
-    const StreamPtr stream = LaunchStreamFor(a);
-    if (zero_k_) {  // an empty sum: zeros
-      KILN_CHECK(ctx.num_inputs == 2) << "matmul_bias with an empty inner dimension";
-      KILN_CUDA_CHECK(
-          cudaMemsetAsync(c.raw_data(), 0, c.nbytes(), static_cast<cudaStream_t>(stream)));
-      return;
+  // Where cuBLASLt writes: y for matmul_bias_gelu with the epilogue (pre is the auxiliary output),
+  // otherwise output 0 (the product, or pre).
+  const Tensor& Destination(const KernelContext& ctx) const {
+    return kEpilogue == ops::MatmulEpilogue::kBiasGelu && gelu_in_epilogue_ ? ctx.output(1)
+                                                                            : ctx.output(0);
+  }
+  // The GELU epilogue's auxiliary matrix: pre, written (forward) or read (backward).
+  const Tensor& Auxiliary(const KernelContext& ctx) const {
+    return kEpilogue == ops::MatmulEpilogue::kBiasGelu ? ctx.output(0) : ctx.input(2);
+  }
+  cublasLtEpilogue_t EpilogueFor(bool has_bias) const {
+    if (gelu_in_epilogue_) {
+      return kEpilogue == ops::MatmulEpilogue::kBiasGelu ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS
+                                                         : CUBLASLT_EPILOGUE_DGELU;
     }
-    KILN_CHECK(desc_ != nullptr) << "matmul ran before Prepare";
-    KILN_CHECK(ctx.workspace_bytes >= kCublasWorkspace + kWorkspaceAlign) << "matmul workspace";
-    const float alpha = 1.0f, beta = 0.0f;
-    KILN_CUBLAS_CHECK(cublasLtMatmul(HandleFor(a.device()), desc_, &alpha, b.raw_data(), b_layout_,
-                                     a.raw_data(), a_layout_, &beta, c.raw_data(), c_layout_,
-                                     c.raw_data(), c_layout_, &algo_,
-                                     AlignedWorkspace(ctx.workspace), kCublasWorkspace,
-                                     static_cast<cudaStream_t>(stream)));
+    return has_bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
   }
 
- private:
   bool empty_ = false, zero_k_ = false;
+  bool gelu_in_epilogue_ = false;
   cublasLtMatmulDesc_t desc_ = nullptr;
   cublasLtMatrixLayout_t a_layout_ = nullptr, b_layout_ = nullptr, c_layout_ = nullptr;
   cublasLtMatmulAlgo_t algo_;
@@ -224,8 +316,13 @@ class MatmulKernel final : public Kernel {
 
 }  // namespace
 
-KILN_REGISTER_FLOAT_KERNELS("matmul", kCUDA, MatmulKernel);
-KILN_REGISTER_KERNEL("matmul_bias", kCUDA, kF32, MatmulKernel);
-KILN_REGISTER_KERNEL("matmul_bias", kCUDA, kBF16, MatmulKernel);
+using ops::MatmulEpilogue;
+KILN_REGISTER_FLOAT_KERNELS("matmul", kCUDA, MatmulKernel<MatmulEpilogue::kNone>);
+KILN_REGISTER_KERNEL("matmul_bias", kCUDA, kF32, MatmulKernel<MatmulEpilogue::kBias>);
+KILN_REGISTER_KERNEL("matmul_bias", kCUDA, kBF16, MatmulKernel<MatmulEpilogue::kBias>);
+KILN_REGISTER_KERNEL("matmul_bias_gelu", kCUDA, kF32, MatmulKernel<MatmulEpilogue::kBiasGelu>);
+KILN_REGISTER_KERNEL("matmul_bias_gelu", kCUDA, kBF16, MatmulKernel<MatmulEpilogue::kBiasGelu>);
+KILN_REGISTER_KERNEL("matmul_dgelu", kCUDA, kF32, MatmulKernel<MatmulEpilogue::kDGelu>);
+KILN_REGISTER_KERNEL("matmul_dgelu", kCUDA, kBF16, MatmulKernel<MatmulEpilogue::kDGelu>);
 
 }  // namespace kiln::kernels::cuda

@@ -1,12 +1,16 @@
 // The cuBLASLt calls of kernels/cuda/matmul.cc, answered by the kernel emulation (Note [Kernel
 // emulation] in cuda_emulation.h): descriptors that hold what was set, a heuristic that returns
-// one algorithm, and a column-major reference matmul D = alpha op(A) op(B) + beta C (+ bias) that
-// follows cuBLASLt's documented contract: shapes must agree, the bias has D's type and one value
-// per row of D, operands must be as aligned as the preferences promised (256 bytes when not
-// set), the workspace 256-byte aligned. A contract broken fails with CUBLAS_STATUS_INVALID_VALUE
+// one algorithm, and a column-major reference matmul D = alpha op(A) op(B) + beta C (+ bias) with
+// the epilogues Kiln uses (BIAS, GELU_AUX_BIAS: D = gelu(v), aux = v; DGELU: D = v * gelu'(aux),
+// gelu in the tanh form, applied to the unrounded sum) that follows cuBLASLt's documented
+// contract: shapes must agree, the bias has D's type and one value per row of D, the auxiliary
+// matrix D's type and a leading dimension that is a multiple of 8 and at least D's rows, operands
+// must be as aligned as the preferences promised (256 bytes when not set), the workspace 256-byte
+// aligned. A contract broken fails with CUBLAS_STATUS_INVALID_VALUE
 // and a line on stderr, where real cuBLASLt might silently misread memory. Sums are in double.
 #include <cublasLt.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -33,6 +37,8 @@ struct MatmulDesc {
   cublasOperation_t trans_a = CUBLAS_OP_N, trans_b = CUBLAS_OP_N;
   cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
   const void* bias = nullptr;
+  void* aux = nullptr;  // GELU_AUX_BIAS: written; DGELU: read
+  int64_t aux_ld = 0;
 };
 
 struct Preference {
@@ -77,6 +83,27 @@ void StoreElement(void* base, cudaDataType t, int64_t i, double v) {
       static_cast<__half*>(base)[i] = __float2half_rn(f);
       return;
   }
+}
+
+bool EpilogueEmulated(cublasLtEpilogue_t e) {
+  return e == CUBLASLT_EPILOGUE_DEFAULT || e == CUBLASLT_EPILOGUE_BIAS ||
+         e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS || e == CUBLASLT_EPILOGUE_DGELU;
+}
+bool HasBias(cublasLtEpilogue_t e) {
+  return e == CUBLASLT_EPILOGUE_BIAS || e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
+}
+bool HasAux(cublasLtEpilogue_t e) {
+  return e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS || e == CUBLASLT_EPILOGUE_DGELU;
+}
+
+// GELU, tanh form, and its derivative, in double.
+constexpr double kGeluBeta = 0.7978845608028654, kGeluKappa = 0.044715;
+double Gelu(double x) {
+  return 0.5 * x * (1.0 + std::tanh(kGeluBeta * (x + kGeluKappa * x * x * x)));
+}
+double GeluDerivative(double x) {
+  const double t = std::tanh(kGeluBeta * (x + kGeluKappa * x * x * x));
+  return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * kGeluBeta * (1.0 + 3.0 * kGeluKappa * x * x);
 }
 
 bool Aligned(const void* p, uint32_t align) { return reinterpret_cast<uintptr_t>(p) % align == 0; }
@@ -167,11 +194,16 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t desc,
       ok = em::SetValue(&d->trans_b, buf, bytes);
       break;
     case CUBLASLT_MATMUL_DESC_EPILOGUE:
-      ok = em::SetValue(&d->epilogue, buf, bytes) &&
-           (d->epilogue == CUBLASLT_EPILOGUE_DEFAULT || d->epilogue == CUBLASLT_EPILOGUE_BIAS);
+      ok = em::SetValue(&d->epilogue, buf, bytes) && em::EpilogueEmulated(d->epilogue);
       break;
     case CUBLASLT_MATMUL_DESC_BIAS_POINTER:
       ok = em::SetValue(&d->bias, buf, bytes);
+      break;
+    case CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER:
+      ok = em::SetValue(&d->aux, buf, bytes);
+      break;
+    case CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD:
+      ok = em::SetValue(&d->aux_ld, buf, bytes);
       break;
     default:
       break;
@@ -272,8 +304,15 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t compute_des
   if (workspace_bytes > 0 && !em::Aligned(workspace, 256)) {
     return em::Refuse("workspace not 256-byte aligned");
   }
-  if (desc.epilogue == CUBLASLT_EPILOGUE_BIAS && desc.bias == nullptr) {
+  if (em::HasBias(desc.epilogue) && desc.bias == nullptr) {
     return em::Refuse("bias epilogue without a bias pointer");
+  }
+  if (em::HasAux(desc.epilogue)) {
+    if (desc.aux == nullptr) return em::Refuse("GELU epilogue without an auxiliary pointer");
+    if (desc.aux_ld % 8 != 0 || desc.aux_ld < static_cast<int64_t>(m)) {
+      return em::Refuse("GELU auxiliary leading dimension not a multiple of 8 or below D's rows");
+    }
+    if (batch != 1) return em::Refuse("batched GELU epilogues are not emulated");
   }
   const float alpha = *static_cast<const float*>(alpha_ptr);  // host scalars: read now
   const float beta = *static_cast<const float*>(beta_ptr);
@@ -302,8 +341,15 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t compute_des
           double v = alpha * sum;
           // C is read before D's element is written (D may be C: the same element, read first).
           if (beta != 0.0f) v += beta * em::LoadElement(C, c.type, c0 + i + j * c.ld);
-          if (desc.epilogue == CUBLASLT_EPILOGUE_BIAS) {
+          if (em::HasBias(desc.epilogue)) {
             v += em::LoadElement(desc.bias, d.type, static_cast<int64_t>(i));  // D's type
+          }
+          const int64_t aux_at = static_cast<int64_t>(i + j * desc.aux_ld);
+          if (desc.epilogue == CUBLASLT_EPILOGUE_GELU_AUX_BIAS) {
+            em::StoreElement(desc.aux, d.type, aux_at, v);  // the aux has D's type
+            v = em::Gelu(v);
+          } else if (desc.epilogue == CUBLASLT_EPILOGUE_DGELU) {
+            v *= em::GeluDerivative(em::LoadElement(desc.aux, d.type, aux_at));
           }
           em::StoreElement(D, d.type, d0 + i + j * d.ld, v);
         }

@@ -56,8 +56,8 @@ void CheckNoOverlap(const Graph& g, const MemoryPlan& plan) {
       const ValueId out = node.outputs[o];
       def[out] = n;
       const bool view = node.op->is_view && o == 0;
-      const bool inplace = node.op->inplace_input >= 0 &&
-                           node.op->inplace_output == static_cast<int>(o);
+      const bool inplace =
+          node.op->inplace_input >= 0 && node.op->inplace_output == static_cast<int>(o);
       if (view || inplace) {
         const ValueId in = node.inputs[view ? 0 : node.op->inplace_input];
         if (plan.values[in].region == plan.values[out].region &&
@@ -70,7 +70,8 @@ void CheckNoOverlap(const Graph& g, const MemoryPlan& plan) {
   for (ValueId o : g.outputs()) last[o] = nn;
   // An aliased group's members must not be read after another member is written in place.
   std::vector<int> group_last(nv, -1);
-  for (int v = 0; v < nv; ++v) group_last[aliases.Find(v)] = std::max(group_last[aliases.Find(v)], last[v]);
+  for (int v = 0; v < nv; ++v)
+    group_last[aliases.Find(v)] = std::max(group_last[aliases.Find(v)], last[v]);
   int checked_pairs = 0;
   for (int a = 0; a < nv; ++a) {
     if (def[a] < 0 || !plan.placed[a] || plan.values[a].region != Region::kArena) continue;
@@ -170,28 +171,6 @@ TEST_CASE("planner without in-place still never overlaps live values", "[planner
 namespace kiln::graph {
 namespace {
 
-TEST_CASE("the fusion pass folded every bias add of GPT-2 into its matmul", "[passes]") {
-  nn::ModelGraph m = BuildGpt2(DType::kBF16);
-  int fused = 0, adds_after_matmul = 0;
-  for (const Node& node : m.graph.nodes()) {
-    fused += node.op->name == "matmul_bias";
-    if (node.op->name == "add") {
-      const Value& in = m.graph.value(node.inputs[0]);
-      adds_after_matmul += in.producer != kNoNode &&
-                           m.graph.node(in.producer).op->name == "matmul" &&
-                           m.graph.value(node.inputs[1]).type.rank() == 1;
-    }
-  }
-  REQUIRE(fused == 4 * 4);  // c_attn, attn c_proj, c_fc, mlp c_proj in each of 4 layers
-  REQUIRE(adds_after_matmul == 0);
-}
-
-}  // namespace
-}  // namespace kiln::graph
-
-namespace kiln::graph {
-namespace {
-
 // Note [cuBLASLt workspace size] (kernels/cuda/matmul.cc) relies on this: a workspace is live for
 // its node alone, so the planner packs every node's workspace into the same arena bytes rather
 // than adding them up. On GPT-2 124M's training graph at the benchmark's size (bf16,
@@ -206,7 +185,7 @@ TEST_CASE("large matmul workspaces cost the arena about one workspace, not one p
   int matmuls = 0;
   for (int n = 0; n < graph.num_nodes(); ++n) {
     const std::string& op = graph.node(n).op->name;
-    if (op == "matmul" || op == "matmul_bias") {
+    if (op.rfind("matmul", 0) == 0) {  // matmul and its fused forms
       workspace[n] = ws_bytes;
       ++matmuls;
     }

@@ -156,5 +156,26 @@ TEST_CASE("forward: matmul_bias equals matmul then add, f32 and bf16", "[forward
   }
 }
 
+// The CPU's fused GELU matmuls are the reference for the CUDA epilogues: exactly the unfused ops.
+TEST_CASE("forward: matmul_bias_gelu and matmul_dgelu equal their unfused ops exactly",
+          "[forward]") {
+  for (DType d : {DType::kF32, DType::kBF16}) {
+    INFO(DTypeName(d));
+    const Tensor a = RandomTensor({2, 5, 24}, 4, 1.0f, d);
+    const Tensor w = RandomTensor({24, 40}, 5, 1.0f, d);
+    const Tensor bias = RandomTensor({40}, 6, 1.0f, d);
+    const std::vector<Tensor> fused = Run("matmul_bias_gelu", {a, w, bias}, ops::MatmulAttrs{});
+    REQUIRE(fused.size() == 2);
+    const Tensor pre = Run("matmul_bias", {a, w, bias}, ops::MatmulAttrs{})[0];
+    REQUIRE(fused[0].ToFloats() == pre.ToFloats());
+    REQUIRE(fused[1].ToFloats() == Run("gelu", {pre})[0].ToFloats());
+
+    const Tensor dout = RandomTensor({2, 5, 24}, 7, 1.0f, d);
+    const Tensor dgelu = Run("matmul_dgelu", {dout, w, pre}, ops::MatmulAttrs{false, false})[0];
+    const Tensor dy = Run("matmul", {dout, w}, ops::MatmulAttrs{false, false})[0];
+    REQUIRE(dgelu.ToFloats() == Run("gelu_backward", {dy, pre})[0].ToFloats());
+  }
+}
+
 }  // namespace
 }  // namespace kiln::testing

@@ -1,6 +1,8 @@
 // [gpu] Every CUDA kernel against the CPU kernel on random inputs, forward and backward, in f32
 // (relative L2 within 1e-5) and bf16 / f16 (within 1e-2), with shapes that do not divide the
 // kernels' tile sizes. Without a device each case is reported as skipped with the driver's reason.
+#include <cstdlib>
+
 #include "engine/ops/attrs/attention.h"
 #include "engine/ops/attrs/elementwise.h"
 #include "engine/ops/attrs/loss.h"
@@ -141,7 +143,8 @@ TEST_CASE("cuBLASLt matmul matches the CPU for every transpose and batch layout"
   }
 }
 
-TEST_CASE("cuBLASLt matmul_bias (bias epilogue) matches the CPU's oneDNN matmul_bias", "[gpu][cuda]") {
+TEST_CASE("cuBLASLt matmul_bias (bias epilogue) matches the CPU's oneDNN matmul_bias",
+          "[gpu][cuda]") {
   KILN_REQUIRE_GPU();
   for (DType dt : {DType::kF32, DType::kBF16}) {  // the dtypes FuseMatmulBias fuses
     const double tol = ToleranceFor(dt);
@@ -152,6 +155,34 @@ TEST_CASE("cuBLASLt matmul_bias (bias epilogue) matches the CPU's oneDNN matmul_
     CheckOpParity("matmul_bias", {a, RandomTensor({24, 40}, dt, 26), bias},
                   ops::MatmulAttrs{false, true}, tol);
   }
+}
+
+// Note [GELU in the matmul epilogue]: with cuBLASLt's GELU_AUX_BIAS / DGELU epilogues, and with
+// them turned off (KILN_CUDA_GELU_EPILOGUE=0: the plain matmul, then the gelu kernel), and for an
+// N that is not a multiple of 8 (which the epilogue cannot take).
+TEST_CASE("cuBLASLt GELU epilogues (matmul_bias_gelu, matmul_dgelu) match the CPU", "[gpu][cuda]") {
+  KILN_REQUIRE_GPU();
+  for (const char* epilogue : {"1", "0"}) {
+    setenv("KILN_CUDA_GELU_EPILOGUE", epilogue, 1);
+    for (DType dt : {DType::kF32, DType::kBF16}) {
+      for (int64_t n : {48, 20}) {
+        INFO("KILN_CUDA_GELU_EPILOGUE=" << epilogue << " " << DTypeName(dt) << " N " << n);
+        const double tol = ToleranceFor(dt);
+        const Tensor a = RandomTensor({3, 17, 40}, dt, 31);
+        const Tensor w = RandomTensor({40, n}, dt, 32);
+        const Tensor bias = RandomTensor({n}, dt, 33);
+        CheckOpParity("matmul_bias_gelu", {a, w, bias}, ops::MatmulAttrs{false, false}, tol);
+        CheckOpParity("matmul_bias_gelu", {a, RandomTensor({n, 40}, dt, 34), bias},
+                      ops::MatmulAttrs{false, true}, tol);
+        // Backward: dpre = (dout w^T) * gelu'(pre), dout (3, 17, 24) against w (n, 24).
+        const Tensor dout = RandomTensor({3, 17, 24}, dt, 35);
+        const Tensor pre = RandomTensor({3, 17, n}, dt, 36);
+        CheckOpParity("matmul_dgelu", {dout, RandomTensor({n, 24}, dt, 37), pre},
+                      ops::MatmulAttrs{false, true}, tol);
+      }
+    }
+  }
+  unsetenv("KILN_CUDA_GELU_EPILOGUE");
 }
 
 }  // namespace
