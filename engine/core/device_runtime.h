@@ -36,8 +36,9 @@ using GraphHandle = void*;
 // launch per step, so that the host's per-kernel launch cost no longer paces the device. What is
 // recorded is fixed: kernels, their arguments (addresses included) and copies. Recording works
 // for work that only enqueues onto the compute stream from the recording thread: no allocation,
-// no wait for the device, no host callback that talks to other threads (the executor refuses
-// graphs when a node has host-side effects). Values that change per step (batches, seeds, the loss
+// no wait for the device, no host callback that talks to other threads (the executor runs nodes
+// with host-side work, and the grad-ready callbacks, between recorded segments: Note [Graph
+// segments] in engine/graph/executor.cc). Values that change per step (batches, seeds, the loss
 // seed) live in device buffers at fixed addresses, uploaded before each replay.
 
 class DeviceRuntime {

@@ -1,6 +1,7 @@
 // Executor binding (plan -> buffers -> kernels) and the run loop.
 #include "engine/graph/executor.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -160,7 +161,6 @@ absl::Status Executor::Bind() {
       return absl::Status(prepared.code(), absl::StrCat("preparing op ", node.op->name, " (node ",
                                                         node.name, "): ", prepared.message()));
     }
-    if (node.op->host_work) host_work_ = true;
     if (node.op->name == "accumulate_grad") {
       bn.grad_ready_param = graph_.value(node.outputs[0]).param_index;
     }
@@ -170,8 +170,9 @@ absl::Status Executor::Bind() {
 }
 
 Executor::~Executor() {
-  if (device_graph_ != nullptr)
-    RuntimeFor(options_.device).DestroyGraph(options_.device, device_graph_);
+  for (const Segment& s : segments_) {
+    if (s.graph != nullptr) RuntimeFor(options_.device).DestroyGraph(options_.device, s.graph);
+  }
 }
 
 bool Executor::GraphsApply() const {
@@ -179,8 +180,67 @@ bool Executor::GraphsApply() const {
     const char* env = std::getenv("KILN_CUDA_GRAPHS");
     return env != nullptr && std::string(env) == "0";
   }();
-  return options_.device_graphs && !options_.device.is_cpu() && !options_.profile && !grad_ready_ &&
-         !host_work_ && graph_refusal_.empty() && !disabled;
+  return options_.device_graphs && !options_.device.is_cpu() && !options_.profile &&
+         graph_refusal_.empty() && !disabled;
+}
+
+void Executor::SetGradReadyCallback(std::function<void(int param_index)> callback,
+                                    const std::vector<std::vector<int>>& overlap_groups) {
+  grad_ready_ = std::move(callback);
+  // The node that finishes each parameter's gradient, then the last of every group's.
+  std::vector<int> finishing_node(graph_.params().size(), -1);
+  for (int n = 0; n < static_cast<int>(nodes_.size()); ++n) {
+    if (nodes_[n].grad_ready_param >= 0) finishing_node[nodes_[n].grad_ready_param] = n;
+  }
+  segment_break_.assign(nodes_.size(), false);
+  for (const std::vector<int>& group : overlap_groups) {
+    int last = -1;
+    for (int p : group) last = std::max(last, finishing_node.at(p));
+    if (last >= 0) segment_break_[last] = true;
+  }
+  DestroyGraphs();  // recorded with other segment boundaries
+}
+
+// Note [Graph segments]
+// A step is recorded as a sequence of graphs (Note [Device graphs]) rather than one, because some
+// of its work cannot be recorded and some must not wait for the end of the step:
+// - host work: a node whose kernel talks to a communicator each run (ZeRO's zero_* ops) runs
+//   directly, on its own, between the graphs before and after it;
+// - overlap points: data parallelism starts a bucket's reduction from the grad-ready callback as
+//   soon as its last gradient is final. A callback cannot run inside a recording (nothing has run
+//   yet, and its collective would be recorded into the graph), so the segment ends after the node
+//   that completes one of the caller's overlap groups; after launching a segment the executor
+//   calls the callbacks of the gradients it finished, in node order. Each collective is issued
+//   after the launch of the graph that computes its input, so it follows that work on the device
+//   (Note [Issue order on a device]) and runs while the next segments compute.
+// Callbacks of parameters that end no group simply run after their segment's launch. A segment
+// with no kernel (views only) is not recorded. The recording run records the segments one after
+// the other, launching each once recorded, so host work and callbacks keep their places; a
+// segment that fails to record ends graphs for this executor: that segment and the rest of the run
+// go directly, as does every later run. Without a callback and host work there is one segment: the
+// whole step.
+std::vector<Executor::Segment> Executor::PlanSegments() const {
+  const int count = static_cast<int>(nodes_.size());
+  std::vector<Segment> segments;
+  int start = 0;
+  const auto close = [&](int end) {
+    bool any_kernel = false;
+    for (int n = start; n < end; ++n) any_kernel = any_kernel || nodes_[n].kernel != nullptr;
+    if (end > start) segments.push_back(Segment{start, end, any_kernel});
+    start = end;
+  };
+  for (int n = 0; n < count; ++n) {
+    if (!nodes_[n].kernel) continue;
+    if (graph_.node(n).op->host_work) {
+      close(n);
+      segments.push_back(Segment{n, n + 1, /*recorded=*/false});
+      start = n + 1;
+    } else if (!segment_break_.empty() && segment_break_[n]) {
+      close(n + 1);
+    }
+  }
+  close(count);
+  return segments;
 }
 
 void Executor::Run() {
@@ -189,43 +249,102 @@ void Executor::Run() {
     RunNodes(0, n);
     return;
   }
-  DeviceRuntime& runtime = RuntimeFor(options_.device);
-  if (device_graph_ == nullptr) {
+  if (!recorded_) {
     // The first run sets up what kernels create lazily (library handles, heuristics, attributes)
-    // outside any recording; the second is recorded.
+    // outside any recording; the second is recorded, segment by segment, and launched.
     if (plain_runs_++ == 0) {
       RunNodes(0, n);
-      return;
+    } else {
+      RecordSegments();
     }
-    if (!runtime.BeginCapture(options_.device)) {
-      graph_refusal_ = "the device runtime cannot record graphs";
-      RunNodes(0, n);
-      return;
-    }
-    Allocator* allocator = GetAllocator(options_.device);
-    const int64_t allocs_before = allocator != nullptr ? allocator->Stats().num_allocs : 0;
-    RunNodes(0, n);
-    device_graph_ = runtime.EndCapture(options_.device, &graph_refusal_);
-    // A block handed out while recording (from a cache: no CUDA call to refuse it) would be freed
-    // and reused while the graph still names it: such a graph is not replayed.
-    if (device_graph_ != nullptr && allocator != nullptr &&
-        allocator->Stats().num_allocs != allocs_before) {
-      runtime.DestroyGraph(options_.device, device_graph_);
-      device_graph_ = nullptr;
-      graph_refusal_ = "a kernel allocated device memory while the step was recorded";
-    }
-    if (device_graph_ == nullptr) {
-      std::fprintf(stderr, "kiln: running without a device graph: %s\n", graph_refusal_.c_str());
-      RunNodes(0, n);  // none of the recorded work ran
-      return;
+    return;
+  }
+  DeviceRuntime& runtime = RuntimeFor(options_.device);
+  for (const Segment& s : segments_) {
+    if (s.graph != nullptr) {
+      runtime.LaunchGraph(options_.device, s.graph);
+      NotifyGradReady(s.begin, s.end);
+    } else {
+      RunNodes(s.begin, s.end);
     }
   }
-  runtime.LaunchGraph(options_.device, device_graph_);
   ++graph_launches_;
+}
+
+void Executor::RecordSegments() {
+  DeviceRuntime& runtime = RuntimeFor(options_.device);
+  Allocator* allocator = GetAllocator(options_.device);
+  const auto allocations = [&] { return allocator != nullptr ? allocator->Stats().num_allocs : 0; };
+  std::vector<Segment> segments = PlanSegments();
+  for (size_t i = 0; i < segments.size(); ++i) {
+    Segment& s = segments[i];
+    if (!s.recorded) {
+      RunNodes(s.begin, s.end);
+      continue;
+    }
+    std::string why;
+    GraphHandle recorded = nullptr;
+    if (!runtime.BeginCapture(options_.device)) {
+      why = "the device runtime cannot record graphs";
+    } else {
+      const int64_t allocs_before = allocations();
+      RunKernels(s.begin, s.end);  // recorded, not run; the callbacks wait for the launch
+      recorded = runtime.EndCapture(options_.device, &why);
+      // A block handed out while recording (from a cache: no CUDA call to refuse it) would be
+      // freed and reused while the graph still names it: such a graph is not replayed.
+      if (recorded != nullptr && allocations() != allocs_before) {
+        runtime.DestroyGraph(options_.device, recorded);
+        recorded = nullptr;
+        why = "a kernel allocated device memory while the step was recorded";
+      }
+    }
+    if (recorded == nullptr) {
+      graph_refusal_ = why;
+      std::fprintf(stderr, "kiln: running without device graphs: %s\n", why.c_str());
+      segments_ = std::move(segments);
+      DestroyGraphs();
+      RunNodes(s.begin, static_cast<int>(nodes_.size()));  // none of this segment's work ran
+      return;
+    }
+    s.graph = recorded;
+    runtime.LaunchGraph(options_.device, recorded);
+    NotifyGradReady(s.begin, s.end);
+  }
+  segments_ = std::move(segments);
+  recorded_ = true;
+  ++graph_launches_;
+}
+
+void Executor::DestroyGraphs() {
+  bool any = false;
+  for (const Segment& s : segments_) any = any || s.graph != nullptr;
+  if (any) {
+    DeviceRuntime& runtime = RuntimeFor(options_.device);
+    runtime.Synchronize(options_.device);  // a launched graph may still be running
+    for (Segment& s : segments_) {
+      if (s.graph != nullptr) runtime.DestroyGraph(options_.device, s.graph);
+      s.graph = nullptr;
+    }
+  }
+  segments_.clear();
+  recorded_ = false;
+}
+
+int Executor::graph_segments() const {
+  int count = 0;
+  for (const Segment& s : segments_) count += s.graph != nullptr;
+  return count;
 }
 
 void Executor::RunNodes(int begin, int end) {
   KILN_CHECK(0 <= begin && begin <= end && end <= static_cast<int>(nodes_.size()));
+  for (int n = begin; n < end; ++n) {
+    RunKernels(n, n + 1);
+    NotifyGradReady(n, n + 1);
+  }
+}
+
+void Executor::RunKernels(int begin, int end) {
   for (int n = begin; n < end; ++n) {
     BoundNode& bn = nodes_[n];
     if (!bn.kernel) continue;
@@ -245,7 +364,13 @@ void Executor::RunNodes(int begin, int end) {
     } else {
       bn.kernel->Run(bn.ctx);
     }
-    if (bn.grad_ready_param >= 0 && grad_ready_) grad_ready_(bn.grad_ready_param);
+  }
+}
+
+void Executor::NotifyGradReady(int begin, int end) {
+  if (!grad_ready_) return;
+  for (int n = begin; n < end; ++n) {
+    if (nodes_[n].grad_ready_param >= 0) grad_ready_(nodes_[n].grad_ready_param);
   }
 }
 

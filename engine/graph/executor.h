@@ -22,8 +22,8 @@ struct ExecutorOptions {
   Device device = Device::CPU();
   PlannerOptions planner;
   bool profile = false;  // time every node (see ProfileReport, SetProfiling)
-  // On a GPU, record Run() once into a device graph and replay it (Note [Device graphs]); off
-  // when profiling, with a grad-ready callback, with host-work nodes, or KILN_CUDA_GRAPHS=0.
+  // On a GPU, record Run() once into device graphs and replay them (Note [Device graphs], Note
+  // [Graph segments]); off when profiling or with KILN_CUDA_GRAPHS=0.
   bool device_graphs = false;
   // Bind parameters to this storage instead of allocating (an evaluation or sampling graph sharing
   // a training executor's weights: same model, same parameter layout).
@@ -40,9 +40,9 @@ class Executor {
   ~Executor();
 
   // Runs every node in order (on a GPU with device_graphs: the first run directly, the second
-  // recorded and launched as a graph, later ones replayed).
+  // recorded and launched as graph segments, later ones replayed).
   void Run();
-  // Runs nodes [begin, end) (e.g. forward only, for evaluation).
+  // Runs nodes [begin, end) directly (e.g. forward only, for evaluation).
   void RunNodes(int begin, int end);
 
   // The bound tensor of any placed value: write inputs and parameters through it, read outputs.
@@ -56,10 +56,12 @@ class Executor {
   const Tensor& flat_grads() const { return flat_grads_; }
   void ZeroGrads();
 
-  // Called with the parameter index right after its accumulate_grad node runs.
-  void SetGradReadyCallback(std::function<void(int param_index)> callback) {
-    grad_ready_ = std::move(callback);
-  }
+  // Called with the parameter index right after its accumulate_grad node runs — with device
+  // graphs, right after the segment holding that node is launched (Note [Graph segments]). A
+  // segment ends where the last parameter of one of `overlap_groups` becomes ready (a data-parallel
+  // bucket, whose reduction then overlaps the rest of the step).
+  void SetGradReadyCallback(std::function<void(int param_index)> callback,
+                            const std::vector<std::vector<int>>& overlap_groups = {});
 
   const Graph& graph() const { return graph_; }
   const MemoryPlan& memory_plan() const { return plan_; }
@@ -68,9 +70,10 @@ class Executor {
   void SetProfiling(bool on) { options_.profile = on; }
   // Per-op totals when options.profile is set: "op: calls, total ms".
   std::string ProfileReport() const;
-  // Runs that replayed the device graph, and why none was recorded ("" when one was or none was
-  // tried).
+  // Runs that launched recorded graphs (the recording run included), the graphs each such run
+  // launches, and why none were recorded ("" when they were or none was tried).
   int64_t graph_launches() const { return graph_launches_; }
+  int graph_segments() const;
   const std::string& graph_refusal() const { return graph_refusal_; }
 
  private:
@@ -83,8 +86,21 @@ class Executor {
 
   explicit Executor(Graph graph, const ExecutorOptions& options)
       : graph_(std::move(graph)), options_(options) {}
+  // Note [Graph segments]: nodes [begin, end), recorded as one graph or (host work, or no kernel)
+  // run directly.
+  struct Segment {
+    int begin = 0, end = 0;
+    bool recorded = false;
+    GraphHandle graph = nullptr;
+  };
+
   absl::Status Bind();
   bool GraphsApply() const;
+  std::vector<Segment> PlanSegments() const;
+  void RecordSegments();
+  void DestroyGraphs();
+  void RunKernels(int begin, int end);  // no grad-ready callbacks
+  void NotifyGradReady(int begin, int end);
 
   Graph graph_;
   ExecutorOptions options_;
@@ -96,9 +112,10 @@ class Executor {
   std::function<void(int)> grad_ready_;
   std::vector<double> node_seconds_;
   // Note [Device graphs]
-  bool host_work_ = false;  // a node's kernel does host-side work each run
+  std::vector<bool> segment_break_;  // per node: a segment ends after it
+  std::vector<Segment> segments_;
+  bool recorded_ = false;
   int plain_runs_ = 0;
-  GraphHandle device_graph_ = nullptr;
   int64_t graph_launches_ = 0;
   std::string graph_refusal_;
 };

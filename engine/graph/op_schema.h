@@ -41,7 +41,8 @@ struct OpSchema {
   // The node does something beyond its outputs (communication): dead-code elimination keeps it.
   bool has_side_effects = false;
   // The kernel does host-side work each run beyond enqueuing device work (talks to a communicator):
-  // an executor with such a node never records a device graph (Note [Device graphs]).
+  // the executor never records it into a device graph but runs it between the recorded segments
+  // (Note [Graph segments] in executor.cc).
   bool host_work = false;
   // Any number (>= 1) of inputs, all named input_names[0].
   bool variadic = false;

@@ -8,11 +8,11 @@
 #include "engine/core/device_runtime.h"
 #include "engine/core/parallel.h"
 #include "engine/core/rng.h"
+#include "engine/dist/zero_pass.h"
 #include "engine/optim/grad_utils.h"
 #include "engine/train/device_select.h"
-#include "kernels/cuda/device_optim.h"
-#include "engine/dist/zero_pass.h"
 #include "engine/train/spec_config.h"
+#include "kernels/cuda/device_optim.h"
 
 namespace kiln::train {
 
@@ -35,20 +35,19 @@ absl::StatusOr<std::unique_ptr<TrainingSession>> TrainingSession::Create(
   s->total_steps_ = options.steps.has_value() ? *options.steps : t.steps();
   s->seed_ = t.has_seed() ? t.seed() : 1234;
   const bool sequence = s->config_.family != "mlp";
-  s->seq_len_ = sequence ? (spec.data().has_seq_len() ? spec.data().seq_len()
-                                                      : s->config_.max_seq_len)
-                         : 1;
+  s->seq_len_ =
+      sequence ? (spec.data().has_seq_len() ? spec.data().seq_len() : s->config_.max_seq_len) : 1;
   if (s->micro_batch_ < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("train.micro_batch: ", s->micro_batch_,
-                                                   " must be at least 1"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("train.micro_batch: ", s->micro_batch_, " must be at least 1"));
   }
   if (s->grad_accum_ < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("train.grad_accum: ", s->grad_accum_,
-                                                   " must be at least 1"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("train.grad_accum: ", s->grad_accum_, " must be at least 1"));
   }
   if (s->total_steps_ < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("train.steps: ", s->total_steps_,
-                                                   " must be at least 1"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("train.steps: ", s->total_steps_, " must be at least 1"));
   }
   if (options.world_size < 1 || options.rank < 0 || options.rank >= options.world_size) {
     return absl::InvalidArgumentError(absl::StrCat("rank ", options.rank, " of world size ",
@@ -60,18 +59,18 @@ absl::StatusOr<std::unique_ptr<TrainingSession>> TrainingSession::Create(
     if (spec.data().train().empty()) {
       return absl::InvalidArgumentError("data.train: a token file is required for gpt2 and llama");
     }
-    KILN_ASSIGN_OR_RETURN(auto train, data::TokenFile::Open(spec.data().train(),
-                                                            s->config_.vocab_size));
+    KILN_ASSIGN_OR_RETURN(auto train,
+                          data::TokenFile::Open(spec.data().train(), s->config_.vocab_size));
     s->train_file_ = std::move(train);
     const int global_rows = s->micro_batch_ * options.world_size;
     KILN_RETURN_IF_ERROR(data::BatchLoader::CheckFits(*s->train_file_, s->seq_len_, global_rows,
                                                       spec.data().shuffle()));
     s->train_loader_ = std::make_unique<data::BatchLoader>(
-        s->train_file_, s->seq_len_, global_rows, options.rank * s->micro_batch_,
-        s->micro_batch_, spec.data().shuffle(), s->seed_);
+        s->train_file_, s->seq_len_, global_rows, options.rank * s->micro_batch_, s->micro_batch_,
+        spec.data().shuffle(), s->seed_);
     if (!spec.data().val().empty()) {
-      KILN_ASSIGN_OR_RETURN(auto val, data::TokenFile::Open(spec.data().val(),
-                                                            s->config_.vocab_size));
+      KILN_ASSIGN_OR_RETURN(auto val,
+                            data::TokenFile::Open(spec.data().val(), s->config_.vocab_size));
       KILN_RETURN_IF_ERROR(
           data::BatchLoader::CheckFits(*val, s->seq_len_, global_rows, /*shuffle=*/false));
       s->val_file_ = std::move(val);
@@ -99,7 +98,7 @@ absl::StatusOr<std::unique_ptr<TrainingSession>> TrainingSession::Create(
   eo.planner = s->planner_;
   eo.profile = options.profile;
   eo.device = s->device_;
-  eo.device_graphs = true;  // Note [Device graphs]; refused with ZeRO's callbacks and ops
+  eo.device_graphs = true;  // Note [Device graphs], Note [Graph segments]
   KILN_ASSIGN_OR_RETURN(s->exec_, graph::Executor::Create(std::move(model.graph), eo));
   s->stage_inputs_ = std::make_unique<StagedTensor>(s->exec_->value(s->inputs_));
   s->stage_targets_ = std::make_unique<StagedTensor>(s->exec_->value(s->targets_));
@@ -113,9 +112,15 @@ absl::StatusOr<std::unique_ptr<TrainingSession>> TrainingSession::Create(
   }
   if (s->distributed_ && s->stage_ <= 1) {
     TrainingSession* self = s.get();
-    s->exec_->SetGradReadyCallback([self](int param) {
-      if (self->reduce_now_) self->zero_->OnGradReady(param, self->exec_->flat_grads());
-    });
+    // Each bucket's reduction starts when its last gradient is final: with device graphs a recorded
+    // segment ends there (Note [Graph segments]).
+    std::vector<std::vector<int>> buckets;
+    for (const dist::Bucket& b : s->zero_->layout().buckets) buckets.push_back(b.params);
+    s->exec_->SetGradReadyCallback(
+        [self](int param) {
+          if (self->reduce_now_) self->zero_->OnGradReady(param, self->exec_->flat_grads());
+        },
+        buckets);
   }
 
   // Optimizer segments: one per graph parameter, at its offset in the flat buffers.
@@ -291,8 +296,8 @@ absl::StatusOr<StepMetrics> TrainingSession::Step() {
                                             " (lower the learning rate or use fp32)"));
   }
   if (apply) {
-    const float factor = static_cast<float>(
-        inv_scale * optim::ClipFactor(m.grad_norm, spec_.train().grad_clip()));
+    const float factor =
+        static_cast<float>(inv_scale * optim::ClipFactor(m.grad_norm, spec_.train().grad_clip()));
     shard_->Step(grads, factor, static_cast<float>(m.lr));
     if (distributed_ && (stage_ == 1 || stage_ == 2)) {
       KILN_RETURN_IF_ERROR(zero_->GatherUpdatedParams(exec_->flat_params()));
@@ -304,8 +309,8 @@ absl::StatusOr<StepMetrics> TrainingSession::Step() {
   m.total_steps = total_steps_;
   m.step_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-  const double tokens = static_cast<double>(micro_batch_) * seq_len_ * grad_accum_ *
-                        options_.world_size;
+  const double tokens =
+      static_cast<double>(micro_batch_) * seq_len_ * grad_accum_ * options_.world_size;
   m.tokens_per_s = tokens / (m.step_ms / 1e3);
   return m;
 }
@@ -347,10 +352,9 @@ absl::StatusOr<double> TrainingSession::Evaluate() {
   const int eval_steps = spec_.train().has_eval_steps() ? spec_.train().eval_steps() : 10;
   std::unique_ptr<data::BatchLoader> loader;
   if (!synthetic) {
-    loader = std::make_unique<data::BatchLoader>(val_file_, seq_len_,
-                                                 micro_batch_ * options_.world_size,
-                                                 options_.rank * micro_batch_, micro_batch_,
-                                                 false, seed_);
+    loader = std::make_unique<data::BatchLoader>(
+        val_file_, seq_len_, micro_batch_ * options_.world_size, options_.rank * micro_batch_,
+        micro_batch_, false, seed_);
   }
   StagedTensor x(eval_exec_->value(eval_inputs_)), y(eval_exec_->value(eval_targets_));
   double total = 0;

@@ -4,7 +4,8 @@
 // f32, for every ZeRO stage, with gradient accumulation, in bf16 within bf16's tolerance — and a
 // ZeRO-3 checkpoint written from the GPUs resumes on the CPU with one rank. One GPU runs the
 // one-rank cases (ZeRO on a one-rank NCCL group); two or more run the two-rank cases. On the kernel
-// emulation there are two emulated devices and every case runs.
+// emulation there are two emulated devices and every case runs. Every step after the first runs
+// as recorded device graph segments (Note [Graph segments]).
 #include <map>
 #include <thread>
 
@@ -51,6 +52,10 @@ struct RunResult {
   std::vector<double> losses;
   std::map<std::string, std::vector<float>> weights;  // by Hugging Face name
   std::string checkpoint;
+  // Note [Graph segments]: runs that launched recorded graphs, graphs per run, why none.
+  int64_t graph_launches = 0;
+  int graph_segments = 0;
+  std::string graph_refusal;
 };
 
 std::map<std::string, std::vector<float>> WeightsByName(train::TrainingSession& session) {
@@ -96,6 +101,10 @@ RunResult RunRanks(const Case& c, const std::string& data, const std::string& ck
         results[r].losses.push_back(m->loss);
       }
       results[r].weights = WeightsByName(**session);
+      const graph::Executor& exec = (*session)->executor();
+      results[r].graph_launches = exec.graph_launches();
+      results[r].graph_segments = exec.graph_segments();
+      results[r].graph_refusal = exec.graph_refusal();
       if (save) {
         auto dir = (*session)->SaveCheckpoint();
         if (!dir.ok()) {
@@ -112,6 +121,14 @@ RunResult RunRanks(const Case& c, const std::string& data, const std::string& ck
     REQUIRE(errors[r].empty());
   }
   for (int r = 1; r < c.world; ++r) REQUIRE(results[r].losses == results[0].losses);
+  if (c.device == "cuda") {
+    // Every step after the first runs as recorded graph segments, with ZeRO's communicating ops
+    // and the buckets' reductions between them.
+    INFO("device graphs: " << results[0].graph_refusal);
+    REQUIRE(results[0].graph_refusal.empty());
+    REQUIRE(results[0].graph_launches == kSteps * c.grad_accum - 1);
+    if (c.world > 1 || c.stage > 0) REQUIRE(results[0].graph_segments > 1);
+  }
   return results[0];
 }
 
