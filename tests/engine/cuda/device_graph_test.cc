@@ -14,6 +14,7 @@
 #include "engine/nn/model.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/matmul.h"
+#include "tests/engine/graph/tiny_gpt2.h"
 #include "tests/kernels/cuda/gpu_test_util.h"
 
 namespace kiln::testing {
@@ -154,15 +155,7 @@ struct Training {
 };
 
 std::unique_ptr<Training> BuildTraining(Device device) {
-  nn::ModelConfig c;
-  c.family = "gpt2";
-  c.n_layer = 2;
-  c.n_head = 2;
-  c.n_kv_head = 2;
-  c.d_model = 32;
-  c.d_ff = 128;
-  c.vocab_size = 64;
-  c.max_seq_len = 16;
+  const nn::ModelConfig c = TinyGpt2Config(2, 32, 64, 16);
   nn::GraphOptions go;
   go.batch = 2;
   go.seq_len = 16;

@@ -12,6 +12,7 @@
 #include "engine/optim/grad_utils.h"
 #include "engine/optim/optimizer.h"
 #include "kernels/cuda/device_optim.h"
+#include "tests/engine/graph/tiny_gpt2.h"
 #include "tests/kernels/cuda/gpu_test_util.h"
 
 namespace kiln::testing {
@@ -190,18 +191,7 @@ void CompareRuns(const nn::ModelConfig& config) {
 
 // Heads 64 wide: the bf16 runs take the tensor-core attention (kernels/cuda/attention_tc.cu), as
 // GPT-2 124M does; the f32 runs and Llama's 32-wide heads take the simple kernels.
-nn::ModelConfig SmallGpt2() {
-  nn::ModelConfig c;
-  c.family = "gpt2";
-  c.n_layer = 2;
-  c.n_head = 2;
-  c.n_kv_head = 2;
-  c.d_model = 128;
-  c.d_ff = 512;
-  c.vocab_size = 512;
-  c.max_seq_len = kSeq;
-  return c;
-}
+nn::ModelConfig SmallGpt2() { return TinyGpt2Config(2, 128, 512, kSeq); }
 
 TEST_CASE("20 steps of GPT-2 on CUDA equal the CPU run", "[gpu][cuda][e2e]") {
   KILN_REQUIRE_GPU();

@@ -13,23 +13,13 @@
 #include "engine/graph/op_schema.h"
 #include "engine/nn/model.h"
 #include "engine/ops/attrs/matmul.h"
+#include "tests/engine/graph/tiny_gpt2.h"
 #include "tests/testing.h"
 
 namespace kiln::testing {
 namespace {
 
-nn::ModelConfig SmallGpt2() {
-  nn::ModelConfig c;
-  c.family = "gpt2";
-  c.n_layer = 4;
-  c.n_head = 2;
-  c.n_kv_head = 2;
-  c.d_model = 32;
-  c.d_ff = 128;
-  c.vocab_size = 64;
-  c.max_seq_len = 16;
-  return c;
-}
+nn::ModelConfig SmallGpt2() { return TinyGpt2Config(4, 32, 64, 16); }
 
 nn::ModelGraph Build(const nn::ModelConfig& c, DType compute, bool fuse) {
   nn::GraphOptions o;
