@@ -259,24 +259,32 @@ void DispatchHeadDim(int head_dim, Fn&& fn) {
 }
 
 // Note [Choosing the attention kernels]
-// The tensor-core kernels (attention_tc.cu, Note [Tensor-core attention]) run every launch they can
-// take: bf16 / f16 storage, head_dim 64 or 128, 16-byte aligned tensors, enough shared memory per
-// block. Everything else — f32, other head dims — runs the simple kernels above. The forward and
-// the backward choose independently; the two schemes compute the same math (their out and lse are
-// interchangeable inputs of either backward), so any mix is correct.
-// KILN_CUDA_ATTENTION=simple forces the simple kernels everywhere (read once per process): the
-// escape hatch should the tensor-core path misbehave on some device. Unset, empty or "auto" mean
-// the choice above; any other value is reported once on stderr and treated as "auto". Tests force
-// either path through AttentionLaunch::impl.
-bool EnvironmentForcesSimple() {
-  static const bool simple = [] {
+// The tensor-core kernels run every launch they can take: bf16 / f16 storage, head_dim 64 or 128,
+// 16-byte aligned tensors, enough shared memory per block. The forward is the register-resident
+// mma.sync kernel (attention_mma.cu, Note [Register-resident attention forward]), the backward the
+// wmma kernels (attention_tc.cu, Note [Tensor-core attention]). Everything else — f32, other head
+// dims — runs the simple kernels above. The forward and the backward choose independently; all
+// schemes compute the same math (their out and lse are interchangeable inputs of either backward),
+// so any mix is correct.
+// KILN_CUDA_ATTENTION (read once per process) is the escape hatch should a path misbehave on some
+// device: "simple" forces the simple kernels everywhere, "wmma" the wmma forward where the tensor
+// cores apply. Unset, empty or "auto" mean the choice above; any other value is reported once on
+// stderr and treated as "auto". Tests force each path through AttentionLaunch::impl.
+enum class EnvironmentChoice { kAuto, kSimple, kWmma };
+
+EnvironmentChoice AttentionEnvironment() {
+  static const EnvironmentChoice choice = [] {
     const char* v = std::getenv("KILN_CUDA_ATTENTION");
-    if (v == nullptr || std::strcmp(v, "") == 0 || std::strcmp(v, "auto") == 0) return false;
-    if (std::strcmp(v, "simple") == 0) return true;
-    std::fprintf(stderr, "KILN_CUDA_ATTENTION=%s is not 'simple' or 'auto'; using 'auto'\n", v);
-    return false;
+    if (v == nullptr || std::strcmp(v, "") == 0 || std::strcmp(v, "auto") == 0) {
+      return EnvironmentChoice::kAuto;
+    }
+    if (std::strcmp(v, "simple") == 0) return EnvironmentChoice::kSimple;
+    if (std::strcmp(v, "wmma") == 0) return EnvironmentChoice::kWmma;
+    std::fprintf(stderr, "KILN_CUDA_ATTENTION=%s is not 'simple', 'wmma' or 'auto'; using 'auto'\n",
+                 v);
+    return EnvironmentChoice::kAuto;
   }();
-  return simple;
+  return choice;
 }
 
 bool UseTensorCores(const AttentionLaunch& a) {
@@ -284,11 +292,17 @@ bool UseTensorCores(const AttentionLaunch& a) {
     case AttentionImpl::kSimple:
       return false;
     case AttentionImpl::kTensorCore:
+    case AttentionImpl::kTensorCoreWmma:
       return true;  // the tensor-core launch aborts with the reason if it cannot take `a`
     case AttentionImpl::kAuto:
       break;
   }
-  return !EnvironmentForcesSimple() && AttentionTensorCoreAvailable(a);
+  return AttentionEnvironment() != EnvironmentChoice::kSimple && AttentionTensorCoreAvailable(a);
+}
+
+bool UseWmmaForward(const AttentionLaunch& a) {
+  return a.impl == AttentionImpl::kTensorCoreWmma ||
+         (a.impl == AttentionImpl::kAuto && AttentionEnvironment() == EnvironmentChoice::kWmma);
 }
 
 }  // namespace
@@ -296,7 +310,11 @@ bool UseTensorCores(const AttentionLaunch& a) {
 void LaunchAttentionForward(const AttentionLaunch& a, StreamPtr stream) {
   if (a.batch == 0 || a.seq == 0) return;
   if (UseTensorCores(a)) {
-    LaunchAttentionForwardTensorCore(a, stream);
+    if (UseWmmaForward(a)) {
+      LaunchAttentionForwardTensorCore(a, stream);
+    } else {
+      LaunchAttentionForwardMma(a, stream);
+    }
     return;
   }
   const FlatTileGrid grid = MakeFlatTileGrid(a.seq, kQueryRows, a.batch * a.n_head);

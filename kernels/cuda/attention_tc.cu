@@ -11,6 +11,7 @@
 
 #include "kernels/cuda/attention_geometry.h"
 #include "kernels/cuda/attention_tc_layout.h"
+#include "kernels/cuda/attention_tc_tiles.cuh"
 #include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/launch_geometry.h"
 
@@ -18,6 +19,9 @@ namespace kiln::kernels::cuda {
 namespace {
 
 namespace wmma = nvcuda::wmma;
+using attention_tc::AllowSharedBytes;
+using attention_tc::CopyTile;
+using attention_tc::DispatchTensorCore;
 using attention_tc::kFrag;
 using attention_tc::kThreads;
 using attention_tc::kTile;
@@ -63,23 +67,6 @@ using FragBRow = wmma::fragment<wmma::matrix_b, kFrag, kFrag, kFrag, T, wmma::ro
 template <typename T>
 using FragBCol = wmma::fragment<wmma::matrix_b, kFrag, kFrag, kFrag, T, wmma::col_major>;
 using FragC = wmma::fragment<wmma::accumulator, kFrag, kFrag, kFrag, float>;
-
-// tile (kTile, Ld16(kD)) = rows [r0, r0 + kTile) of the head starting at column `col` of a
-// (T, stride) matrix in the storage type; rows past seq are zeros. 16 bytes per thread and step
-// (base, stride and col keep every row 16-byte aligned: attention_tc::LaunchFits).
-template <int kD, typename T>
-__device__ void CopyTile(T* tile, const T* base, int64_t stride, int64_t col, int64_t r0,
-                         int64_t seq) {
-  static_assert(sizeof(T) == 2, "16-bit storage");
-  constexpr int kChunks = kD / 8;  // 16-byte chunks per row
-  for (int e = threadIdx.x; e < kTile * kChunks; e += kThreads) {
-    const int r = e / kChunks, c = e % kChunks;
-    const int64_t t = r0 + r;
-    uint4 v = make_uint4(0u, 0u, 0u, 0u);
-    if (t < seq) v = *reinterpret_cast<const uint4*>(base + t * stride + col + c * 8);
-    *reinterpret_cast<uint4*>(tile + r * Ld16(kD) + c * 8) = v;
-  }
-}
 
 // dst (kTile) = src[r0 + i] of one (b, h) row of lse or delta (B, H, T); zeros past seq.
 __device__ void CopyRowStats(float* dst, const float* src, int64_t r0, int64_t seq) {
@@ -385,30 +372,6 @@ __global__ void __launch_bounds__(kThreads)
   WarpStage<kD>(dk, stage, warp);
   __syncwarp();
   WarpWriteRows<kD>(stage, dst_rows, g.stride, k_col, j0, g.seq, warp, lane);
-}
-
-// Calls fn(T{}, std::integral_constant<int, kD>{}) for a launch the tensor-core kernels take.
-template <typename Fn>
-void DispatchTensorCore(const AttentionLaunch& a, Fn&& fn) {
-  const auto with_dim = [&](auto t) {
-    if (a.head_dim == 64) {
-      fn(t, std::integral_constant<int, 64>{});
-    } else {
-      fn(t, std::integral_constant<int, 128>{});
-    }
-  };
-  if (a.type == FloatType::kBF16) {
-    with_dim(__nv_bfloat16{});
-  } else {
-    with_dim(__half{});
-  }
-}
-
-template <typename Kernel>
-void AllowSharedBytes(Kernel* kernel, size_t bytes) {
-  KILN_CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel),
-                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       static_cast<int>(bytes)));
 }
 
 void CheckTakes(const AttentionLaunch& a, const char* what) {

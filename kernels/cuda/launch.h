@@ -100,9 +100,11 @@ void LaunchRope(FloatType type, const void* x, void* y, int64_t batch, int64_t s
 // ---- attention.cu (Note [CUDA attention scheme]) and attention_tc.cu (Note [Tensor-core
 // attention]) ----
 // Which kernels run an attention launch (Note [Choosing the attention kernels] in attention.cu):
-// kAuto takes the tensor-core kernels where they apply unless KILN_CUDA_ATTENTION=simple; the
-// tests force either. kTensorCore on a launch the tensor-core kernels cannot take aborts.
-enum class AttentionImpl : uint8_t { kAuto, kSimple, kTensorCore };
+// kAuto takes the tensor-core kernels where they apply (forward: the mma.sync kernel of
+// attention_mma.cu) unless KILN_CUDA_ATTENTION says otherwise; the tests force each.
+// kTensorCoreWmma is kTensorCore with the wmma forward of attention_tc.cu. A tensor-core choice on
+// a launch the tensor-core kernels cannot take aborts.
+enum class AttentionImpl : uint8_t { kAuto, kSimple, kTensorCore, kTensorCoreWmma };
 struct AttentionLaunch {
   AttentionImpl impl = AttentionImpl::kAuto;
   FloatType type = FloatType::kF32;
@@ -128,7 +130,8 @@ void LaunchAttentionBackward(const AttentionLaunch& args, void* workspace, Strea
 // enough shared memory per block). The backward takes delta (B, H, T) f32 = rowsum(dout * out),
 // computed by attention.cu, and writes every element of dqkv.
 bool AttentionTensorCoreAvailable(const AttentionLaunch& args);
-void LaunchAttentionForwardTensorCore(const AttentionLaunch& args, StreamPtr stream);
+void LaunchAttentionForwardTensorCore(const AttentionLaunch& args, StreamPtr stream);  // wmma
+void LaunchAttentionForwardMma(const AttentionLaunch& args, StreamPtr stream);  // attention_mma.cu
 void LaunchAttentionBackwardTensorCore(const AttentionLaunch& args, const float* delta,
                                        StreamPtr stream);
 

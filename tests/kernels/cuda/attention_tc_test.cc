@@ -1,5 +1,6 @@
-// [gpu] The tensor-core attention (kernels/cuda/attention_tc.cu) against the CPU kernels and the
-// simple CUDA kernels, forward and backward, on shapes whose T is not a multiple of the tile, at
+// [gpu] The tensor-core attention (the mma.sync forward of kernels/cuda/attention_mma.cu, the wmma
+// forward and backward of kernels/cuda/attention_tc.cu) against the CPU kernels and the simple CUDA
+// kernels, forward and backward, on shapes whose T is not a multiple of the tile, at
 // GPT-2's T = 1024, with many (batch, head) blocks, causal and full, grouped-query heads, head_dim
 // 64 and 128, bf16 and f16; plus the forward/backward mixes across the two schemes, bit-identical
 // repeated runs and the registered (auto) path. Every check names its case, the output part (out,
@@ -49,8 +50,16 @@ std::string Describe(const Case& c) {
 }
 
 const char* ImplName(AttentionImpl impl) {
-  return impl == AttentionImpl::kSimple ? "simple" : impl == AttentionImpl::kTensorCore ? "tc"
-                                                                                        : "auto";
+  switch (impl) {
+    case AttentionImpl::kSimple:
+      return "simple";
+    case AttentionImpl::kTensorCore:
+      return "tc (mma forward)";
+    case AttentionImpl::kTensorCoreWmma:
+      return "tc (wmma forward)";
+    default:
+      return "auto";
+  }
 }
 
 float ScaleOf(const Case& c) { return 1.0f / std::sqrt(static_cast<float>(c.head_dim)); }
@@ -102,14 +111,15 @@ Tensor RunBackward(const Case& c, AttentionImpl impl, const Tensor& qkv, const F
                    const Tensor& dout) {
   Tensor dqkv = NanOnDevice(qkv.sizes(), c.dtype);
   const size_t bytes = kernels::cuda::AttentionBackwardWorkspaceBytes(c.batch, c.heads, c.seq);
-  Tensor workspace = Tensor::Zeros({static_cast<int64_t>(bytes / 4 + 1)}, DType::kF32,
-                                   Device::CUDA(0));
+  Tensor workspace =
+      Tensor::Zeros({static_cast<int64_t>(bytes / 4 + 1)}, DType::kF32, Device::CUDA(0));
   AttentionLaunch a = LaunchOf(c, impl, qkv);
   a.out = f.out.raw_data();
   a.lse = f.lse.data<float>();
   a.dout = dout.raw_data();
   a.dqkv = dqkv.raw_data();
-  kernels::cuda::LaunchAttentionBackward(a, workspace.raw_data(), kernels::cuda::LaunchStreamFor(qkv));
+  kernels::cuda::LaunchAttentionBackward(a, workspace.raw_data(),
+                                         kernels::cuda::LaunchStreamFor(qkv));
   return dqkv;
 }
 
@@ -146,9 +156,9 @@ void CheckClose(const std::string& what, const std::vector<float>& got,
     }
   }
   const double rel = std::sqrt(err) / std::max({Norm(want), floor, 1e-30});
-  INFO(what << ": relative L2 error " << rel << " (tolerance " << tol << ", ||want|| "
-            << Norm(want) << ", floor " << floor << "), max abs diff " << MaxAbsDiff(got, want)
-            << ", " << non_finite << " non-finite of " << got.size() << " (first at flat index "
+  INFO(what << ": relative L2 error " << rel << " (tolerance " << tol << ", ||want|| " << Norm(want)
+            << ", floor " << floor << "), max abs diff " << MaxAbsDiff(got, want) << ", "
+            << non_finite << " non-finite of " << got.size() << " (first at flat index "
             << first_bad << ")");
   CHECK(non_finite == 0);
   CHECK(rel <= tol);
@@ -186,20 +196,28 @@ void CheckCase(const Case& c) {
                            want_dqkv = (*cpu_grad)[0].ToFloats();
 
   const Tensor qkv_d = ToCuda(qkv), dout_d = ToCuda(dout);
-  const Forward tc = RunForward(c, AttentionImpl::kTensorCore, qkv_d);
+  const Forward mma = RunForward(c, AttentionImpl::kTensorCore, qkv_d);
+  const Forward wmma = RunForward(c, AttentionImpl::kTensorCoreWmma, qkv_d);
   const Forward simple = RunForward(c, AttentionImpl::kSimple, qkv_d);
-  const std::vector<float> tc_out = tc.out.ToFloats(), tc_lse = tc.lse.ToFloats();
-  CheckClose("tc forward out vs cpu", tc_out, want_out, tol);
-  CheckClose("tc forward lse vs cpu", tc_lse, want_lse, tol);
-  CheckClose("tc forward out vs simple", tc_out, simple.out.ToFloats(), tol);
-  CheckClose("tc forward lse vs simple", tc_lse, simple.lse.ToFloats(), tol);
+  for (const auto& [name, f] : {std::pair<const char*, const Forward*>{"mma", &mma},
+                                std::pair<const char*, const Forward*>{"wmma", &wmma}}) {
+    const std::vector<float> out = f->out.ToFloats(), lse = f->lse.ToFloats();
+    const std::string what = std::string(name) + " forward ";
+    CheckClose(what + "out vs cpu", out, want_out, tol);
+    CheckClose(what + "lse vs cpu", lse, want_lse, tol);
+    CheckClose(what + "out vs simple", out, simple.out.ToFloats(), tol);
+    CheckClose(what + "lse vs simple", lse, simple.lse.ToFloats(), tol);
+  }
 
   // Backward: each scheme on the outputs of each forward.
-  for (AttentionImpl fwd : {AttentionImpl::kTensorCore, AttentionImpl::kSimple}) {
+  for (AttentionImpl fwd :
+       {AttentionImpl::kTensorCore, AttentionImpl::kTensorCoreWmma, AttentionImpl::kSimple}) {
     for (AttentionImpl bwd : {AttentionImpl::kTensorCore, AttentionImpl::kSimple}) {
-      const Forward& f = fwd == AttentionImpl::kTensorCore ? tc : simple;
-      const std::string what = std::string(ImplName(fwd)) + " forward + " + ImplName(bwd) +
-                               " backward vs cpu:";
+      const Forward& f = fwd == AttentionImpl::kTensorCore       ? mma
+                         : fwd == AttentionImpl::kTensorCoreWmma ? wmma
+                                                                 : simple;
+      const std::string what =
+          std::string(ImplName(fwd)) + " forward + " + ImplName(bwd) + " backward vs cpu:";
       CheckGrads(what, c, RunBackward(c, bwd, qkv_d, f, dout_d).ToFloats(), want_dqkv, tol);
     }
   }
@@ -209,12 +227,12 @@ void CheckCase(const Case& c) {
 // partial last), T = 1024, many (batch, head) blocks, causal and full, GQA, both head dims. The
 // last is T = 1024 small enough for the kernel emulation.
 const Case kBf16Cases[] = {
-    {2, 1, 4, 4, 64, true, DType::kBF16},    {2, 17, 4, 2, 128, true, DType::kBF16},
-    {2, 17, 4, 4, 64, false, DType::kBF16},  {2, 77, 8, 2, 64, true, DType::kBF16},
-    {1, 77, 8, 2, 128, false, DType::kBF16}, {2, 200, 8, 2, 128, true, DType::kBF16},
-    {3, 200, 4, 1, 64, false, DType::kBF16}, {2, 64, 2, 2, 64, true, DType::kBF16},
+    {2, 1, 4, 4, 64, true, DType::kBF16},      {2, 17, 4, 2, 128, true, DType::kBF16},
+    {2, 17, 4, 4, 64, false, DType::kBF16},    {2, 77, 8, 2, 64, true, DType::kBF16},
+    {1, 77, 8, 2, 128, false, DType::kBF16},   {2, 200, 8, 2, 128, true, DType::kBF16},
+    {3, 200, 4, 1, 64, false, DType::kBF16},   {2, 64, 2, 2, 64, true, DType::kBF16},
     {2, 1024, 12, 12, 64, true, DType::kBF16}, {1, 1024, 8, 2, 128, true, DType::kBF16},
-    {96, 65, 12, 12, 64, true, DType::kBF16}, {1, 1024, 1, 1, 64, true, DType::kBF16},
+    {96, 65, 12, 12, 64, true, DType::kBF16},  {1, 1024, 1, 1, 64, true, DType::kBF16},
 };
 
 const Case kF16Cases[] = {
@@ -235,8 +253,8 @@ TEST_CASE("tensor-core attention matches the CPU and the simple kernels (f16)", 
 
 TEST_CASE("tensor-core attention repeats bit for bit", "[gpu][cuda]") {
   KILN_REQUIRE_GPU();
-  for (const Case& c : {Case{2, 200, 8, 2, 64, true, DType::kBF16},
-                        Case{2, 130, 4, 4, 128, false, DType::kF16}}) {
+  for (const Case& c :
+       {Case{2, 200, 8, 2, 64, true, DType::kBF16}, Case{2, 130, 4, 4, 128, false, DType::kF16}}) {
     INFO(Describe(c));
     const Tensor qkv = ToCuda(RandomTensor({c.batch, c.seq, QkvWidth(c)}, c.dtype, 7));
     const Tensor dout =
@@ -245,7 +263,11 @@ TEST_CASE("tensor-core attention repeats bit for bit", "[gpu][cuda]") {
     const Forward b = RunForward(c, AttentionImpl::kTensorCore, qkv);
     CHECK(a.out.ToFloats() == b.out.ToFloats());
     CHECK(a.lse.ToFloats() == b.lse.ToFloats());
-    const std::vector<float> first = RunBackward(c, AttentionImpl::kTensorCore, qkv, a, dout).ToFloats();
+    const Forward wa = RunForward(c, AttentionImpl::kTensorCoreWmma, qkv);
+    const Forward wb = RunForward(c, AttentionImpl::kTensorCoreWmma, qkv);
+    CHECK(wa.out.ToFloats() == wb.out.ToFloats());
+    const std::vector<float> first =
+        RunBackward(c, AttentionImpl::kTensorCore, qkv, a, dout).ToFloats();
     for (int run = 0; run < 3; ++run) {
       INFO("backward run " << run + 2);
       const std::vector<float> again =

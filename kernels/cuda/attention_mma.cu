@@ -1,0 +1,201 @@
+// The tensor-core attention forward with its state in registers (FlashAttention-2's scheme) on
+// mma.sync m16n8k16 (kernels/cuda/mma.cuh): bf16 / f16 storage, head_dim 64 or 128, packed qkv with
+// grouped-query heads; out and lse as the other attention kernels give them. The default forward
+// wherever the tensor-core kernels apply (Note [Choosing the attention kernels] in attention.cu);
+// the backward stays attention_tc.cu's. See Note [Register-resident attention forward].
+#include "kernels/cuda/attention_geometry.h"
+#include "kernels/cuda/attention_tc_layout.h"
+#include "kernels/cuda/attention_tc_tiles.cuh"
+#include "kernels/cuda/device_util.cuh"
+#include "kernels/cuda/launch_geometry.h"
+#include "kernels/cuda/mma.cuh"
+
+namespace kiln::kernels::cuda {
+namespace {
+
+using attention_tc::kThreads;
+using attention_tc::kTile;
+using attention_tc::kWarpRows;
+using attention_tc::Ld16;
+
+// Note [Register-resident attention forward]
+// The math is Note [Tensor-core attention]'s; the difference is where the state lives. A block
+// takes 64 query rows of one (b, h) and 4 warps, warp w rows [16 w, 16 w + 16); it streams key /
+// value tiles of 64 rows through shared memory (tiles wholly above the diagonal skipped when
+// causal). Per tile a warp computes its 16 x 64 scores as 8 accumulator tiles of 16 x 8
+// (mma.sync, Q's fragments loaded into registers once), so with Note [mma.sync fragments] each
+// lane holds two rows' worth (rows g and g + 8, 16 columns each): the row max and sum need two
+// shuffles among the 4 lanes of a row, the probabilities are rounded to the storage type straight
+// into the A fragments of P V, and the output accumulator O (16 x D, f32) is rescaled and
+// accumulated in registers. No score, probability or partial output touches shared memory, unlike
+// the wmma forward (attention_tc.cu), whose fragments are opaque.
+// Scores are kept in log2 units (scale * log2(e) folded into one multiply, exp2 on the GPU's fast
+// path); lse is converted back: lse = ln(2) m2 + ln(l). Masked scores are -inf and give p = 0
+// explicitly; the running max is taken as 0 while it is still -inf (as the other kernels do). l is
+// summed per lane over its columns and reduced across the row's 4 lanes once, at the end.
+// Shared memory: q, k and v tiles (64, D + 8) in the storage type; the 8-element padding makes the
+// 32-bit fragment loads conflict-free (a row is 4 (D + 8) / 4 = D / 2 + 4 words: rows g = 0..7 of a
+// fragment start 4 banks apart, and the 4 lanes of a row read consecutive words).
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+template <typename T, int kD>
+__global__ void __launch_bounds__(kThreads)
+    attention_mma_forward_kernel(const T* qkv, T* out, float* lse, Geometry g) {
+  constexpr int kChunksD = kD / 16;  // k-chunks of Q K^T
+  constexpr int kTilesD = kD / 8;    // n-tiles of the output
+  constexpr int kTilesKey = kTile / 8;
+  constexpr int kLd = Ld16(kD);
+  KILN_DYNAMIC_SHARED_BYTES(smem);
+  T* qs = reinterpret_cast<T*>(smem);  // (64, D + 8) queries
+  T* ks = qs + kTile * kLd;            // (64, D + 8) current keys
+  T* vs = ks + kTile * kLd;            // (64, D + 8) current values
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int lg = lane / 4, lt = lane % 4;  // Note [mma.sync fragments]: g and t
+  const int bh = static_cast<int>(blockIdx.x / g.tiles);
+  const int b = bh / g.n_head, h = bh % g.n_head, kv = h / g.group;
+  const int64_t q0 = static_cast<int64_t>(blockIdx.x % g.tiles) * kTile;
+  const T* rows = qkv + static_cast<int64_t>(b) * g.seq * g.stride;  // (T, stride)
+  const int64_t k_col = static_cast<int64_t>(g.n_head + kv) * kD;
+  const int64_t v_col = static_cast<int64_t>(g.n_head + g.n_kv + kv) * kD;
+  const float scale2 = g.scale * kLog2e;
+
+  attention_tc::CopyTile<kD>(qs, rows, g.stride, static_cast<int64_t>(h) * kD, q0, g.seq);
+  __syncthreads();
+  uint32_t qa[kChunksD][4];  // the warp's 16 query rows as A fragments
+  const T* qw = qs + warp * kWarpRows * kLd;
+#pragma unroll
+  for (int c = 0; c < kChunksD; ++c) {
+    const int col = 16 * c + 2 * lt;
+    qa[c][0] = mma::LoadPair(qw + lg * kLd + col);
+    qa[c][1] = mma::LoadPair(qw + (lg + 8) * kLd + col);
+    qa[c][2] = mma::LoadPair(qw + lg * kLd + col + 8);
+    qa[c][3] = mma::LoadPair(qw + (lg + 8) * kLd + col + 8);
+  }
+  float o[kTilesD][4];
+#pragma unroll
+  for (int n = 0; n < kTilesD; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // rows g and g + 8, log2 units
+  const int64_t row[2] = {q0 + warp * kWarpRows + lg, q0 + warp * kWarpRows + lg + 8};
+
+  const int64_t keys = attention_tc::KeyEnd(q0, g.seq, g.causal);
+  for (int64_t k0 = 0; k0 < keys; k0 += kTile) {
+    __syncthreads();  // every warp is done with the previous k and v tiles
+    attention_tc::CopyTile<kD>(ks, rows, g.stride, k_col, k0, g.seq);
+    attention_tc::CopyTile<kD>(vs, rows, g.stride, v_col, k0, g.seq);
+    __syncthreads();
+    // s (16 x 64) = Q K^T: n-tile j holds keys [8 j, 8 j + 8).
+    float s[kTilesKey][4];
+#pragma unroll
+    for (int j = 0; j < kTilesKey; ++j) {
+      s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+      const T* key = ks + (8 * j + lg) * kLd + 2 * lt;  // B[k][n] = K[n][k]: key 8 j + g
+#pragma unroll
+      for (int c = 0; c < kChunksD; ++c) {
+        const uint32_t kb[2] = {mma::LoadPair(key + 16 * c), mma::LoadPair(key + 16 * c + 8)};
+        mma::MmaM16N8K16<T>(s[j], qa[c], kb);
+      }
+    }
+    // Scale and mask, then the online softmax per row (i = 0: row g, i = 1: row g + 8).
+    float tile_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int j = 0; j < kTilesKey; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int i = e / 2;
+        const int64_t key = k0 + 8 * j + 2 * lt + (e % 2);
+        const bool visible = attention_tc::Visible(row[i], key, g.seq, g.causal);
+        s[j][e] = visible ? s[j][e] * scale2 : -INFINITY;
+        tile_max[i] = fmaxf(tile_max[i], s[j][e]);
+      }
+    }
+    float alpha[2], ref[2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      tile_max[i] = fmaxf(tile_max[i], __shfl_xor_sync(mma::kFullMask, tile_max[i], 1));
+      tile_max[i] = fmaxf(tile_max[i], __shfl_xor_sync(mma::kFullMask, tile_max[i], 2));
+      const float m_new = fmaxf(m[i], tile_max[i]);
+      ref[i] = m_new == -INFINITY ? 0.0f : m_new;  // no inf - inf while all masked
+      alpha[i] = exp2f(m[i] - ref[i]);             // 0 on the first visible tile
+      m[i] = m_new;
+      l[i] *= alpha[i];
+    }
+#pragma unroll
+    for (int n = 0; n < kTilesD; ++n) {
+      o[n][0] *= alpha[0];
+      o[n][1] *= alpha[0];
+      o[n][2] *= alpha[1];
+      o[n][3] *= alpha[1];
+    }
+    // p = 2^(s - m), rounded to T as the A fragments of P V: key chunk c (16 keys) is n-tiles
+    // 2c and 2c + 1 of s.
+    uint32_t pa[kTilesKey / 2][4];
+#pragma unroll
+    for (int c = 0; c < kTilesKey / 2; ++c) {
+      float p[2][4];
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float x = s[2 * c + half][e];
+          p[half][e] = x == -INFINITY ? 0.0f : exp2f(x - ref[e / 2]);
+          l[e / 2] += p[half][e];
+        }
+      }
+      pa[c][0] = mma::Pack<T>(p[0][0], p[0][1]);
+      pa[c][1] = mma::Pack<T>(p[0][2], p[0][3]);
+      pa[c][2] = mma::Pack<T>(p[1][0], p[1][1]);
+      pa[c][3] = mma::Pack<T>(p[1][2], p[1][3]);
+    }
+    // o (16 x D) += P V: B[k][n] = V[key k][d n], two keys per register.
+#pragma unroll
+    for (int c = 0; c < kTilesKey / 2; ++c) {
+      const T* v0 = vs + (16 * c + 2 * lt) * kLd + lg;  // keys 16 c + 2 t, +1; column g
+#pragma unroll
+      for (int n = 0; n < kTilesD; ++n) {
+        const T* v = v0 + 8 * n;
+        const uint32_t vb[2] = {mma::LoadSplitPair(v, v + kLd),
+                                mma::LoadSplitPair(v + 8 * kLd, v + 9 * kLd)};
+        mma::MmaM16N8K16<T>(o[n], pa[c], vb);
+      }
+    }
+  }
+  // out = O / l, lse = ln(2) m + ln(l), for the rows below seq.
+  T* out_rows = out + static_cast<int64_t>(b) * g.seq * g.out_stride;  // (T, H D)
+  float* lse_row = lse + (static_cast<int64_t>(b) * g.n_head + h) * g.seq;
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    l[i] += __shfl_xor_sync(mma::kFullMask, l[i], 1);
+    l[i] += __shfl_xor_sync(mma::kFullMask, l[i], 2);
+    if (row[i] >= g.seq) continue;
+    const float inv = l[i] > 0.0f ? 1.0f / l[i] : 0.0f;
+    T* dst = out_rows + row[i] * g.out_stride + static_cast<int64_t>(h) * kD + 2 * lt;
+#pragma unroll
+    for (int n = 0; n < kTilesD; ++n) {
+      *reinterpret_cast<uint32_t*>(dst + 8 * n) =
+          mma::Pack<T>(o[n][2 * i] * inv, o[n][2 * i + 1] * inv);
+    }
+    if (lt == 0) lse_row[row[i]] = l[i] > 0.0f ? kLn2 * m[i] + logf(l[i]) : -INFINITY;
+  }
+}
+
+}  // namespace
+
+void LaunchAttentionForwardMma(const AttentionLaunch& a, StreamPtr stream) {
+  if (a.batch == 0 || a.seq == 0) return;
+  const FlatTileGrid grid = MakeFlatTileGrid(a.seq, kTile, a.batch * a.n_head);
+  Geometry g = MakeGeometry(a);
+  g.tiles = static_cast<int>(grid.tiles);
+  attention_tc::DispatchTensorCore(a, [&](auto t, auto dim) {
+    using T = decltype(t);
+    constexpr int kD = decltype(dim)::value;
+    constexpr size_t kBytes = size_t{3} * kTile * Ld16(kD) * sizeof(T);
+    attention_tc::AllowSharedBytes(attention_mma_forward_kernel<T, kD>, kBytes);
+    Launch(attention_mma_forward_kernel<T, kD>, grid.blocks, kThreads, kBytes, AsStream(stream),
+           static_cast<const T*>(a.qkv), static_cast<T*>(a.out), a.lse, g);
+  });
+  KILN_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace kiln::kernels::cuda

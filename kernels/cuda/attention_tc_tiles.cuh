@@ -1,0 +1,55 @@
+// Device and launch helpers shared by the tensor-core attention kernels (attention_tc.cu: wmma;
+// attention_mma.cu: mma.sync): the tile copy from packed qkv into shared memory, the dispatch
+// over storage type and head dim, and the shared-memory opt-in. Include only from those .cu files.
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+
+#include "kernels/cuda/attention_tc_layout.h"
+#include "kernels/cuda/device_util.cuh"
+
+namespace kiln::kernels::cuda::attention_tc {
+
+// tile (kTile, Ld16(kD)) = rows [r0, r0 + kTile) of the head starting at column `col` of a
+// (T, stride) matrix in the storage type; rows past seq are zeros. 16 bytes per thread and step
+// (base, stride and col keep every row 16-byte aligned: attention_tc::LaunchFits).
+template <int kD, typename T>
+__device__ void CopyTile(T* tile, const T* base, int64_t stride, int64_t col, int64_t r0,
+                         int64_t seq) {
+  static_assert(sizeof(T) == 2, "16-bit storage");
+  constexpr int kChunks = kD / 8;  // 16-byte chunks per row
+  for (int e = threadIdx.x; e < kTile * kChunks; e += kThreads) {
+    const int r = e / kChunks, c = e % kChunks;
+    const int64_t t = r0 + r;
+    uint4 v = make_uint4(0u, 0u, 0u, 0u);
+    if (t < seq) v = *reinterpret_cast<const uint4*>(base + t * stride + col + c * 8);
+    *reinterpret_cast<uint4*>(tile + r * Ld16(kD) + c * 8) = v;
+  }
+}
+
+// Calls fn(T{}, std::integral_constant<int, kD>{}) for a launch the tensor-core kernels take.
+template <typename Fn>
+void DispatchTensorCore(const AttentionLaunch& a, Fn&& fn) {
+  const auto with_dim = [&](auto t) {
+    if (a.head_dim == 64) {
+      fn(t, std::integral_constant<int, 64>{});
+    } else {
+      fn(t, std::integral_constant<int, 128>{});
+    }
+  };
+  if (a.type == FloatType::kBF16) {
+    with_dim(__nv_bfloat16{});
+  } else {
+    with_dim(__half{});
+  }
+}
+
+template <typename Kernel>
+void AllowSharedBytes(Kernel* kernel, size_t bytes) {
+  KILN_CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel),
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(bytes)));
+}
+
+}  // namespace kiln::kernels::cuda::attention_tc
