@@ -21,8 +21,8 @@ args=(--batch "$BATCH" --steps "$STEPS" --warmup "$WARMUP")
 KILN_CUDA_GRAPHS=0 "$kiln_bin" "${args[@]}" 2>"$out/bench_kiln_nographs.log" |
   sed 's/"system": "kiln"/"system": "kiln-no-graphs"/' >>"$out/bench_kiln.jsonl" ||
   echo "{\"system\": \"kiln-no-graphs\", \"error\": \"exit $?\"}" >>"$out/bench_kiln.jsonl"
-# The same with the wmma attention forward (Note [Choosing the attention kernels]): what the
-# register-resident mma.sync forward buys, and a figure should it misbehave on the device.
+# The same with the wmma attention kernels (Note [Choosing the attention kernels]): what the
+# register-resident mma.sync kernels buy, and a figure should they misbehave on the device.
 KILN_CUDA_ATTENTION=wmma "$kiln_bin" "${args[@]}" 2>"$out/bench_kiln_wmma.log" |
   sed 's/"system": "kiln"/"system": "kiln-wmma-attention"/' >>"$out/bench_kiln.jsonl" ||
   echo "{\"system\": \"kiln-wmma-attention\", \"error\": \"exit $?\"}" >>"$out/bench_kiln.jsonl"

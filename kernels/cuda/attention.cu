@@ -260,16 +260,17 @@ void DispatchHeadDim(int head_dim, Fn&& fn) {
 
 // Note [Choosing the attention kernels]
 // The tensor-core kernels run every launch they can take: bf16 / f16 storage, head_dim 64 or 128,
-// 16-byte aligned tensors, enough shared memory per block. The forward is the register-resident
-// mma.sync kernel (attention_mma.cu, Note [Register-resident attention forward]), the backward the
-// wmma kernels (attention_tc.cu, Note [Tensor-core attention]). Everything else — f32, other head
-// dims — runs the simple kernels above. The forward and the backward choose independently; all
-// schemes compute the same math (their out and lse are interchangeable inputs of either backward),
-// so any mix is correct.
-// KILN_CUDA_ATTENTION (read once per process) is the escape hatch should a path misbehave on some
-// device: "simple" forces the simple kernels everywhere, "wmma" the wmma forward where the tensor
-// cores apply. Unset, empty or "auto" mean the choice above; any other value is reported once on
-// stderr and treated as "auto". Tests force each path through AttentionLaunch::impl.
+// 16-byte aligned tensors, enough shared memory per block. They are the register-resident
+// mma.sync kernels — the forward (attention_mma.cu, Note [Register-resident attention forward])
+// and, at head_dim 64, the backward (attention_mma_backward.cu, Note [Register-resident attention
+// backward]) — and otherwise the wmma kernels (attention_tc.cu, Note [Tensor-core attention]).
+// Everything else — f32, other head dims — runs the simple kernels above. The forward and the
+// backward choose independently; all schemes compute the same math (their out and lse are
+// interchangeable inputs of either backward), so any mix is correct. KILN_CUDA_ATTENTION (read once
+// per process) is the escape hatch should a path misbehave on some device: "simple" forces the
+// simple kernels everywhere, "wmma" the wmma kernels where the tensor cores apply. Unset, empty or
+// "auto" mean the choice above; any other value is reported once on stderr and treated as "auto".
+// Tests force each path through AttentionLaunch::impl.
 enum class EnvironmentChoice { kAuto, kSimple, kWmma };
 
 EnvironmentChoice AttentionEnvironment() {
@@ -300,7 +301,7 @@ bool UseTensorCores(const AttentionLaunch& a) {
   return AttentionEnvironment() != EnvironmentChoice::kSimple && AttentionTensorCoreAvailable(a);
 }
 
-bool UseWmmaForward(const AttentionLaunch& a) {
+bool UseWmma(const AttentionLaunch& a) {
   return a.impl == AttentionImpl::kTensorCoreWmma ||
          (a.impl == AttentionImpl::kAuto && AttentionEnvironment() == EnvironmentChoice::kWmma);
 }
@@ -310,7 +311,7 @@ bool UseWmmaForward(const AttentionLaunch& a) {
 void LaunchAttentionForward(const AttentionLaunch& a, StreamPtr stream) {
   if (a.batch == 0 || a.seq == 0) return;
   if (UseTensorCores(a)) {
-    if (UseWmmaForward(a)) {
+    if (UseWmma(a)) {
       LaunchAttentionForwardTensorCore(a, stream);
     } else {
       LaunchAttentionForwardMma(a, stream);
@@ -348,7 +349,11 @@ void LaunchAttentionBackward(const AttentionLaunch& a, void* workspace, StreamPt
     Launch(attention_delta_kernel<T>, static_cast<unsigned>((rows + 255) / 256), 256, 0,
            AsStream(stream), static_cast<const T*>(a.out), dout, delta, rows, g);
     if (UseTensorCores(a)) {
-      LaunchAttentionBackwardTensorCore(a, delta, stream);
+      if (UseWmma(a) || !AttentionBackwardMmaTakes(a)) {
+        LaunchAttentionBackwardTensorCore(a, delta, stream);
+      } else {
+        LaunchAttentionBackwardMma(a, delta, stream);
+      }
       return;
     }
     DispatchHeadDim(a.head_dim, [&](auto bound) {

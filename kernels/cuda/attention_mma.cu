@@ -36,8 +36,8 @@ using attention_tc::Ld16;
 // Shared memory: q, k and v tiles (64, D + 8) in the storage type; the 8-element padding makes the
 // 32-bit fragment loads conflict-free (a row is 4 (D + 8) / 4 = D / 2 + 4 words: rows g = 0..7 of a
 // fragment start 4 banks apart, and the 4 lanes of a row read consecutive words).
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
+using attention_tc::kLn2;
+using attention_tc::kLog2e;
 
 template <typename T, int kD>
 __global__ void __launch_bounds__(kThreads)
@@ -64,15 +64,8 @@ __global__ void __launch_bounds__(kThreads)
   attention_tc::CopyTile<kD>(qs, rows, g.stride, static_cast<int64_t>(h) * kD, q0, g.seq);
   __syncthreads();
   uint32_t qa[kChunksD][4];  // the warp's 16 query rows as A fragments
-  const T* qw = qs + warp * kWarpRows * kLd;
 #pragma unroll
-  for (int c = 0; c < kChunksD; ++c) {
-    const int col = 16 * c + 2 * lt;
-    qa[c][0] = mma::LoadPair(qw + lg * kLd + col);
-    qa[c][1] = mma::LoadPair(qw + (lg + 8) * kLd + col);
-    qa[c][2] = mma::LoadPair(qw + lg * kLd + col + 8);
-    qa[c][3] = mma::LoadPair(qw + (lg + 8) * kLd + col + 8);
-  }
+  for (int c = 0; c < kChunksD; ++c) mma::LoadA(qa[c], qs, kLd, warp * kWarpRows, 16 * c);
   float o[kTilesD][4];
 #pragma unroll
   for (int n = 0; n < kTilesD; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
@@ -90,10 +83,10 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int j = 0; j < kTilesKey; ++j) {
       s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
-      const T* key = ks + (8 * j + lg) * kLd + 2 * lt;  // B[k][n] = K[n][k]: key 8 j + g
 #pragma unroll
       for (int c = 0; c < kChunksD; ++c) {
-        const uint32_t kb[2] = {mma::LoadPair(key + 16 * c), mma::LoadPair(key + 16 * c + 8)};
+        uint32_t kb[2];  // B[k][n] = K[8 j + n][16 c + k]
+        mma::LoadBRows(kb, ks, kLd, 8 * j, 16 * c);
         mma::MmaM16N8K16<T>(s[j], qa[c], kb);
       }
     }
@@ -143,20 +136,15 @@ __global__ void __launch_bounds__(kThreads)
           l[e / 2] += p[half][e];
         }
       }
-      pa[c][0] = mma::Pack<T>(p[0][0], p[0][1]);
-      pa[c][1] = mma::Pack<T>(p[0][2], p[0][3]);
-      pa[c][2] = mma::Pack<T>(p[1][0], p[1][1]);
-      pa[c][3] = mma::Pack<T>(p[1][2], p[1][3]);
+      mma::AccumulatorsToA<T>(pa[c], p[0], p[1]);
     }
     // o (16 x D) += P V: B[k][n] = V[key k][d n], two keys per register.
 #pragma unroll
     for (int c = 0; c < kTilesKey / 2; ++c) {
-      const T* v0 = vs + (16 * c + 2 * lt) * kLd + lg;  // keys 16 c + 2 t, +1; column g
 #pragma unroll
       for (int n = 0; n < kTilesD; ++n) {
-        const T* v = v0 + 8 * n;
-        const uint32_t vb[2] = {mma::LoadSplitPair(v, v + kLd),
-                                mma::LoadSplitPair(v + 8 * kLd, v + 9 * kLd)};
+        uint32_t vb[2];
+        mma::LoadBColumns(vb, vs, kLd, 16 * c, 8 * n);
         mma::MmaM16N8K16<T>(o[n], pa[c], vb);
       }
     }
@@ -164,19 +152,21 @@ __global__ void __launch_bounds__(kThreads)
   // out = O / l, lse = ln(2) m + ln(l), for the rows below seq.
   T* out_rows = out + static_cast<int64_t>(b) * g.seq * g.out_stride;  // (T, H D)
   float* lse_row = lse + (static_cast<int64_t>(b) * g.n_head + h) * g.seq;
+  float inv[2];
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     l[i] += __shfl_xor_sync(mma::kFullMask, l[i], 1);
     l[i] += __shfl_xor_sync(mma::kFullMask, l[i], 2);
-    if (row[i] >= g.seq) continue;
-    const float inv = l[i] > 0.0f ? 1.0f / l[i] : 0.0f;
-    T* dst = out_rows + row[i] * g.out_stride + static_cast<int64_t>(h) * kD + 2 * lt;
-#pragma unroll
-    for (int n = 0; n < kTilesD; ++n) {
-      *reinterpret_cast<uint32_t*>(dst + 8 * n) =
-          mma::Pack<T>(o[n][2 * i] * inv, o[n][2 * i + 1] * inv);
+    inv[i] = l[i] > 0.0f ? 1.0f / l[i] : 0.0f;
+    if (lt == 0 && row[i] < g.seq) {
+      lse_row[row[i]] = l[i] > 0.0f ? kLn2 * m[i] + logf(l[i]) : -INFINITY;
     }
-    if (lt == 0) lse_row[row[i]] = l[i] > 0.0f ? kLn2 * m[i] + logf(l[i]) : -INFINITY;
+  }
+  T* dst = out_rows + (q0 + warp * kWarpRows) * g.out_stride + static_cast<int64_t>(h) * kD;
+#pragma unroll
+  for (int n = 0; n < kTilesD; ++n) {
+    mma::StoreAccumulator(dst + 8 * n, g.out_stride, o[n], inv[0], inv[1], row[0] < g.seq,
+                          row[1] < g.seq);
   }
 }
 

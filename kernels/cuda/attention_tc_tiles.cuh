@@ -11,6 +11,10 @@
 
 namespace kiln::kernels::cuda::attention_tc {
 
+// The mma.sync kernels keep scores in log2 units (exp2 is the GPU's fast exponential).
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
 // tile (kTile, Ld16(kD)) = rows [r0, r0 + kTile) of the head starting at column `col` of a
 // (T, stride) matrix in the storage type; rows past seq are zeros. 16 bytes per thread and step
 // (base, stride and col keep every row 16-byte aligned: attention_tc::LaunchFits).

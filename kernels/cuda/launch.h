@@ -100,10 +100,11 @@ void LaunchRope(FloatType type, const void* x, void* y, int64_t batch, int64_t s
 // ---- attention.cu (Note [CUDA attention scheme]) and attention_tc.cu (Note [Tensor-core
 // attention]) ----
 // Which kernels run an attention launch (Note [Choosing the attention kernels] in attention.cu):
-// kAuto takes the tensor-core kernels where they apply (forward: the mma.sync kernel of
-// attention_mma.cu) unless KILN_CUDA_ATTENTION says otherwise; the tests force each.
-// kTensorCoreWmma is kTensorCore with the wmma forward of attention_tc.cu. A tensor-core choice on
-// a launch the tensor-core kernels cannot take aborts.
+// kAuto takes the tensor-core kernels where they apply (the mma.sync kernels of attention_mma.cu
+// and, at head_dim 64, attention_mma_backward.cu; else wmma) unless KILN_CUDA_ATTENTION says
+// otherwise; the tests force each. kTensorCoreWmma is kTensorCore on the wmma kernels of
+// attention_tc.cu only. A tensor-core choice on a launch the tensor-core kernels cannot take
+// aborts.
 enum class AttentionImpl : uint8_t { kAuto, kSimple, kTensorCore, kTensorCoreWmma };
 struct AttentionLaunch {
   AttentionImpl impl = AttentionImpl::kAuto;
@@ -132,6 +133,9 @@ void LaunchAttentionBackward(const AttentionLaunch& args, void* workspace, Strea
 bool AttentionTensorCoreAvailable(const AttentionLaunch& args);
 void LaunchAttentionForwardTensorCore(const AttentionLaunch& args, StreamPtr stream);  // wmma
 void LaunchAttentionForwardMma(const AttentionLaunch& args, StreamPtr stream);  // attention_mma.cu
+// attention_mma_backward.cu: head_dim 64 (where Takes says so), otherwise the wmma backward runs.
+bool AttentionBackwardMmaTakes(const AttentionLaunch& args);
+void LaunchAttentionBackwardMma(const AttentionLaunch& args, const float* delta, StreamPtr stream);
 void LaunchAttentionBackwardTensorCore(const AttentionLaunch& args, const float* delta,
                                        StreamPtr stream);
 

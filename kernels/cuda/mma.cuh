@@ -2,8 +2,8 @@
 // inputs (bf16 / f16) and f32 accumulators (sm_80 and later), for kernels that keep their
 // accumulators in registers and work on them by row (attention's online softmax), which wmma's
 // opaque fragments do not allow. On the kernel emulation the product is computed from the lanes'
-// registers gathered with warp shuffles, following the same layout. See Note [mma.sync fragments].
-// Include only from .cu files.
+// registers, published to the warp between two warp barriers, following the same layout. See Note
+// [mma.sync fragments]. Include only from .cu files.
 #pragma once
 
 #include <cstdint>
@@ -52,6 +52,66 @@ __device__ __forceinline__ uint32_t LoadSplitPair(const T* lo, const T* hi) {
   return bits;
 }
 
+// Fragments from row-major tiles in shared (or global) memory, `ld` elements per row; lane
+// coordinates g, t as in Note [mma.sync fragments].
+// A (16 x 16) = tile[r0 .. r0 + 16)[c0 .. c0 + 16).
+template <typename T>
+__device__ __forceinline__ void LoadA(uint32_t (&a)[4], const T* tile, int ld, int r0, int c0) {
+  const int lane = static_cast<int>(threadIdx.x % 32), g = lane / 4, t = lane % 4;
+  const T* p = tile + (r0 + g) * ld + c0 + 2 * t;
+  a[0] = LoadPair(p);
+  a[1] = LoadPair(p + 8 * ld);
+  a[2] = LoadPair(p + 8);
+  a[3] = LoadPair(p + 8 * ld + 8);
+}
+
+// B (16 x 8) with B[k][n] = tile[n0 + n][k0 + k]: the tile's rows are B's columns (K for Q K^T).
+template <typename T>
+__device__ __forceinline__ void LoadBRows(uint32_t (&b)[2], const T* tile, int ld, int n0, int k0) {
+  const int lane = static_cast<int>(threadIdx.x % 32), g = lane / 4, t = lane % 4;
+  const T* p = tile + (n0 + g) * ld + k0 + 2 * t;
+  b[0] = LoadPair(p);
+  b[1] = LoadPair(p + 8);
+}
+
+// B (16 x 8) with B[k][n] = tile[k0 + k][n0 + n]: the tile's rows are B's rows (V for P V); each
+// register pairs elements of two rows.
+template <typename T>
+__device__ __forceinline__ void LoadBColumns(uint32_t (&b)[2], const T* tile, int ld, int k0,
+                                             int n0) {
+  const int lane = static_cast<int>(threadIdx.x % 32), g = lane / 4, t = lane % 4;
+  const T* p = tile + (k0 + 2 * t) * ld + n0 + g;
+  b[0] = LoadSplitPair(p, p + ld);
+  b[1] = LoadSplitPair(p + 8 * ld, p + 9 * ld);
+}
+
+// The A fragment (16 x 16) of two adjacent accumulator tiles (16 x 8 each, columns [0, 8) and
+// [8, 16)), rounded to T.
+template <typename T>
+__device__ __forceinline__ void AccumulatorsToA(uint32_t (&a)[4], const float (&left)[4],
+                                                const float (&right)[4]) {
+  a[0] = Pack<T>(left[0], left[1]);
+  a[1] = Pack<T>(left[2], left[3]);
+  a[2] = Pack<T>(right[0], right[1]);
+  a[3] = Pack<T>(right[2], right[3]);
+}
+
+// Stores an accumulator tile row pair (rows g and g + 8 of a 16 x 8 tile at column c0) as T into a
+// row-major matrix, rows below `rows` only: dst points at the tile's row 0, column 0.
+template <typename T>
+__device__ __forceinline__ void StoreAccumulator(T* dst, int64_t ld, const float (&acc)[4],
+                                                 float scale0, float scale1, bool row0_ok,
+                                                 bool row1_ok) {
+  const int lane = static_cast<int>(threadIdx.x % 32), g = lane / 4, t = lane % 4;
+  if (row0_ok) {
+    *reinterpret_cast<uint32_t*>(dst + g * ld + 2 * t) = Pack<T>(acc[0] * scale0, acc[1] * scale0);
+  }
+  if (row1_ok) {
+    *reinterpret_cast<uint32_t*>(dst + (g + 8) * ld + 2 * t) =
+        Pack<T>(acc[2] * scale1, acc[3] * scale1);
+  }
+}
+
 #if defined(KILN_CUDA_EMULATION)
 template <typename T>
 inline float Half(uint32_t bits, int which) {
@@ -67,24 +127,33 @@ template <typename T>
 __device__ __forceinline__ void MmaM16N8K16(float (&d)[4], const uint32_t (&a)[4],
                                             const uint32_t (&b)[2]) {
 #if defined(KILN_CUDA_EMULATION)
-  // Rows g and g + 8 of A and columns 2t and 2t + 1 of B, gathered from their owners.
+  // Every lane publishes its registers to the warp's slot, then reads rows g and g + 8 of A and
+  // columns 2t and 2t + 1 of B from their owners (two warp barriers instead of a shuffle per
+  // register: a block's threads share this host thread, and so the static below).
+  static thread_local uint32_t published[32][32][6];  // [warp][lane][a0..a3, b0, b1]
   const int lane = static_cast<int>(threadIdx.x % 32), g = lane / 4, t = lane % 4;
+  uint32_t(&warp_regs)[32][6] = published[threadIdx.x / 32 % 32];
+  for (int r = 0; r < 4; ++r) warp_regs[lane][r] = a[r];
+  warp_regs[lane][4] = b[0];
+  warp_regs[lane][5] = b[1];
+  __syncwarp();
   float a_rows[2][16], b_cols[2][16];
   for (int q = 0; q < 4; ++q) {
     for (int r = 0; r < 4; ++r) {  // lane 4g + q's a[r]: row g + 8 (r % 2), cols 2q + 8 (r / 2)
-      const uint32_t v = __shfl_sync(kFullMask, a[r], 4 * g + q);
+      const uint32_t v = warp_regs[4 * g + q][r];
       const int col = 2 * q + 8 * (r / 2);
       a_rows[r % 2][col] = Half<T>(v, 0);
       a_rows[r % 2][col + 1] = Half<T>(v, 1);
     }
     for (int c = 0; c < 2; ++c) {
       for (int r = 0; r < 2; ++r) {  // lane 4n + q's b[r]: rows 2q + 8r, +1 of column n
-        const uint32_t v = __shfl_sync(kFullMask, b[r], 4 * (2 * t + c) + q);
+        const uint32_t v = warp_regs[4 * (2 * t + c) + q][4 + r];
         b_cols[c][2 * q + 8 * r] = Half<T>(v, 0);
         b_cols[c][2 * q + 8 * r + 1] = Half<T>(v, 1);
       }
     }
   }
+  __syncwarp();  // every lane has read the slot before the next product overwrites it
   for (int i = 0; i < 2; ++i) {
     for (int c = 0; c < 2; ++c) {
       float sum = d[2 * i + c];

@@ -1,12 +1,12 @@
-// [gpu] The tensor-core attention (the mma.sync forward of kernels/cuda/attention_mma.cu, the wmma
-// forward and backward of kernels/cuda/attention_tc.cu) against the CPU kernels and the simple CUDA
-// kernels, forward and backward, on shapes whose T is not a multiple of the tile, at
-// GPT-2's T = 1024, with many (batch, head) blocks, causal and full, grouped-query heads, head_dim
-// 64 and 128, bf16 and f16; plus the forward/backward mixes across the two schemes, bit-identical
-// repeated runs and the registered (auto) path. Every check names its case, the output part (out,
-// lse, dq, dk, dv) and the error, and uses CHECK so that one GPU run reports every broken part.
-// Outputs start as NaN, so an element a kernel never writes fails loudly. Without a device each
-// case is reported as skipped with the driver's reason.
+// [gpu] The tensor-core attention (the mma.sync kernels of kernels/cuda/attention_mma.cu and
+// attention_mma_backward.cu, the wmma kernels of kernels/cuda/attention_tc.cu) against the CPU
+// kernels and the simple CUDA kernels, forward and backward, on shapes whose T is not a multiple of
+// the tile, at GPT-2's T = 1024, with many (batch, head) blocks, causal and full, grouped-query
+// heads, head_dim 64 and 128, bf16 and f16; plus the forward/backward mixes across the two schemes,
+// bit-identical repeated runs and the registered (auto) path. Every check names its case, the
+// output part (out, lse, dq, dk, dv) and the error, and uses CHECK so that one GPU run reports
+// every broken part. Outputs start as NaN, so an element a kernel never writes fails loudly.
+// Without a device each case is reported as skipped with the driver's reason.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -54,9 +54,9 @@ const char* ImplName(AttentionImpl impl) {
     case AttentionImpl::kSimple:
       return "simple";
     case AttentionImpl::kTensorCore:
-      return "tc (mma forward)";
+      return "tc (mma)";
     case AttentionImpl::kTensorCoreWmma:
-      return "tc (wmma forward)";
+      return "tc (wmma)";
     default:
       return "auto";
   }
@@ -209,17 +209,18 @@ void CheckCase(const Case& c) {
     CheckClose(what + "lse vs simple", lse, simple.lse.ToFloats(), tol);
   }
 
-  // Backward: each scheme on the outputs of each forward.
-  for (AttentionImpl fwd :
-       {AttentionImpl::kTensorCore, AttentionImpl::kTensorCoreWmma, AttentionImpl::kSimple}) {
-    for (AttentionImpl bwd : {AttentionImpl::kTensorCore, AttentionImpl::kSimple}) {
-      const Forward& f = fwd == AttentionImpl::kTensorCore       ? mma
-                         : fwd == AttentionImpl::kTensorCoreWmma ? wmma
-                                                                 : simple;
-      const std::string what =
-          std::string(ImplName(fwd)) + " forward + " + ImplName(bwd) + " backward vs cpu:";
-      CheckGrads(what, c, RunBackward(c, bwd, qkv_d, f, dout_d).ToFloats(), want_dqkv, tol);
-    }
+  // Backward: each scheme (mma — at head_dim 64, else wmma —, wmma, simple) on the mma forward's
+  // outputs, and the default one on the other forwards' (the out and lse of every forward are
+  // interchangeable inputs of every backward).
+  const AttentionImpl kTc = AttentionImpl::kTensorCore, kWmma = AttentionImpl::kTensorCoreWmma,
+                      kSimple = AttentionImpl::kSimple;
+  const std::pair<AttentionImpl, AttentionImpl> mixes[] = {
+      {kTc, kTc}, {kTc, kWmma}, {kTc, kSimple}, {kWmma, kTc}, {kSimple, kTc}};
+  for (const auto& [fwd, bwd] : mixes) {
+    const Forward& f = fwd == kTc ? mma : fwd == kWmma ? wmma : simple;
+    const std::string what =
+        std::string(ImplName(fwd)) + " forward + " + ImplName(bwd) + " backward vs cpu:";
+    CheckGrads(what, c, RunBackward(c, bwd, qkv_d, f, dout_d).ToFloats(), want_dqkv, tol);
   }
 }
 
@@ -266,13 +267,14 @@ TEST_CASE("tensor-core attention repeats bit for bit", "[gpu][cuda]") {
     const Forward wa = RunForward(c, AttentionImpl::kTensorCoreWmma, qkv);
     const Forward wb = RunForward(c, AttentionImpl::kTensorCoreWmma, qkv);
     CHECK(wa.out.ToFloats() == wb.out.ToFloats());
-    const std::vector<float> first =
-        RunBackward(c, AttentionImpl::kTensorCore, qkv, a, dout).ToFloats();
-    for (int run = 0; run < 3; ++run) {
-      INFO("backward run " << run + 2);
-      const std::vector<float> again =
-          RunBackward(c, AttentionImpl::kTensorCore, qkv, a, dout).ToFloats();
-      CHECK(std::memcmp(first.data(), again.data(), first.size() * sizeof(float)) == 0);
+    for (AttentionImpl bwd : {AttentionImpl::kTensorCore, AttentionImpl::kTensorCoreWmma}) {
+      INFO(ImplName(bwd) << " backward");
+      const std::vector<float> first = RunBackward(c, bwd, qkv, a, dout).ToFloats();
+      for (int run = 0; run < 3; ++run) {
+        INFO("backward run " << run + 2);
+        const std::vector<float> again = RunBackward(c, bwd, qkv, a, dout).ToFloats();
+        CHECK(std::memcmp(first.data(), again.data(), first.size() * sizeof(float)) == 0);
+      }
     }
   }
 }

@@ -1,0 +1,284 @@
+// The tensor-core attention backward with its state in registers on mma.sync
+// (kernels/cuda/mma.cuh): dq, and dk / dv, for bf16 / f16 storage and head_dim 64, on packed qkv
+// with grouped-query heads, deterministic (every element of dqkv has one owner adding its terms in
+// a fixed order). The default backward where it applies (Note [Choosing the attention kernels] in
+// attention.cu); head dim 128 stays on the wmma kernels (attention_tc.cu). See Note
+// [Register-resident attention backward].
+#include <cstdio>
+#include <cstdlib>
+
+#include "kernels/cuda/attention_geometry.h"
+#include "kernels/cuda/attention_tc_layout.h"
+#include "kernels/cuda/attention_tc_tiles.cuh"
+#include "kernels/cuda/device_util.cuh"
+#include "kernels/cuda/launch_geometry.h"
+#include "kernels/cuda/mma.cuh"
+
+namespace kiln::kernels::cuda {
+namespace {
+
+using attention_tc::kThreads;
+using attention_tc::kTile;
+using attention_tc::kWarpRows;
+using attention_tc::Ld16;
+
+// Note [Register-resident attention backward]
+// The math and the work split are Note [Tensor-core attention]'s (P = exp(s - lse) recomputed,
+// dS = scale P (dP - delta), delta = rowsum(dout * out); a dq block per (b, h, 64 query rows)
+// streaming key tiles, a dk/dv block per (b, kv head, 64 key rows) streaming the query tiles of
+// every query head of its group); what changes is that scores, dP, P and dS never leave
+// registers. Each warp owns 16 rows of its block's tile: query rows in dq, key rows in dk/dv.
+// Its row operands (q and dout, or k and v) are loaded into A fragments once; per streamed tile
+// it computes the two 16 x 64 products (S and dP, or S^T and dP^T) as accumulator tiles, turns
+// them elementwise into P and dS rounded to the storage type straight into A fragments (Note
+// [mma.sync fragments]: two adjacent accumulator tiles are one A fragment), and accumulates
+// dq += dS K, or dv += P^T dout and dk += dS^T q, in registers. lse and delta are read per row
+// (dq: the lane's rows g and g + 8) or per column (dk/dv: staged in shared memory per query tile).
+// Head dim 128 would need twice the accumulators (dk and dv alone are 128 floats a lane) and
+// would spill: it keeps the wmma kernels.
+using attention_tc::kLog2e;
+
+template <typename T, int kD>
+__global__ void __launch_bounds__(kThreads)
+    attention_mma_dq_kernel(const T* qkv, const T* dout, const float* lse, const float* delta,
+                            T* dqkv, Geometry g) {
+  constexpr int kChunksD = kD / 16, kTilesD = kD / 8, kTilesKey = kTile / 8, kLd = Ld16(kD);
+  KILN_DYNAMIC_SHARED_BYTES(smem);
+  T* qs = reinterpret_cast<T*>(smem);  // (64, D + 8) this block's queries
+  T* dos = qs + kTile * kLd;           // (64, D + 8) their output gradients
+  T* ks = dos + kTile * kLd;           // (64, D + 8) current keys
+  T* vs = ks + kTile * kLd;            // (64, D + 8) current values
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, lg = lane / 4, lt = lane % 4;
+  const int bh = static_cast<int>(blockIdx.x / g.tiles);
+  const int b = bh / g.n_head, h = bh % g.n_head, kv = h / g.group;
+  const int64_t q0 = static_cast<int64_t>(blockIdx.x % g.tiles) * kTile;
+  const T* rows = qkv + static_cast<int64_t>(b) * g.seq * g.stride;            // (T, stride)
+  const T* dout_rows = dout + static_cast<int64_t>(b) * g.seq * g.out_stride;  // (T, H D)
+  const int64_t q_col = static_cast<int64_t>(h) * kD;
+  const int64_t k_col = static_cast<int64_t>(g.n_head + kv) * kD;
+  const int64_t v_col = static_cast<int64_t>(g.n_head + g.n_kv + kv) * kD;
+  const int64_t stat0 = (static_cast<int64_t>(b) * g.n_head + h) * g.seq;
+  const float scale2 = g.scale * kLog2e;
+
+  attention_tc::CopyTile<kD>(qs, rows, g.stride, q_col, q0, g.seq);
+  attention_tc::CopyTile<kD>(dos, dout_rows, g.out_stride, q_col, q0, g.seq);
+  __syncthreads();
+  const int r0 = warp * kWarpRows;
+  uint32_t qa[kChunksD][4], doa[kChunksD][4];
+#pragma unroll
+  for (int c = 0; c < kChunksD; ++c) {
+    mma::LoadA(qa[c], qs, kLd, r0, 16 * c);
+    mma::LoadA(doa[c], dos, kLd, r0, 16 * c);
+  }
+  const int64_t row[2] = {q0 + r0 + lg, q0 + r0 + lg + 8};
+  float lse2[2], dl[2];  // the rows' lse in log2 units, and delta
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    lse2[i] = row[i] < g.seq ? lse[stat0 + row[i]] * kLog2e : 0.0f;
+    dl[i] = row[i] < g.seq ? delta[stat0 + row[i]] : 0.0f;
+  }
+  float dq[kTilesD][4];
+#pragma unroll
+  for (int n = 0; n < kTilesD; ++n) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.0f;
+
+  const int64_t keys = attention_tc::KeyEnd(q0, g.seq, g.causal);
+  for (int64_t k0 = 0; k0 < keys; k0 += kTile) {
+    __syncthreads();  // every warp is done with the previous k and v tiles
+    attention_tc::CopyTile<kD>(ks, rows, g.stride, k_col, k0, g.seq);
+    attention_tc::CopyTile<kD>(vs, rows, g.stride, v_col, k0, g.seq);
+    __syncthreads();
+    uint32_t dsa[kTilesKey / 2][4];  // dS (16 x 64) as A fragments, 16 keys each
+#pragma unroll
+    for (int pair = 0; pair < kTilesKey / 2; ++pair) {
+      float ds[2][4];
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int j = 2 * pair + half;  // keys [8 j, 8 j + 8) of the tile
+        float s[4] = {0.0f, 0.0f, 0.0f, 0.0f}, dp[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+        for (int c = 0; c < kChunksD; ++c) {
+          uint32_t kb[2], vb[2];
+          mma::LoadBRows(kb, ks, kLd, 8 * j, 16 * c);
+          mma::LoadBRows(vb, vs, kLd, 8 * j, 16 * c);
+          mma::MmaM16N8K16<T>(s, qa[c], kb);
+          mma::MmaM16N8K16<T>(dp, doa[c], vb);
+        }
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int i = e / 2;
+          const int64_t key = k0 + 8 * j + 2 * lt + (e % 2);
+          const bool visible = attention_tc::Visible(row[i], key, g.seq, g.causal);
+          const float p = visible ? exp2f(fmaf(s[e], scale2, -lse2[i])) : 0.0f;
+          ds[half][e] = visible ? g.scale * p * (dp[e] - dl[i]) : 0.0f;
+        }
+      }
+      mma::AccumulatorsToA<T>(dsa[pair], ds[0], ds[1]);
+    }
+    // dq (16 x D) += dS K: B[k = key][n = d] = K[key][d].
+#pragma unroll
+    for (int pair = 0; pair < kTilesKey / 2; ++pair) {
+#pragma unroll
+      for (int n = 0; n < kTilesD; ++n) {
+        uint32_t kb[2];
+        mma::LoadBColumns(kb, ks, kLd, 16 * pair, 8 * n);
+        mma::MmaM16N8K16<T>(dq[n], dsa[pair], kb);
+      }
+    }
+  }
+  T* dst = dqkv + (static_cast<int64_t>(b) * g.seq + q0 + r0) * g.stride + q_col;
+#pragma unroll
+  for (int n = 0; n < kTilesD; ++n) {
+    mma::StoreAccumulator(dst + 8 * n, g.stride, dq[n], 1.0f, 1.0f, row[0] < g.seq, row[1] < g.seq);
+  }
+}
+
+template <typename T, int kD>
+__global__ void __launch_bounds__(kThreads)
+    attention_mma_dkdv_kernel(const T* qkv, const T* dout, const float* lse, const float* delta,
+                              T* dqkv, Geometry g) {
+  constexpr int kChunksD = kD / 16, kTilesD = kD / 8, kTilesQuery = kTile / 8, kLd = Ld16(kD);
+  KILN_DYNAMIC_SHARED_BYTES(smem);
+  T* ks = reinterpret_cast<T*>(smem);                          // (64, D + 8) this block's keys
+  T* vs = ks + kTile * kLd;                                    // (64, D + 8) their values
+  T* qs = vs + kTile * kLd;                                    // (64, D + 8) current queries
+  T* dos = qs + kTile * kLd;                                   // (64, D + 8) their dout
+  float* lse_s = reinterpret_cast<float*>(dos + kTile * kLd);  // (64) of the query tile
+  float* delta_s = lse_s + kTile;                              // (64) of the query tile
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, lg = lane / 4, lt = lane % 4;
+  const int bg = static_cast<int>(blockIdx.x / g.tiles);
+  const int b = bg / g.n_kv, kv = bg % g.n_kv;
+  const int64_t j0 = static_cast<int64_t>(blockIdx.x % g.tiles) * kTile;
+  const T* rows = qkv + static_cast<int64_t>(b) * g.seq * g.stride;            // (T, stride)
+  const T* dout_rows = dout + static_cast<int64_t>(b) * g.seq * g.out_stride;  // (T, H D)
+  const int64_t k_col = static_cast<int64_t>(g.n_head + kv) * kD;
+  const int64_t v_col = static_cast<int64_t>(g.n_head + g.n_kv + kv) * kD;
+  const float scale2 = g.scale * kLog2e;
+
+  attention_tc::CopyTile<kD>(ks, rows, g.stride, k_col, j0, g.seq);
+  attention_tc::CopyTile<kD>(vs, rows, g.stride, v_col, j0, g.seq);
+  __syncthreads();
+  const int r0 = warp * kWarpRows;
+  uint32_t ka[kChunksD][4], va[kChunksD][4];
+#pragma unroll
+  for (int c = 0; c < kChunksD; ++c) {
+    mma::LoadA(ka[c], ks, kLd, r0, 16 * c);
+    mma::LoadA(va[c], vs, kLd, r0, 16 * c);
+  }
+  const int64_t key[2] = {j0 + r0 + lg, j0 + r0 + lg + 8};
+  float dk[kTilesD][4], dv[kTilesD][4];
+#pragma unroll
+  for (int n = 0; n < kTilesD; ++n) {
+    dk[n][0] = dk[n][1] = dk[n][2] = dk[n][3] = 0.0f;
+    dv[n][0] = dv[n][1] = dv[n][2] = dv[n][3] = 0.0f;
+  }
+  const int64_t first_query = attention_tc::FirstQuery(j0, g.causal);
+  for (int h = kv * g.group; h < (kv + 1) * g.group; ++h) {
+    const int64_t q_col = static_cast<int64_t>(h) * kD;
+    const int64_t stat0 = (static_cast<int64_t>(b) * g.n_head + h) * g.seq;
+    for (int64_t i0 = first_query; i0 < g.seq; i0 += kTile) {
+      __syncthreads();  // every warp is done with the previous query tile
+      attention_tc::CopyTile<kD>(qs, rows, g.stride, q_col, i0, g.seq);
+      attention_tc::CopyTile<kD>(dos, dout_rows, g.out_stride, q_col, i0, g.seq);
+      for (int i = threadIdx.x; i < kTile; i += kThreads) {
+        const bool real = i0 + i < g.seq;
+        lse_s[i] = real ? lse[stat0 + i0 + i] * kLog2e : 0.0f;
+        delta_s[i] = real ? delta[stat0 + i0 + i] : 0.0f;
+      }
+      __syncthreads();
+      uint32_t pa[kTilesQuery / 2][4], dsa[kTilesQuery / 2][4];  // P^T, dS^T: 16 queries each
+#pragma unroll
+      for (int pair = 0; pair < kTilesQuery / 2; ++pair) {
+        float p[2][4], ds[2][4];
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const int j = 2 * pair + half;  // queries [8 j, 8 j + 8) of the tile
+          float st[4] = {0.0f, 0.0f, 0.0f, 0.0f}, dpt[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+          for (int c = 0; c < kChunksD; ++c) {
+            uint32_t qb[2], dob[2];
+            mma::LoadBRows(qb, qs, kLd, 8 * j, 16 * c);
+            mma::LoadBRows(dob, dos, kLd, 8 * j, 16 * c);
+            mma::MmaM16N8K16<T>(st, ka[c], qb);
+            mma::MmaM16N8K16<T>(dpt, va[c], dob);
+          }
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int col = 8 * j + 2 * lt + (e % 2);  // the query within the tile
+            const bool visible = attention_tc::Visible(i0 + col, key[e / 2], g.seq, g.causal);
+            const float pe = visible ? exp2f(fmaf(st[e], scale2, -lse_s[col])) : 0.0f;
+            p[half][e] = pe;
+            ds[half][e] = visible ? g.scale * pe * (dpt[e] - delta_s[col]) : 0.0f;
+          }
+        }
+        mma::AccumulatorsToA<T>(pa[pair], p[0], p[1]);
+        mma::AccumulatorsToA<T>(dsa[pair], ds[0], ds[1]);
+      }
+      // dv (16 x D) += P^T dout and dk += dS^T q: B[k = query][n = d].
+#pragma unroll
+      for (int pair = 0; pair < kTilesQuery / 2; ++pair) {
+#pragma unroll
+        for (int n = 0; n < kTilesD; ++n) {
+          uint32_t dob[2], qb[2];
+          mma::LoadBColumns(dob, dos, kLd, 16 * pair, 8 * n);
+          mma::LoadBColumns(qb, qs, kLd, 16 * pair, 8 * n);
+          mma::MmaM16N8K16<T>(dv[n], pa[pair], dob);
+          mma::MmaM16N8K16<T>(dk[n], dsa[pair], qb);
+        }
+      }
+    }
+  }
+  T* dst = dqkv + (static_cast<int64_t>(b) * g.seq + j0 + r0) * g.stride;
+#pragma unroll
+  for (int n = 0; n < kTilesD; ++n) {
+    mma::StoreAccumulator(dst + k_col + 8 * n, g.stride, dk[n], 1.0f, 1.0f, key[0] < g.seq,
+                          key[1] < g.seq);
+    mma::StoreAccumulator(dst + v_col + 8 * n, g.stride, dv[n], 1.0f, 1.0f, key[0] < g.seq,
+                          key[1] < g.seq);
+  }
+}
+
+}  // namespace
+
+bool AttentionBackwardMmaTakes(const AttentionLaunch& a) { return a.head_dim == 64; }
+
+void LaunchAttentionBackwardMma(const AttentionLaunch& a, const float* delta, StreamPtr stream) {
+  if (a.batch == 0 || a.seq == 0) return;
+  if (!AttentionBackwardMmaTakes(a)) {
+    std::fprintf(stderr, "LaunchAttentionBackwardMma: head_dim %d (the mma backward takes 64)\n",
+                 a.head_dim);
+    std::abort();
+  }
+  const Geometry g = MakeGeometry(a);
+  const FlatTileGrid q_grid = MakeFlatTileGrid(a.seq, kTile, a.batch * a.n_head);
+  const FlatTileGrid kv_grid = MakeFlatTileGrid(a.seq, kTile, a.batch * a.n_kv_head);
+  constexpr int kD = 64;
+  const auto launch = [&](auto t) {
+    using T = decltype(t);
+    const T* qkv = static_cast<const T*>(a.qkv);
+    const T* dout = static_cast<const T*>(a.dout);
+    T* dqkv = static_cast<T*>(a.dqkv);
+    constexpr size_t kTiles = size_t{4} * kTile * Ld16(kD) * sizeof(T);
+    Geometry gq = g;
+    gq.tiles = static_cast<int>(q_grid.tiles);
+    attention_tc::AllowSharedBytes(attention_mma_dq_kernel<T, kD>, kTiles);
+    Launch(attention_mma_dq_kernel<T, kD>, q_grid.blocks, kThreads, kTiles, AsStream(stream), qkv,
+           dout, a.lse, delta, dqkv, gq);
+    KILN_CUDA_CHECK_LAUNCH();
+    Geometry gkv = g;
+    gkv.tiles = static_cast<int>(kv_grid.tiles);
+    constexpr size_t kDkdvBytes = kTiles + 2 * kTile * sizeof(float);
+    attention_tc::AllowSharedBytes(attention_mma_dkdv_kernel<T, kD>, kDkdvBytes);
+    Launch(attention_mma_dkdv_kernel<T, kD>, kv_grid.blocks, kThreads, kDkdvBytes, AsStream(stream),
+           qkv, dout, a.lse, delta, dqkv, gkv);
+    KILN_CUDA_CHECK_LAUNCH();
+  };
+  if (a.type == FloatType::kBF16) {
+    launch(__nv_bfloat16{});
+  } else {
+    launch(__half{});
+  }
+}
+
+}  // namespace kiln::kernels::cuda
