@@ -1,5 +1,5 @@
-// Graph passes between autodiff and planning: dead-code elimination and the matmul epilogue
-// fusions (bias; gelu forward and backward).
+// Graph passes between autodiff and planning: dead-code elimination, the matmul epilogue
+// fusions (bias; gelu forward and backward) and the loss seed folded into the loss gradient.
 #include "engine/graph/passes.h"
 
 #include <algorithm>
@@ -121,6 +121,33 @@ int FuseMatmulGelu(Graph& graph) {
     ++count;
   }
   if (count > 0) graph.RetainNodes(keep);  // re-links the moved outputs to the fused nodes
+  return count;
+}
+
+int FuseCrossEntropyScale(Graph& graph) {
+  const OpSchema* fused = OpRegistry::Global().Find("cross_entropy_scaled");
+  if (fused == nullptr) return 0;
+  const std::vector<std::vector<NodeId>> readers = graph.Consumers();
+  std::vector<bool> keep(graph.num_nodes(), true);
+  int count = 0;
+  for (NodeId n = 0; n < graph.num_nodes(); ++n) {
+    const Node& scale = graph.node(n);
+    if (scale.op->name != "scale_by") continue;
+    const ValueId grad = scale.inputs[0], seed = scale.inputs[1];
+    const Value& gv = graph.value(grad);
+    if (gv.producer == kNoNode || gv.producer_output != 1 || !keep[gv.producer]) continue;
+    if (graph.node(gv.producer).op->name != "cross_entropy") continue;
+    if (readers[grad].size() != 1 || IsGraphOutput(graph, grad)) continue;
+    const Value& sv = graph.value(seed);
+    if (sv.producer != kNoNode && sv.producer >= gv.producer) continue;
+    Node& ce = graph.mutable_node(gv.producer);
+    ce.op = fused;
+    ce.inputs.push_back(seed);
+    ce.outputs[1] = scale.outputs[0];
+    keep[n] = false;
+    ++count;
+  }
+  if (count > 0) graph.RetainNodes(keep);
   return count;
 }
 

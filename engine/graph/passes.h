@@ -23,4 +23,11 @@ int FuseMatmulBias(Graph& graph);
 // Run after FuseMatmulBias. Returns the number of fusions.
 int FuseMatmulGelu(Graph& graph);
 
+// Folds the loss seed into the loss gradient's pass: scale_by(dlogits, s) over cross_entropy's
+// dlogits (read there alone) becomes cross_entropy_scaled(logits, targets, s), which writes
+// dlogits * s[0] directly, saving a read and a write of the (rows, vocab) gradient — with GPT-2's
+// vocabulary the largest activation of the step. s must exist before the loss runs (the seed is
+// a graph input). Run after autodiff. Returns the number of fusions.
+int FuseCrossEntropyScale(Graph& graph);
+
 }  // namespace kiln::graph

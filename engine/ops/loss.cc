@@ -35,6 +35,18 @@ absl::StatusOr<Types> InferCrossEntropy(const Types& in, const std::any&) {
   return Types{{{1}, DType::kF32}, in[0]};
 }
 
+// cross_entropy_scaled(logits, targets, scale f32 [1]) = cross_entropy with dlogits times scale[0]:
+// the loss gradient's seed folded into the pass that writes dlogits (engine/graph/passes.h,
+// FuseCrossEntropyScale); made only after autodiff, so it has no gradient.
+absl::StatusOr<Types> InferCrossEntropyScaled(const Types& in, const std::any& attrs) {
+  KILN_ASSIGN_OR_RETURN(Types out, InferCrossEntropy({in[0], in[1]}, attrs));
+  if (in[2].dtype != DType::kF32 || in[2].numel() != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("argument scale is ", in[2].ToString(), ": expected f32 with 1 element"));
+  }
+  return out;
+}
+
 std::vector<ValueId> CrossEntropyGrad(GradContext& ctx) {
   // Output 1 already holds d(mean loss)/d(logits); scale it by the incoming loss gradient.
   return {ScaleBy(ctx.b, ctx.output(1), ctx.grad_output(0)), kNoValue};
@@ -89,6 +101,11 @@ struct Registration {
     ce.inplace_input = 0;  // dlogits may overwrite the logits
     ce.inplace_output = 1;
     r.Register(ce);
+    OpSchema scaled = MakeSchema("cross_entropy_scaled", {"logits", "targets", "scale"}, 2,
+                                 InferCrossEntropyScaled, nullptr);
+    scaled.inplace_input = 0;
+    scaled.inplace_output = 1;
+    r.Register(scaled);
     r.Register(MakeSchema("embedding", {"table", "ids"}, 1, InferEmbedding, EmbeddingGrad));
     r.Register(MakeSchema("embedding_backward", {"dy", "ids"}, 1, InferEmbeddingBackward, nullptr));
     r.Register(MakeSchema("dropout", {"x", "rng"}, 1, InferDropout, DropoutGrad));

@@ -184,8 +184,12 @@ CrossEntropyShape CheckCrossEntropy(const KernelContext& ctx, DeviceType device)
   CheckTensorOn(dlogits, device, logits.dtype(), "cross_entropy dlogits");
   CheckSameShape(logits, dlogits, "cross_entropy dlogits");
   KILN_CHECK_EQ(loss.numel(), 1);
-  CrossEntropyShape s{Rows(logits), LastDim(logits)};
+  CrossEntropyShape s{Rows(logits), LastDim(logits), ctx.num_inputs == 3};
   KILN_CHECK_EQ(targets.numel(), s.rows);
+  if (s.scaled) {
+    CheckTensorOn(ctx.input(2), device, DType::kF32, "cross_entropy_scaled scale");
+    KILN_CHECK_EQ(ctx.input(2).numel(), 1);
+  }
   return s;
 }
 

@@ -65,9 +65,11 @@ void CheckNorm(const KernelContext& ctx, DeviceType device, bool rms);
 // rms_norm_backward(dy, x, gamma, rstd) -> (dx, dgamma).
 void CheckNormBackward(const KernelContext& ctx, DeviceType device, bool rms);
 
-// cross_entropy(logits (..., V), targets (...) i32) -> (loss [1] f32, dlogits like logits).
+// cross_entropy(logits (..., V), targets (...) i32) -> (loss [1] f32, dlogits like logits);
+// cross_entropy_scaled takes a third input, scale [1] f32, that multiplies dlogits.
 struct CrossEntropyShape {
   int64_t rows = 0, vocab = 0;
+  bool scaled = false;  // cross_entropy_scaled
 };
 CrossEntropyShape CheckCrossEntropy(const KernelContext& ctx, DeviceType device);
 

@@ -12,6 +12,7 @@ namespace kiln::kernels::cpu {
 namespace {
 
 // cross_entropy(logits, targets) -> (loss f32 [1], dlogits like logits). dlogits may alias logits.
+// cross_entropy_scaled: then dlogits *= scale[0], exactly as scale_by would.
 class CrossEntropyKernel final : public Kernel {
  public:
   size_t WorkspaceBytes(const KernelContext& ctx) const override {
@@ -58,6 +59,10 @@ class CrossEntropyKernel final : public Kernel {
     double total = 0;
     for (int64_t r = 0; r < rows; ++r) total += row_loss[r];
     loss.data<float>()[0] = counted > 0 ? static_cast<float>(total / counted) : 0.0f;
+    if (shape.scaled) {  // the body of scale_by, over the dlogits just written
+      Isa().unary({UnaryOp::kScale, dlogits.dtype(), dlogits.dtype(), dlogits.raw_data(),
+                   dlogits.raw_data(), dlogits.numel(), ctx.input(2).data<float>()[0]});
+    }
   }
 
  private:
@@ -108,6 +113,7 @@ void RunEmbeddingBackward(const KernelContext& ctx) {
 }  // namespace
 
 KILN_REGISTER_FLOAT_KERNELS("cross_entropy", kCPU, CrossEntropyKernel);
+KILN_REGISTER_FLOAT_KERNELS("cross_entropy_scaled", kCPU, CrossEntropyKernel);
 KILN_REGISTER_FLOAT_KERNEL_FNS("embedding", kCPU, RunEmbedding);
 KILN_REGISTER_FLOAT_KERNEL_FNS("embedding_backward", kCPU, RunEmbeddingBackward);
 

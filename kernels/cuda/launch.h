@@ -84,10 +84,11 @@ void LaunchNormBackward(const NormLaunch& args, void* workspace, StreamPtr strea
 
 // ---- loss.cu ----
 size_t CrossEntropyWorkspaceBytes(int64_t rows);
-// loss[0] = mean over counted rows of (logsumexp - logit[target]); dlogits (may alias logits).
+// loss[0] = mean over counted rows of (logsumexp - logit[target]); dlogits (may alias logits),
+// times scale[0] (a device f32) when scale is set.
 void LaunchCrossEntropy(FloatType type, const void* logits, const int32_t* targets, void* dlogits,
-                        int64_t rows, int64_t vocab, int32_t ignore_index, float* loss,
-                        void* workspace, StreamPtr stream);
+                        int64_t rows, int64_t vocab, int32_t ignore_index, const float* scale,
+                        float* loss, void* workspace, StreamPtr stream);
 // dtable (vocab, cols) f32 = per id, the sum of dy rows in order of i (deterministic).
 void LaunchEmbeddingBackward(FloatType type, const void* dy, const int32_t* ids, float* dtable,
                              int64_t n, int64_t vocab, int64_t cols, StreamPtr stream);

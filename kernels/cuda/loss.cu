@@ -28,7 +28,7 @@ __global__ void count_targets_kernel(const int32_t* targets, int64_t rows, int64
 template <typename T>
 __global__ void cross_entropy_kernel(const T* logits, const int32_t* targets, T* dlogits,
                                      int64_t vocab, int32_t ignore_index, const int64_t* counted,
-                                     float* row_loss) {
+                                     const float* grad_scale, float* row_loss) {
   const int64_t r = blockIdx.x;
   const T* x = logits + r * vocab;
   T* g = dlogits + r * vocab;
@@ -47,9 +47,10 @@ __global__ void cross_entropy_kernel(const T* logits, const int32_t* targets, T*
   const float sum = BlockSum(s);
   const float inv_counted = 1.0f / static_cast<float>(*counted);
   const float scale = inv_counted / sum;
+  const float seed = grad_scale != nullptr ? *grad_scale : 1.0f;  // cross_entropy_scaled
   for (int64_t j = threadIdx.x; j < vocab; j += blockDim.x) {
     const float p = expf((j == target ? x_target : Load(x + j)) - row_max) * scale;
-    Store(g + j, j == target ? p - inv_counted : p);
+    Store(g + j, (j == target ? p - inv_counted : p) * seed);
   }
   if (threadIdx.x == 0) row_loss[r] = logf(sum) + row_max - x_target;
 }
@@ -91,8 +92,8 @@ size_t CrossEntropyWorkspaceBytes(int64_t rows) {
 }
 
 void LaunchCrossEntropy(FloatType type, const void* logits, const int32_t* targets, void* dlogits,
-                        int64_t rows, int64_t vocab, int32_t ignore_index, float* loss,
-                        void* workspace, StreamPtr stream) {
+                        int64_t rows, int64_t vocab, int32_t ignore_index, const float* scale,
+                        float* loss, void* workspace, StreamPtr stream) {
   int64_t* counted = static_cast<int64_t*>(workspace);
   float* row_loss = reinterpret_cast<float*>(counted + 1);
   Launch(count_targets_kernel, 1, 1024, 0, AsStream(stream), targets, rows, vocab, ignore_index,
@@ -102,7 +103,7 @@ void LaunchCrossEntropy(FloatType type, const void* logits, const int32_t* targe
       using T = decltype(t);
       Launch(cross_entropy_kernel<T>, static_cast<unsigned>(rows), kThreads, 0, AsStream(stream),
              static_cast<const T*>(logits), targets, static_cast<T*>(dlogits), vocab, ignore_index,
-             counted, row_loss);
+             counted, scale, row_loss);
     });
   }
   Launch(mean_loss_kernel, 1, 1024, 0, AsStream(stream), row_loss, vocab > 0 ? rows : 0, counted,

@@ -24,7 +24,8 @@ class CrossEntropyKernel final : public Kernel {
     KILN_CHECK(ctx.workspace_bytes >= WorkspaceBytes(ctx)) << "cross_entropy workspace";
     LaunchCrossEntropy(ToFloatType(logits.dtype()), logits.raw_data(), targets.data<int32_t>(),
                        dlogits.raw_data(), rows, vocab,
-                       ctx.attrs_as<ops::CrossEntropyAttrs>().ignore_index, loss.data<float>(),
+                       ctx.attrs_as<ops::CrossEntropyAttrs>().ignore_index,
+                       shape.scaled ? ctx.input(2).data<float>() : nullptr, loss.data<float>(),
                        ctx.workspace, LaunchStreamFor(logits));
   }
 };
@@ -93,6 +94,7 @@ class SumToKernel final : public Kernel {
 }  // namespace
 
 KILN_REGISTER_FLOAT_KERNELS("cross_entropy", kCUDA, CrossEntropyKernel);
+KILN_REGISTER_FLOAT_KERNELS("cross_entropy_scaled", kCUDA, CrossEntropyKernel);
 KILN_REGISTER_FLOAT_KERNELS("sum", kCUDA, SumKernel<false>);
 KILN_REGISTER_FLOAT_KERNELS("mean", kCUDA, SumKernel<true>);
 KILN_REGISTER_FLOAT_KERNELS("sum_to", kCUDA, SumToKernel);

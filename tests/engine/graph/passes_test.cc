@@ -1,6 +1,7 @@
 // Tests of the graph passes (engine/graph/passes.h) on GPT-2 training graphs: the matmul epilogue
 // fusions fold every bias add and every GELU around a linear layer (forward and backward) into the
-// matmuls, leave the graph's producer links right, and change no result: on the CPU, where the
+// matmuls, the loss seed goes into the loss gradient's pass, the graph's producer links stay
+// right, and no result changes: on the CPU, where the
 // fused kernels run the same bodies in the same order, the fused step's loss and gradients equal
 // the unfused step's bit for bit. (The CUDA epilogues are compared with these CPU kernels in
 // tests/kernels/cuda/kernel_parity_test.cc.)
@@ -38,7 +39,10 @@ int CountOps(const graph::Graph& g, const std::string& op) {
   return count;
 }
 
-TEST_CASE("the fusion passes fold GPT-2's bias adds and GELUs into its matmuls", "[passes]") {
+TEST_CASE(
+    "the fusion passes fold GPT-2's bias adds and GELUs into its matmuls, and the loss "
+    "seed into the loss gradient",
+    "[passes]") {
   for (DType compute : {DType::kF32, DType::kBF16}) {
     INFO(DTypeName(compute));
     const nn::ModelGraph m = Build(SmallGpt2(), compute, true);
@@ -49,6 +53,9 @@ TEST_CASE("the fusion passes fold GPT-2's bias adds and GELUs into its matmuls",
     REQUIRE(CountOps(g, "matmul_dgelu") == 4);  // d(c_proj input) * gelu'(pre)
     REQUIRE(CountOps(g, "gelu") == 0);
     REQUIRE(CountOps(g, "gelu_backward") == 0);
+    REQUIRE(CountOps(g, "cross_entropy_scaled") == 1);  // the loss seed folded into dlogits
+    REQUIRE(CountOps(g, "cross_entropy") == 0);
+    REQUIRE(CountOps(g, "scale_by") == 0);
     int adds_after_matmul = 0;
     for (const graph::Node& node : g.nodes()) {
       if (node.op->name != "add") continue;
@@ -111,7 +118,7 @@ std::pair<float, std::vector<float>> Step(const nn::ModelGraph& m, const std::ve
   };
   e.value(m.inputs).CopyFrom(tokens(5));
   e.value(m.targets).CopyFrom(tokens(6));
-  e.value(m.backward.loss_seed).Fill(1.0f);
+  e.value(m.backward.loss_seed).Fill(0.75f);  // a seed other than 1: it scales every gradient
   e.ZeroGrads();
   e.Run();
   return {e.value(m.loss).Item(), e.flat_grads().ToFloats()};

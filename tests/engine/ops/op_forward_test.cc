@@ -67,6 +67,24 @@ TEST_CASE("forward: cross_entropy of uniform logits is ln V", "[forward]") {
   REQUIRE(std::fabs(out[0].Item() - std::log(100.0f)) < 1e-5);
 }
 
+// The reference for the CUDA kernel: exactly cross_entropy, then scale_by on its dlogits.
+TEST_CASE("forward: cross_entropy_scaled equals cross_entropy then scale_by", "[forward]") {
+  for (DType d : {DType::kF32, DType::kBF16}) {
+    for (float factor : {1.0f, 0.3f, 1024.0f}) {
+      INFO(DTypeName(d) << " scale " << factor);
+      const Tensor logits = RandomTensor({3, 5, 40}, 8, 2.0f, d);
+      const Tensor targets = RandomIds({3, 5}, 40, 9);
+      const Tensor scale = Tensor::FromFloats({factor}, {1});
+      const std::vector<Tensor> fused =
+          Run("cross_entropy_scaled", {logits, targets, scale}, ops::CrossEntropyAttrs{});
+      const std::vector<Tensor> plain =
+          Run("cross_entropy", {logits, targets}, ops::CrossEntropyAttrs{});
+      REQUIRE(fused[0].Item() == plain[0].Item());
+      REQUIRE(fused[1].ToFloats() == Run("scale_by", {plain[1], scale})[0].ToFloats());
+    }
+  }
+}
+
 TEST_CASE("forward: attention with one key returns that value", "[forward]") {
   // T = 1: softmax over one key is 1, so the output equals v.
   Tensor qkv = RandomTensor({2, 1, 3 * 8}, 4);

@@ -89,6 +89,12 @@ TEST_CASE("cross-entropy, embedding and its backward match the CPU", "[gpu][cuda
     const double tol = ToleranceFor(dt);
     CheckOpParity("cross_entropy", {RandomTensor({3, 17, 1000}, dt, 12, 3.0f), t},
                   ops::CrossEntropyAttrs{-100}, tol);
+    for (float factor : {4.0f, 0.3f}) {  // the loss seed folded in (FuseCrossEntropyScale)
+      CheckOpParity(
+          "cross_entropy_scaled",
+          {RandomTensor({3, 17, 1000}, dt, 15, 3.0f), t, Tensor::FromFloats({factor}, {1})},
+          ops::CrossEntropyAttrs{-100}, tol);
+    }
     CheckOpParity("embedding", {RandomTensor({100, 64}, dt, 13), id}, {}, tol);
     CheckOpParity("embedding_backward", {RandomTensor({4, 9, 64}, dt, 14), id},
                   ops::EmbeddingAttrs{100}, tol);
