@@ -83,12 +83,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int j = 0; j < kTilesKey; ++j) {
       s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
-#pragma unroll
-      for (int c = 0; c < kChunksD; ++c) {
-        uint32_t kb[2];  // B[k][n] = K[8 j + n][16 c + k]
-        mma::LoadBRows(kb, ks, kLd, 8 * j, 16 * c);
-        mma::MmaM16N8K16<T>(s[j], qa[c], kb);
-      }
+      mma::ProductWithRows<T>(s[j], qa, ks, kLd, 8 * j);
     }
     // Scale and mask, then the online softmax per row (i = 0: row g, i = 1: row g + 8).
     float tile_max[2] = {-INFINITY, -INFINITY};
@@ -138,16 +133,7 @@ __global__ void __launch_bounds__(kThreads)
       }
       mma::AccumulatorsToA<T>(pa[c], p[0], p[1]);
     }
-    // o (16 x D) += P V: B[k][n] = V[key k][d n], two keys per register.
-#pragma unroll
-    for (int c = 0; c < kTilesKey / 2; ++c) {
-#pragma unroll
-      for (int n = 0; n < kTilesD; ++n) {
-        uint32_t vb[2];
-        mma::LoadBColumns(vb, vs, kLd, 16 * c, 8 * n);
-        mma::MmaM16N8K16<T>(o[n], pa[c], vb);
-      }
-    }
+    mma::AccumulateProduct<T>(o, pa, vs, kLd);  // o (16 x D) += P V
   }
   // out = O / l, lse = ln(2) m + ln(l), for the rows below seq.
   T* out_rows = out + static_cast<int64_t>(b) * g.seq * g.out_stride;  // (T, H D)

@@ -96,14 +96,8 @@ __global__ void __launch_bounds__(kThreads)
       for (int half = 0; half < 2; ++half) {
         const int j = 2 * pair + half;  // keys [8 j, 8 j + 8) of the tile
         float s[4] = {0.0f, 0.0f, 0.0f, 0.0f}, dp[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll
-        for (int c = 0; c < kChunksD; ++c) {
-          uint32_t kb[2], vb[2];
-          mma::LoadBRows(kb, ks, kLd, 8 * j, 16 * c);
-          mma::LoadBRows(vb, vs, kLd, 8 * j, 16 * c);
-          mma::MmaM16N8K16<T>(s, qa[c], kb);
-          mma::MmaM16N8K16<T>(dp, doa[c], vb);
-        }
+        mma::ProductWithRows<T>(s, qa, ks, kLd, 8 * j);    // Q K^T
+        mma::ProductWithRows<T>(dp, doa, vs, kLd, 8 * j);  // dout V^T
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int i = e / 2;
@@ -115,16 +109,7 @@ __global__ void __launch_bounds__(kThreads)
       }
       mma::AccumulatorsToA<T>(dsa[pair], ds[0], ds[1]);
     }
-    // dq (16 x D) += dS K: B[k = key][n = d] = K[key][d].
-#pragma unroll
-    for (int pair = 0; pair < kTilesKey / 2; ++pair) {
-#pragma unroll
-      for (int n = 0; n < kTilesD; ++n) {
-        uint32_t kb[2];
-        mma::LoadBColumns(kb, ks, kLd, 16 * pair, 8 * n);
-        mma::MmaM16N8K16<T>(dq[n], dsa[pair], kb);
-      }
-    }
+    mma::AccumulateProduct<T>(dq, dsa, ks, kLd);  // dq (16 x D) += dS K
   }
   T* dst = dqkv + (static_cast<int64_t>(b) * g.seq + q0 + r0) * g.stride + q_col;
 #pragma unroll
@@ -195,14 +180,8 @@ __global__ void __launch_bounds__(kThreads)
         for (int half = 0; half < 2; ++half) {
           const int j = 2 * pair + half;  // queries [8 j, 8 j + 8) of the tile
           float st[4] = {0.0f, 0.0f, 0.0f, 0.0f}, dpt[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll
-          for (int c = 0; c < kChunksD; ++c) {
-            uint32_t qb[2], dob[2];
-            mma::LoadBRows(qb, qs, kLd, 8 * j, 16 * c);
-            mma::LoadBRows(dob, dos, kLd, 8 * j, 16 * c);
-            mma::MmaM16N8K16<T>(st, ka[c], qb);
-            mma::MmaM16N8K16<T>(dpt, va[c], dob);
-          }
+          mma::ProductWithRows<T>(st, ka, qs, kLd, 8 * j);    // K Q^T
+          mma::ProductWithRows<T>(dpt, va, dos, kLd, 8 * j);  // V dout^T
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int col = 8 * j + 2 * lt + (e % 2);  // the query within the tile
@@ -215,18 +194,8 @@ __global__ void __launch_bounds__(kThreads)
         mma::AccumulatorsToA<T>(pa[pair], p[0], p[1]);
         mma::AccumulatorsToA<T>(dsa[pair], ds[0], ds[1]);
       }
-      // dv (16 x D) += P^T dout and dk += dS^T q: B[k = query][n = d].
-#pragma unroll
-      for (int pair = 0; pair < kTilesQuery / 2; ++pair) {
-#pragma unroll
-        for (int n = 0; n < kTilesD; ++n) {
-          uint32_t dob[2], qb[2];
-          mma::LoadBColumns(dob, dos, kLd, 16 * pair, 8 * n);
-          mma::LoadBColumns(qb, qs, kLd, 16 * pair, 8 * n);
-          mma::MmaM16N8K16<T>(dv[n], pa[pair], dob);
-          mma::MmaM16N8K16<T>(dk[n], dsa[pair], qb);
-        }
-      }
+      mma::AccumulateProduct<T>(dv, pa, dos, kLd);  // dv (16 x D) += P^T dout
+      mma::AccumulateProduct<T>(dk, dsa, qs, kLd);  // dk (16 x D) += dS^T q
     }
   }
   T* dst = dqkv + (static_cast<int64_t>(b) * g.seq + j0 + r0) * g.stride;

@@ -178,4 +178,35 @@ __device__ __forceinline__ void MmaM16N8K16(float (&d)[4], const uint32_t (&a)[4
 #endif
 }
 
+// acc (16 x 8) += A B over k in [0, 16 kChunks), with A the warp's rows as A fragments (one per
+// 16 columns) and B[k][n] = tile[n0 + n][k]: the tile's rows n0 .. n0 + 8 as columns (scores
+// against keys, or queries).
+template <typename T, int kChunks>
+__device__ __forceinline__ void ProductWithRows(float (&acc)[4], const uint32_t (&a)[kChunks][4],
+                                                const T* tile, int ld, int n0) {
+#pragma unroll
+  for (int c = 0; c < kChunks; ++c) {
+    uint32_t b[2];
+    LoadBRows(b, tile, ld, n0, 16 * c);
+    MmaM16N8K16<T>(acc, a[c], b);
+  }
+}
+
+// acc (16 x 8 kTiles) += A tile[0 .. 16 kChunks)[0 .. 8 kTiles), with A (16 x 16 kChunks) as A
+// fragments (P V, dS K, P^T dout, dS^T q).
+template <typename T, int kChunks, int kTiles>
+__device__ __forceinline__ void AccumulateProduct(float (&acc)[kTiles][4],
+                                                  const uint32_t (&a)[kChunks][4], const T* tile,
+                                                  int ld) {
+#pragma unroll
+  for (int c = 0; c < kChunks; ++c) {
+#pragma unroll
+    for (int n = 0; n < kTiles; ++n) {
+      uint32_t b[2];
+      LoadBColumns(b, tile, ld, 16 * c, 8 * n);
+      MmaM16N8K16<T>(acc[n], a[c], b);
+    }
+  }
+}
+
 }  // namespace kiln::kernels::cuda::mma
