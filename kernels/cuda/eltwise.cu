@@ -34,41 +34,68 @@ __device__ __forceinline__ float SiluBackward(float dy, float x) {
   return dy * s * fmaf(x, 1.0f - s, 1.0f);
 }
 
-template <UnaryOp kOp, typename Tx, typename Ty>
-__global__ void unary_kernel(const Tx* x, Ty* y, int64_t n, float alpha, const float* alpha_ptr) {
-  const float a = alpha_ptr != nullptr ? alpha * *alpha_ptr : alpha;
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
-       i += int64_t{gridDim.x} * blockDim.x) {
-    const float v = Load(x + i);
-    float r;
-    if constexpr (kOp == UnaryOp::kScale) {
-      r = a * v;
-    } else if constexpr (kOp == UnaryOp::kGelu) {
-      r = Gelu(v);
-    } else {
-      r = Silu(v);
-    }
-    Store(y + i, r);
+template <UnaryOp kOp>
+__device__ __forceinline__ float ApplyUnary(float v, float a) {
+  if constexpr (kOp == UnaryOp::kScale) {
+    return a * v;
+  } else if constexpr (kOp == UnaryOp::kGelu) {
+    return Gelu(v);
+  } else {
+    return Silu(v);
   }
 }
 
-template <BinaryOp kOp, typename Ta, typename Tb>
+template <BinaryOp kOp>
+__device__ __forceinline__ float ApplyBinary(float x, float y) {
+  if constexpr (kOp == BinaryOp::kAdd) {
+    return x + y;
+  } else if constexpr (kOp == BinaryOp::kMul) {
+    return x * y;
+  } else if constexpr (kOp == BinaryOp::kGeluBackward) {
+    return GeluBackward(x, y);
+  } else {
+    return SiluBackward(x, y);
+  }
+}
+
+// The element-wise kernels take kV consecutive elements per thread and step (Note [Packed 16-byte
+// accesses]: kV = a pack of the first input's type when the buffers are aligned, else 1), the
+// n % kV elements past the last whole group one at a time.
+template <UnaryOp kOp, typename Tx, typename Ty, int kV>
+__global__ void unary_kernel(const Tx* x, Ty* y, int64_t n, float alpha, const float* alpha_ptr) {
+  const float a = alpha_ptr != nullptr ? alpha * *alpha_ptr : alpha;
+  const int64_t first = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  const int64_t stride = int64_t{gridDim.x} * blockDim.x;
+  for (int64_t p = first; p < n / kV; p += stride) {
+    float v[kV];
+    LoadElements(x + p * kV, v);
+#pragma unroll
+    for (int k = 0; k < kV; ++k) v[k] = ApplyUnary<kOp>(v[k], a);
+    StoreElements(y + p * kV, v);
+  }
+  for (int64_t i = n / kV * kV + first; i < n; i += stride) {
+    Store(y + i, ApplyUnary<kOp>(Load(x + i), a));
+  }
+}
+
+// b has b_n elements, repeated over a's n (a suffix broadcast); kV > 1 only when b_n == n.
+template <BinaryOp kOp, typename Ta, typename Tb, int kV>
 __global__ void binary_kernel(const Ta* a, const Tb* b, Ta* out, int64_t n, int64_t b_n) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
-       i += int64_t{gridDim.x} * blockDim.x) {
-    const float x = Load(a + i);
-    const float y = Load(b + (b_n == n ? i : i % b_n));
-    float r;
-    if constexpr (kOp == BinaryOp::kAdd) {
-      r = x + y;
-    } else if constexpr (kOp == BinaryOp::kMul) {
-      r = x * y;
-    } else if constexpr (kOp == BinaryOp::kGeluBackward) {
-      r = GeluBackward(x, y);
-    } else {
-      r = SiluBackward(x, y);
+  const int64_t first = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  const int64_t stride = int64_t{gridDim.x} * blockDim.x;
+  if constexpr (kV > 1) {
+    for (int64_t p = first; p < n / kV; p += stride) {
+      float x[kV], y[kV];
+      LoadElements(a + p * kV, x);
+      LoadElements(b + p * kV, y);
+#pragma unroll
+      for (int k = 0; k < kV; ++k) x[k] = ApplyBinary<kOp>(x[k], y[k]);
+      StoreElements(out + p * kV, x);
     }
-    Store(out + i, r);
+  }
+  const int64_t grouped = kV > 1 ? n / kV * kV : 0;  // kV == 1: every element here
+  for (int64_t i = grouped + first; i < n; i += stride) {
+    Store(out + i, ApplyBinary<kOp>(Load(a + i), Load(b + (b_n == n ? i : i % b_n))));
   }
 }
 
@@ -183,19 +210,27 @@ void LaunchUnary(UnaryOp op, FloatType x_type, FloatType y_type, const void* x, 
     using Tx = decltype(tx);
     DispatchFloat(y_type, [&](auto ty) {
       using Ty = decltype(ty);
-      const Tx* xs = static_cast<const Tx*>(x);
-      Ty* ys = static_cast<Ty*>(y);
-      const unsigned grid = GridFor(n, kThreads);
+      constexpr int kPack = Pack<Tx>::kSize;
+      const bool packed = Aligned16({x, y});
+      const auto launch = [&](auto kernel, float a, const float* a_ptr) {
+        Launch(kernel, GridFor(packed ? n / kPack + 1 : n, kThreads), kThreads, 0, AsStream(stream),
+               static_cast<const Tx*>(x), static_cast<Ty*>(y), n, a, a_ptr);
+      };
+      const auto with_op = [&](auto op_constant, float a, const float* a_ptr) {
+        constexpr UnaryOp kOp = decltype(op_constant)::value;
+        if (packed) {
+          launch(unary_kernel<kOp, Tx, Ty, kPack>, a, a_ptr);
+        } else {
+          launch(unary_kernel<kOp, Tx, Ty, 1>, a, a_ptr);
+        }
+      };
       if (op == UnaryOp::kScale) {
-        Launch(unary_kernel<UnaryOp::kScale, Tx, Ty>, grid, kThreads, 0, AsStream(stream), xs, ys,
-               n, alpha, alpha_ptr);
+        with_op(std::integral_constant<UnaryOp, UnaryOp::kScale>{}, alpha, alpha_ptr);
       } else if constexpr (std::is_same_v<Tx, Ty>) {
         if (op == UnaryOp::kGelu) {
-          Launch(unary_kernel<UnaryOp::kGelu, Tx, Ty>, grid, kThreads, 0, AsStream(stream), xs, ys,
-                 n, 1, nullptr);
+          with_op(std::integral_constant<UnaryOp, UnaryOp::kGelu>{}, 1, nullptr);
         } else {
-          Launch(unary_kernel<UnaryOp::kSilu, Tx, Ty>, grid, kThreads, 0, AsStream(stream), xs, ys,
-                 n, 1, nullptr);
+          with_op(std::integral_constant<UnaryOp, UnaryOp::kSilu>{}, 1, nullptr);
         }
       }
     });
@@ -206,34 +241,32 @@ void LaunchUnary(UnaryOp op, FloatType x_type, FloatType y_type, const void* x, 
 void LaunchBinary(BinaryOp op, FloatType a_type, FloatType b_type, const void* a, const void* b,
                   void* out, int64_t n, int64_t b_n, StreamPtr stream) {
   if (n == 0) return;
-  const unsigned grid = GridFor(n, kThreads);
+  const bool packed = b_n == n && Aligned16({a, b, out});
   DispatchFloat(a_type, [&](auto ta) {
     using Ta = decltype(ta);
-    const Ta* as = static_cast<const Ta*>(a);
-    Ta* os = static_cast<Ta*>(out);
-    if (op == BinaryOp::kAdd) {
-      DispatchFloat(b_type, [&](auto tb) {
-        using Tb = decltype(tb);
-        Launch(binary_kernel<BinaryOp::kAdd, Ta, Tb>, grid, kThreads, 0, AsStream(stream), as,
-               static_cast<const Tb*>(b), os, n, b_n);
-      });
-      return;
-    }
-    const Ta* bs = static_cast<const Ta*>(b);
+    constexpr int kPack = Pack<Ta>::kSize;
+    const unsigned grid = GridFor(packed ? n / kPack + 1 : n, kThreads);
+    const auto launch = [&](auto op_constant, auto tb) {
+      constexpr BinaryOp kOp = decltype(op_constant)::value;
+      using Tb = decltype(tb);
+      const auto kernel =
+          packed ? binary_kernel<kOp, Ta, Tb, kPack> : binary_kernel<kOp, Ta, Tb, 1>;
+      Launch(kernel, grid, kThreads, 0, AsStream(stream), static_cast<const Ta*>(a),
+             static_cast<const Tb*>(b), static_cast<Ta*>(out), n, b_n);
+    };
+    using Op = BinaryOp;
     switch (op) {
-      case BinaryOp::kMul:
-        Launch(binary_kernel<BinaryOp::kMul, Ta, Ta>, grid, kThreads, 0, AsStream(stream), as, bs,
-               os, n, b_n);
+      case Op::kAdd:  // b may be of another type (accumulate_grad)
+        DispatchFloat(b_type, [&](auto tb) { launch(std::integral_constant<Op, Op::kAdd>{}, tb); });
         break;
-      case BinaryOp::kGeluBackward:
-        Launch(binary_kernel<BinaryOp::kGeluBackward, Ta, Ta>, grid, kThreads, 0, AsStream(stream),
-               as, bs, os, n, b_n);
+      case Op::kMul:
+        launch(std::integral_constant<Op, Op::kMul>{}, Ta{});
         break;
-      case BinaryOp::kSiluBackward:
-        Launch(binary_kernel<BinaryOp::kSiluBackward, Ta, Ta>, grid, kThreads, 0, AsStream(stream),
-               as, bs, os, n, b_n);
+      case Op::kGeluBackward:
+        launch(std::integral_constant<Op, Op::kGeluBackward>{}, Ta{});
         break;
-      case BinaryOp::kAdd:
+      case Op::kSiluBackward:
+        launch(std::integral_constant<Op, Op::kSiluBackward>{}, Ta{});
         break;
     }
   });

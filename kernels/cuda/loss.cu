@@ -23,9 +23,17 @@ __global__ void count_targets_kernel(const int32_t* targets, int64_t rows, int64
   if (threadIdx.x == 0) *counted = n;
 }
 
-// Note [Fused cross-entropy] (kernels/cpu/loss.cc) on the device: one block per row; the target
-// logit is read before the barriers that precede any write, so dlogits may alias logits.
-template <typename T>
+// Note [Fused cross-entropy on the device]
+// One block per row, two passes over the logits instead of the CPU's three (Note [Fused
+// cross-entropy], kernels/cpu/loss.cc): a GPU row of 50k logits does not stay in cache while 8
+// blocks a multiprocessor stream theirs, so every pass costs a DRAM read. Pass one keeps an online
+// max and sum per thread (a pack's max first, the thread's sum rescaled when it grows, then the
+// pack's exps); the threads' pairs are combined at the block max. Pass two writes
+// dlogits = exp(x - max) / sum / counted (times the loss seed), 1 / counted subtracted at the
+// target. Logits move in packs where the row allows (Note [Packed 16-byte accesses]). The target
+// logit is read before the barriers that precede any write, and each thread reads a pack before it
+// writes it, so dlogits may alias logits.
+template <typename T, int kV>
 __global__ void cross_entropy_kernel(const T* logits, const int32_t* targets, T* dlogits,
                                      int64_t vocab, int32_t ignore_index, const int64_t* counted,
                                      const float* grad_scale, float* row_loss) {
@@ -33,24 +41,43 @@ __global__ void cross_entropy_kernel(const T* logits, const int32_t* targets, T*
   const T* x = logits + r * vocab;
   T* g = dlogits + r * vocab;
   const int32_t target = targets[r];
+  const int64_t packs = vocab / kV;
   if (target == ignore_index) {
-    for (int64_t j = threadIdx.x; j < vocab; j += blockDim.x) Store(g + j, 0.0f);
+    const float zeros[kV] = {};
+    for (int64_t j = threadIdx.x; j < packs; j += blockDim.x) StoreElements(g + j * kV, zeros);
     if (threadIdx.x == 0) row_loss[r] = 0.0f;
     return;
   }
   const float x_target = Load(x + target);
-  float m = -INFINITY;
-  for (int64_t j = threadIdx.x; j < vocab; j += blockDim.x) m = fmaxf(m, Load(x + j));
+  float m = -INFINITY, s = 0;  // the thread's running max and its sum of exp(x - m)
+  for (int64_t j = threadIdx.x; j < packs; j += blockDim.x) {
+    float v[kV];
+    LoadElements(x + j * kV, v);
+    float pack_max = v[0];
+#pragma unroll
+    for (int k = 1; k < kV; ++k) pack_max = fmaxf(pack_max, v[k]);
+    if (pack_max > m) {
+      s *= expf(m - pack_max);  // 0 while m is -inf
+      m = pack_max;
+    }
+#pragma unroll
+    for (int k = 0; k < kV; ++k) s += expf(v[k] - m);
+  }
   const float row_max = BlockMax(m);
-  float s = 0;
-  for (int64_t j = threadIdx.x; j < vocab; j += blockDim.x) s += expf(Load(x + j) - row_max);
-  const float sum = BlockSum(s);
+  const float sum = BlockSum(m == -INFINITY ? 0.0f : s * expf(m - row_max));
   const float inv_counted = 1.0f / static_cast<float>(*counted);
   const float scale = inv_counted / sum;
   const float seed = grad_scale != nullptr ? *grad_scale : 1.0f;  // cross_entropy_scaled
-  for (int64_t j = threadIdx.x; j < vocab; j += blockDim.x) {
-    const float p = expf((j == target ? x_target : Load(x + j)) - row_max) * scale;
-    Store(g + j, (j == target ? p - inv_counted : p) * seed);
+  for (int64_t j = threadIdx.x; j < packs; j += blockDim.x) {
+    float v[kV];
+    LoadElements(x + j * kV, v);
+#pragma unroll
+    for (int k = 0; k < kV; ++k) {
+      const bool at_target = j * kV + k == target;
+      const float p = expf((at_target ? x_target : v[k]) - row_max) * scale;
+      v[k] = (at_target ? p - inv_counted : p) * seed;
+    }
+    StoreElements(g + j * kV, v);
   }
   if (threadIdx.x == 0) row_loss[r] = logf(sum) + row_max - x_target;
 }
@@ -101,9 +128,16 @@ void LaunchCrossEntropy(FloatType type, const void* logits, const int32_t* targe
   if (rows > 0 && vocab > 0) {
     DispatchFloat(type, [&](auto t) {
       using T = decltype(t);
-      Launch(cross_entropy_kernel<T>, static_cast<unsigned>(rows), kThreads, 0, AsStream(stream),
-             static_cast<const T*>(logits), targets, static_cast<T*>(dlogits), vocab, ignore_index,
-             counted, scale, row_loss);
+      const auto launch = [&](auto kernel) {
+        Launch(kernel, static_cast<unsigned>(rows), kThreads, 0, AsStream(stream),
+               static_cast<const T*>(logits), targets, static_cast<T*>(dlogits), vocab,
+               ignore_index, counted, scale, row_loss);
+      };
+      if (PacksFit<T>(vocab, {logits, dlogits})) {
+        launch(cross_entropy_kernel<T, Pack<T>::kSize>);
+      } else {
+        launch(cross_entropy_kernel<T, 1>);
+      }
     });
   }
   Launch(mean_loss_kernel, 1, 1024, 0, AsStream(stream), row_loss, vocab > 0 ? rows : 0, counted,

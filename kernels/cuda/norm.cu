@@ -1,70 +1,113 @@
 // Layer norm and RMS norm CUDA kernels, forward and backward, over the last axis. One block per
-// row in the forward; the backward's dgamma / dbeta are per-row-block partials combined in a fixed
-// order (Note [Deterministic reductions on the device] in reduce.cu). Statistics are f32.
+// row in the forward; the backward's dgamma / dbeta are per-row-block partials summed by column
+// in a fixed order (Note [Deterministic reductions on the device] in reduce.cu). Statistics are
+// f32. See Note [Norm kernels on the device].
 #include "kernels/cuda/device_util.cuh"
 
 namespace kiln::kernels::cuda {
 namespace {
 
 constexpr int kThreads = 128;
-constexpr int64_t kMaxRowBlocks = 512;
+constexpr int64_t kMaxRowBlocks = 2048;
+constexpr int64_t kMinBlockRows = 4;
+constexpr size_t kMaxSharedPartialBytes = 48 * 1024;  // the default dynamic shared-memory limit
 
 int64_t RowBlocks(int64_t rows) {
-  int64_t count = (rows + 7) / 8;
+  int64_t count = (rows + kMinBlockRows - 1) / kMinBlockRows;
   if (count > kMaxRowBlocks) count = kMaxRowBlocks;
   return count < 1 ? 1 : count;
 }
 
+// Note [Norm kernels on the device]
+// Rows move in kV-element groups (Note [Packed 16-byte accesses]: a pack when cols and the buffers
+// allow, else single elements); thread i takes groups i, i + blockDim, ... of every row, so a
+// thread rereads only what it loaded itself (its L1 lines) in the later passes over a row. The
+// backward runs many small row blocks (4 rows each, up to 2048 blocks: a block walks its rows one
+// after another, so the device is kept busy by blocks, not by rows); each accumulates its partial
+// dgamma / dbeta rows in shared memory when they fit (each column owned by one thread, so no
+// barrier between rows), else in the workspace, and writes them as rows of two (blocks, cols)
+// matrices that sum_to's column sums reduce in block order (Note [Column sums] in reduce.cu).
+
+// gamma / beta (f32) as kV elements.
+template <int kV>
+__device__ __forceinline__ void LoadParams(const float* p, float (&v)[kV]) {
+#pragma unroll
+  for (int k = 0; k < kV; ++k) v[k] = p[k];
+}
+
+// Group j of a row of dy and x, and of gamma.
+template <typename T, int kV>
+__device__ __forceinline__ void LoadBackwardGroup(const T* dyr, const T* xr, const float* gamma,
+                                                  int64_t j, float (&d)[kV], float (&xv)[kV],
+                                                  float (&g)[kV]) {
+  LoadElements(dyr + j * kV, d);
+  LoadElements(xr + j * kV, xv);
+  LoadParams(gamma + j * kV, g);
+}
+
 // Note [RMS norm rounding] (kernels/cpu/norm.cc): x * rstd is rounded to T before gamma.
-template <typename T, bool kRms>
+template <typename T, bool kRms, int kV>
 __global__ void norm_forward_kernel(const T* x, const float* gamma, const float* beta, T* y,
                                     float* mean_out, float* rstd_out, int64_t cols, float eps) {
   const int64_t r = blockIdx.x;
   const T* xr = x + r * cols;
   T* yr = y + r * cols;
+  const int64_t groups = cols / kV;
   const float inv_cols = 1.0f / static_cast<float>(cols);
-  if constexpr (kRms) {
-    float sum_sq = 0;
-    for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
-      const float v = Load(xr + i);
-      sum_sq = fmaf(v, v, sum_sq);
-    }
-    sum_sq = BlockSum(sum_sq);
-    const float rstd = 1.0f / sqrtf(sum_sq * inv_cols + eps);
-    if (threadIdx.x == 0) rstd_out[r] = rstd;
-    for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
-      Store(yr + i, RoundTo<T>(Load(xr + i) * rstd) * gamma[i]);
-    }
-  } else {
+  float mean = 0.0f;
+  if constexpr (!kRms) {
     float sum = 0;
-    for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) sum += Load(xr + i);
-    const float mean = BlockSum(sum) * inv_cols;
-    float sq = 0;
-    for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
-      const float d = Load(xr + i) - mean;
-      sq = fmaf(d, d, sq);
+    for (int64_t j = threadIdx.x; j < groups; j += blockDim.x) {
+      float v[kV];
+      LoadElements(xr + j * kV, v);
+#pragma unroll
+      for (int k = 0; k < kV; ++k) sum += v[k];
     }
-    const float rstd = 1.0f / sqrtf(BlockSum(sq) * inv_cols + eps);
-    if (threadIdx.x == 0) {
-      mean_out[r] = mean;
-      rstd_out[r] = rstd;
+    mean = BlockSum(sum) * inv_cols;
+  }
+  float sq = 0;
+  for (int64_t j = threadIdx.x; j < groups; j += blockDim.x) {
+    float v[kV];
+    LoadElements(xr + j * kV, v);
+#pragma unroll
+    for (int k = 0; k < kV; ++k) sq = fmaf(v[k] - mean, v[k] - mean, sq);
+  }
+  const float rstd = 1.0f / sqrtf(BlockSum(sq) * inv_cols + eps);
+  if (threadIdx.x == 0) {
+    if (!kRms) mean_out[r] = mean;
+    rstd_out[r] = rstd;
+  }
+  for (int64_t j = threadIdx.x; j < groups; j += blockDim.x) {
+    float v[kV], g[kV], b[kV];
+    LoadElements(xr + j * kV, v);
+    LoadParams(gamma + j * kV, g);
+    if constexpr (!kRms) LoadParams(beta + j * kV, b);
+#pragma unroll
+    for (int k = 0; k < kV; ++k) {
+      v[k] = kRms ? RoundTo<T>(v[k] * rstd) * g[k] : fmaf((v[k] - mean) * rstd, g[k], b[k]);
     }
-    for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
-      Store(yr + i, fmaf((Load(xr + i) - mean) * rstd, gamma[i], beta[i]));
-    }
+    StoreElements(yr + j * kV, v);
   }
 }
 
-// Block b handles rows [b * per_block, ...): dx per row, and its partial dgamma / dbeta rows in
-// the workspace (each column owned by one thread, rows added in order).
-template <typename T, bool kRms>
+// Block b handles rows [b * per_block, ...): dx per row, and row b of the partial dgamma and
+// dbeta matrices (partials: (blocks, cols) each, one after the other), accumulated in dynamic
+// shared memory when shared_partials, else in place; each column owned by one thread and its rows
+// added in order.
+template <typename T, bool kRms, int kV>
 __global__ void norm_backward_kernel(const T* dy, const T* x, const float* gamma, const float* mean,
                                      const float* rstd, T* dx, int64_t rows, int64_t cols,
-                                     int64_t per_block, float* partials) {
-  float* part_gamma = partials + blockIdx.x * 2 * cols;
-  float* part_beta = part_gamma + cols;
-  for (int64_t i = threadIdx.x; i < 2 * cols; i += blockDim.x) part_gamma[i] = 0.0f;
-  __syncthreads();  // a beta column may be zeroed by another thread than the one that adds to it
+                                     int64_t per_block, float* partials, bool shared_partials) {
+  KILN_DYNAMIC_SHARED_BYTES(smem);
+  float* const gamma_row = partials + blockIdx.x * cols;
+  float* const beta_row = partials + (gridDim.x + blockIdx.x) * cols;
+  float* const part_gamma = shared_partials ? reinterpret_cast<float*>(smem) : gamma_row;
+  float* const part_beta = shared_partials ? part_gamma + cols : beta_row;
+  const int64_t groups = cols / kV;
+  for (int64_t j = threadIdx.x; j < groups; j += blockDim.x) {
+#pragma unroll
+    for (int k = 0; k < kV; ++k) part_gamma[j * kV + k] = part_beta[j * kV + k] = 0.0f;
+  }
   const float inv_cols = 1.0f / static_cast<float>(cols);
   const int64_t r0 = blockIdx.x * per_block;
   const int64_t r1 = r0 + per_block < rows ? r0 + per_block : rows;
@@ -74,38 +117,55 @@ __global__ void norm_backward_kernel(const T* dy, const T* x, const float* gamma
     const float rs = rstd[r];
     const float m = kRms ? 0.0f : mean[r];
     float sum_g = 0, sum_gx = 0;
-    for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
-      const float d = Load(dyr + i);
-      const float xhat = (Load(xr + i) - m) * rs;
-      const float g = d * gamma[i];
-      sum_gx = fmaf(g, xhat, sum_gx);
-      part_gamma[i] = fmaf(d, kRms ? RoundTo<T>(xhat) : xhat, part_gamma[i]);
-      if (!kRms) {
-        sum_g += g;
-        part_beta[i] += d;
+    for (int64_t j = threadIdx.x; j < groups; j += blockDim.x) {
+      float d[kV], xv[kV], g[kV];
+      LoadBackwardGroup(dyr, xr, gamma, j, d, xv, g);
+#pragma unroll
+      for (int k = 0; k < kV; ++k) {
+        const float xhat = (xv[k] - m) * rs;
+        const float gk = d[k] * g[k];
+        sum_gx = fmaf(gk, xhat, sum_gx);
+        const int64_t c = j * kV + k;
+        part_gamma[c] = fmaf(d[k], kRms ? RoundTo<T>(xhat) : xhat, part_gamma[c]);
+        if (!kRms) {
+          sum_g += gk;
+          part_beta[c] += d[k];
+        }
       }
     }
     const float mean_g = kRms ? 0.0f : BlockSum(sum_g) * inv_cols;
     const float mean_gx = BlockSum(sum_gx) * inv_cols;
-    for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
-      const float xhat = (Load(xr + i) - m) * rs;
-      const float g = Load(dyr + i) * gamma[i];
-      Store(dx + r * cols + i, rs * (g - mean_g - xhat * mean_gx));
+    for (int64_t j = threadIdx.x; j < groups; j += blockDim.x) {
+      float d[kV], xv[kV], g[kV];
+      LoadBackwardGroup(dyr, xr, gamma, j, d, xv, g);
+#pragma unroll
+      for (int k = 0; k < kV; ++k) {
+        const float xhat = (xv[k] - m) * rs;
+        d[k] = rs * (d[k] * g[k] - mean_g - xhat * mean_gx);
+      }
+      StoreElements(dx + r * cols + j * kV, d);
+    }
+  }
+  if (shared_partials) {
+    for (int64_t j = threadIdx.x; j < groups; j += blockDim.x) {
+#pragma unroll
+      for (int k = 0; k < kV; ++k) {
+        gamma_row[j * kV + k] = part_gamma[j * kV + k];
+        beta_row[j * kV + k] = part_beta[j * kV + k];
+      }
     }
   }
 }
 
-__global__ void norm_params_combine_kernel(const float* partials, int64_t blocks, int64_t cols,
-                                           float* dgamma, float* dbeta) {
-  const int64_t c = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
-  if (c >= cols) return;
-  float g = 0, b = 0;
-  for (int64_t k = 0; k < blocks; ++k) {
-    g += partials[k * 2 * cols + c];
-    b += partials[k * 2 * cols + cols + c];
+// Calls fn(std::integral_constant<int, kV>) with kV a pack of T when rows of cols elements fit
+// at every pointer, else 1.
+template <typename T, typename Fn>
+void DispatchGroups(int64_t cols, std::initializer_list<const void*> pointers, Fn&& fn) {
+  if (PacksFit<T>(cols, pointers)) {
+    fn(std::integral_constant<int, Pack<T>::kSize>{});
+  } else {
+    fn(std::integral_constant<int, 1>{});
   }
-  dgamma[c] = g;
-  if (dbeta != nullptr) dbeta[c] = b;
 }
 
 }  // namespace
@@ -117,42 +177,54 @@ void LaunchNorm(const NormLaunch& a, StreamPtr stream) {
     const T* x = static_cast<const T*>(a.x);
     T* y = static_cast<T*>(a.y);
     const unsigned grid = static_cast<unsigned>(a.rows);
-    if (a.rms) {
-      Launch(norm_forward_kernel<T, true>, grid, kThreads, 0, AsStream(stream), x, a.gamma, nullptr,
-             y, nullptr, a.rstd, a.cols, a.eps);
-    } else {
-      Launch(norm_forward_kernel<T, false>, grid, kThreads, 0, AsStream(stream), x, a.gamma, a.beta,
-             y, a.mean, a.rstd, a.cols, a.eps);
-    }
+    DispatchGroups<T>(a.cols, {x, y}, [&](auto v) {
+      constexpr int kV = decltype(v)::value;
+      if (a.rms) {
+        Launch(norm_forward_kernel<T, true, kV>, grid, kThreads, 0, AsStream(stream), x, a.gamma,
+               nullptr, y, nullptr, a.rstd, a.cols, a.eps);
+      } else {
+        Launch(norm_forward_kernel<T, false, kV>, grid, kThreads, 0, AsStream(stream), x, a.gamma,
+               a.beta, y, a.mean, a.rstd, a.cols, a.eps);
+      }
+    });
   });
   KILN_CUDA_CHECK_LAUNCH();
 }
 
+// The partial dgamma and dbeta matrices (blocks, cols) each, then the column sums' workspace.
 size_t NormBackwardWorkspaceBytes(int64_t rows, int64_t cols) {
-  return static_cast<size_t>(RowBlocks(rows) * 2 * cols) * sizeof(float);
+  return static_cast<size_t>(2 * RowBlocks(rows) * cols) * sizeof(float) +
+         SumToWorkspaceBytes(RowBlocks(rows), cols);
 }
 
 void LaunchNormBackward(const NormLaunch& a, void* workspace, StreamPtr stream) {
   if (a.cols == 0) return;
   const int64_t blocks = RowBlocks(a.rows);
   const int64_t per_block = a.rows == 0 ? 1 : (a.rows + blocks - 1) / blocks;
-  float* partials = static_cast<float*>(workspace);
+  float* partials = static_cast<float*>(workspace);  // (2, blocks, cols)
+  void* sums_workspace = partials + 2 * blocks * a.cols;
+  const size_t partial_bytes = static_cast<size_t>(2 * a.cols) * sizeof(float);
+  const bool shared = partial_bytes <= kMaxSharedPartialBytes;  // cols <= 6144
   DispatchFloat(a.type, [&](auto t) {
     using T = decltype(t);
     const T* dy = static_cast<const T*>(a.dy);
     const T* x = static_cast<const T*>(a.x);
     T* dx = static_cast<T*>(a.dx);
-    const unsigned grid = static_cast<unsigned>(blocks);
-    if (a.rms) {
-      Launch(norm_backward_kernel<T, true>, grid, kThreads, 0, AsStream(stream), dy, x, a.gamma,
-             nullptr, a.rstd, dx, a.rows, a.cols, per_block, partials);
-    } else {
-      Launch(norm_backward_kernel<T, false>, grid, kThreads, 0, AsStream(stream), dy, x, a.gamma,
-             a.mean, a.rstd, dx, a.rows, a.cols, per_block, partials);
-    }
+    DispatchGroups<T>(a.cols, {dy, x, dx}, [&](auto v) {
+      constexpr int kV = decltype(v)::value;
+      const auto kernel =
+          a.rms ? norm_backward_kernel<T, true, kV> : norm_backward_kernel<T, false, kV>;
+      Launch(kernel, static_cast<unsigned>(blocks), kThreads, shared ? partial_bytes : 0,
+             AsStream(stream), dy, x, a.gamma, a.rms ? nullptr : a.mean, a.rstd, dx, a.rows, a.cols,
+             per_block, partials, shared);
+    });
   });
-  Launch(norm_params_combine_kernel, static_cast<unsigned>((a.cols + 255) / 256), 256, 0,
-         AsStream(stream), partials, blocks, a.cols, a.dgamma, a.rms ? nullptr : a.dbeta);
+  // Blocks past the last row (per_block rounds up) leave zero partial rows.
+  LaunchSumTo(FloatType::kF32, partials, blocks, a.cols, a.dgamma, sums_workspace, stream);
+  if (!a.rms) {
+    LaunchSumTo(FloatType::kF32, partials + blocks * a.cols, blocks, a.cols, a.dbeta,
+                sums_workspace, stream);
+  }
   KILN_CUDA_CHECK_LAUNCH();
 }
 

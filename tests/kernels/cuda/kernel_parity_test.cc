@@ -51,6 +51,8 @@ TEST_CASE("reductions match the CPU and repeat bit for bit", "[gpu][cuda]") {
     CheckOpParity("mean", {x}, {}, tol);
     CheckOpParity("sum_to", {x}, ops::SumToAttrs{{41}}, tol);
     CheckOpParity("sum_to", {x}, ops::SumToAttrs{{1000, 41}}, tol);
+    // Columns in whole 16-byte packs (Note [Column sums]), as GPT-2's bias gradients.
+    CheckOpParity("sum_to", {RandomTensor({3, 700, 96}, dt, 16)}, ops::SumToAttrs{{96}}, tol);
   }
   const Tensor x = ToCuda(RandomTensor({1 << 20}, DType::kF32, 7));
   auto a = graph::RunOp("sum", {x});
@@ -61,12 +63,18 @@ TEST_CASE("reductions match the CPU and repeat bit for bit", "[gpu][cuda]") {
 
 TEST_CASE("layer norm and RMS norm match the CPU, forward and backward", "[gpu][cuda]") {
   KILN_REQUIRE_GPU();
-  for (DType dt : kFloatTypes) {
+  // 200 columns: whole 16-byte packs in every type; 65: element by element (Note [Norm kernels on
+  // the device]).
+  for (const auto& [dt, cols] : {std::pair{DType::kF32, 200},
+                                 {DType::kBF16, 200},
+                                 {DType::kF16, 200},
+                                 {DType::kF32, 65},
+                                 {DType::kBF16, 65}}) {
     const double tol = ToleranceFor(dt);
-    const Tensor x = RandomTensor({3, 67, 200}, dt, 8, 3.0f);
-    const Tensor dy = RandomTensor({3, 67, 200}, dt, 9);
-    const Tensor gamma = RandomTensor({200}, DType::kF32, 10);
-    const Tensor beta = RandomTensor({200}, DType::kF32, 11);
+    const Tensor x = RandomTensor({3, 67, cols}, dt, 8, 3.0f);
+    const Tensor dy = RandomTensor({3, 67, cols}, dt, 9);
+    const Tensor gamma = RandomTensor({cols}, DType::kF32, 10);
+    const Tensor beta = RandomTensor({cols}, DType::kF32, 11);
     const ops::NormAttrs attrs{1e-5f};
     CheckOpParity("layer_norm", {x, gamma, beta}, attrs, tol);
     CheckOpParity("rms_norm", {x, gamma}, attrs, tol);
@@ -88,6 +96,9 @@ TEST_CASE("cross-entropy, embedding and its backward match the CPU", "[gpu][cuda
   for (DType dt : kFloatTypes) {
     const double tol = ToleranceFor(dt);
     CheckOpParity("cross_entropy", {RandomTensor({3, 17, 1000}, dt, 12, 3.0f), t},
+                  ops::CrossEntropyAttrs{-100}, tol);
+    // A vocabulary that is no whole number of packs: element by element.
+    CheckOpParity("cross_entropy", {RandomTensor({3, 17, 1001}, dt, 17, 3.0f), t},
                   ops::CrossEntropyAttrs{-100}, tol);
     for (float factor : {4.0f, 0.3f}) {  // the loss seed folded in (FuseCrossEntropyScale)
       CheckOpParity(
