@@ -33,9 +33,21 @@ using attention_tc::Ld16;
 // path); lse is converted back: lse = ln(2) m2 + ln(l). Masked scores are -inf and give p = 0
 // explicitly; the running max is taken as 0 while it is still -inf (as the other kernels do). l is
 // summed per lane over its columns and reduced across the row's 4 lanes once, at the end.
-// Shared memory: q, k and v tiles (64, D + 8) in the storage type; the 8-element padding makes the
-// 32-bit fragment loads conflict-free (a row is 4 (D + 8) / 4 = D / 2 + 4 words: rows g = 0..7 of a
-// fragment start 4 banks apart, and the 4 lanes of a row read consecutive words).
+//
+// Note [Prefetched key and value tiles]
+// Key and value tiles go through two stages of shared memory: while the warps compute with tile i,
+// tile i + 1 is already on its way (cp.async, which copies global to shared memory without
+// passing through registers or holding up the issuing warp), so the load latency that the
+// previous version exposed at every tile — load, barrier, compute — is hidden behind the tile's
+// math. Each thread waits for its own copies of tile i (__pipeline_wait_prior) and a barrier then
+// publishes everyone's; a second barrier after the tile's math frees its stage for the prefetch
+// of tile i + 2. Emulated with copies that land only at the wait (Note [Emulated asynchronous
+// copies]), so a missing wait shows up in the tests.
+//
+// Shared memory: q and two stages of k and v tiles (64, D + 8) in the storage type; the 8-element
+// padding makes the 32-bit fragment loads conflict-free (a row is 4 (D + 8) / 4 = D / 2 + 4 words:
+// rows g = 0..7 of a fragment start 4 banks apart, and the 4 lanes of a row read consecutive
+// words).
 using attention_tc::kLn2;
 using attention_tc::kLog2e;
 
@@ -47,9 +59,12 @@ __global__ void __launch_bounds__(kThreads)
   constexpr int kTilesKey = kTile / 8;
   constexpr int kLd = Ld16(kD);
   KILN_DYNAMIC_SHARED_BYTES(smem);
-  T* qs = reinterpret_cast<T*>(smem);  // (64, D + 8) queries
-  T* ks = qs + kTile * kLd;            // (64, D + 8) current keys
-  T* vs = ks + kTile * kLd;            // (64, D + 8) current values
+  // (64, D + 8) queries, then two stages of (64, D + 8) keys and values: stage s's keys at
+  // qs + (1 + 2 s) 64 (D + 8), its values one tile further (offsets, not a pointer array, which
+  // the dynamic stage index would put in local memory).
+  T* qs = reinterpret_cast<T*>(smem);
+  constexpr int kTileElems = kTile * kLd;
+  const auto keys_of = [&](int stage) { return qs + (1 + 2 * stage) * kTileElems; };
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int lg = lane / 4, lt = lane % 4;  // Note [mma.sync fragments]: g and t
@@ -61,7 +76,16 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t v_col = static_cast<int64_t>(g.n_head + g.n_kv + kv) * kD;
   const float scale2 = g.scale * kLog2e;
 
-  attention_tc::CopyTile<kD>(qs, rows, g.stride, static_cast<int64_t>(h) * kD, q0, g.seq);
+  // Note [Prefetched key and value tiles]: Q and the first key / value tile as one group.
+  const int64_t keys = attention_tc::KeyEnd(q0, g.seq, g.causal);
+  const int tiles = static_cast<int>((keys + kTile - 1) / kTile);
+  attention_tc::CopyTileAsync<kD>(qs, rows, g.stride, static_cast<int64_t>(h) * kD, q0, g.seq);
+  if (tiles > 0) {
+    attention_tc::CopyTileAsync<kD>(keys_of(0), rows, g.stride, k_col, 0, g.seq);
+    attention_tc::CopyTileAsync<kD>(keys_of(0) + kTileElems, rows, g.stride, v_col, 0, g.seq);
+  }
+  __pipeline_commit();
+  __pipeline_wait_prior(0);
   __syncthreads();
   uint32_t qa[kChunksD][4];  // the warp's 16 query rows as A fragments
 #pragma unroll
@@ -72,18 +96,25 @@ __global__ void __launch_bounds__(kThreads)
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // rows g and g + 8, log2 units
   const int64_t row[2] = {q0 + warp * kWarpRows + lg, q0 + warp * kWarpRows + lg + 8};
 
-  const int64_t keys = attention_tc::KeyEnd(q0, g.seq, g.causal);
-  for (int64_t k0 = 0; k0 < keys; k0 += kTile) {
-    __syncthreads();  // every warp is done with the previous k and v tiles
-    attention_tc::CopyTile<kD>(ks, rows, g.stride, k_col, k0, g.seq);
-    attention_tc::CopyTile<kD>(vs, rows, g.stride, v_col, k0, g.seq);
-    __syncthreads();
+  for (int tile = 0; tile < tiles; ++tile) {
+    const int64_t k0 = static_cast<int64_t>(tile) * kTile;
+    const T* kt = keys_of(tile % 2);
+    const T* vt = kt + kTileElems;
+    if (tile + 1 < tiles) {  // into the other stage, free since the last iteration's barrier
+      attention_tc::CopyTileAsync<kD>(keys_of((tile + 1) % 2), rows, g.stride, k_col, k0 + kTile,
+                                      g.seq);
+      attention_tc::CopyTileAsync<kD>(keys_of((tile + 1) % 2) + kTileElems, rows, g.stride, v_col,
+                                      k0 + kTile, g.seq);
+      __pipeline_commit();
+    }
+    __pipeline_wait_prior(tile + 1 < tiles ? 1 : 0);  // this thread's part of tile `tile` landed
+    __syncthreads();                                  // and every other thread's
     // s (16 x 64) = Q K^T: n-tile j holds keys [8 j, 8 j + 8).
     float s[kTilesKey][4];
 #pragma unroll
     for (int j = 0; j < kTilesKey; ++j) {
       s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
-      mma::ProductWithRows<T>(s[j], qa, ks, kLd, 8 * j);
+      mma::ProductWithRows<T>(s[j], qa, kt, kLd, 8 * j);
     }
     // Scale and mask, then the online softmax per row (i = 0: row g, i = 1: row g + 8).
     float tile_max[2] = {-INFINITY, -INFINITY};
@@ -133,7 +164,8 @@ __global__ void __launch_bounds__(kThreads)
       }
       mma::AccumulatorsToA<T>(pa[c], p[0], p[1]);
     }
-    mma::AccumulateProduct<T>(o, pa, vs, kLd);  // o (16 x D) += P V
+    mma::AccumulateProduct<T>(o, pa, vt, kLd);  // o (16 x D) += P V
+    __syncthreads();  // every warp is done with this stage before the next prefetch overwrites it
   }
   // out = O / l, lse = ln(2) m + ln(l), for the rows below seq.
   T* out_rows = out + static_cast<int64_t>(b) * g.seq * g.out_stride;  // (T, H D)
@@ -166,7 +198,7 @@ void LaunchAttentionForwardMma(const AttentionLaunch& a, StreamPtr stream) {
   attention_tc::DispatchTensorCore(a, [&](auto t, auto dim) {
     using T = decltype(t);
     constexpr int kD = decltype(dim)::value;
-    constexpr size_t kBytes = size_t{3} * kTile * Ld16(kD) * sizeof(T);
+    constexpr size_t kBytes = size_t{5} * kTile * Ld16(kD) * sizeof(T);  // q, 2 x (k, v)
     attention_tc::AllowSharedBytes(attention_mma_forward_kernel<T, kD>, kBytes);
     Launch(attention_mma_forward_kernel<T, kD>, grid.blocks, kThreads, kBytes, AsStream(stream),
            static_cast<const T*>(a.qkv), static_cast<T*>(a.out), a.lse, g);

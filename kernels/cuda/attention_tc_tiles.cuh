@@ -6,6 +6,10 @@
 #include <cstdint>
 #include <type_traits>
 
+#if !defined(KILN_CUDA_EMULATION)
+#include <cuda_pipeline_primitives.h>
+#endif
+
 #include "kernels/cuda/attention_tc_layout.h"
 #include "kernels/cuda/device_util.cuh"
 
@@ -29,6 +33,22 @@ __device__ void CopyTile(T* tile, const T* base, int64_t stride, int64_t col, in
     uint4 v = make_uint4(0u, 0u, 0u, 0u);
     if (t < seq) v = *reinterpret_cast<const uint4*>(base + t * stride + col + c * 8);
     *reinterpret_cast<uint4*>(tile + r * Ld16(kD) + c * 8) = v;
+  }
+}
+
+// CopyTile with cp.async (the copies land when the thread's __pipeline_wait_prior covers the
+// group they were committed in; other threads may read them after a barrier that follows).
+template <int kD, typename T>
+__device__ void CopyTileAsync(T* tile, const T* base, int64_t stride, int64_t col, int64_t r0,
+                              int64_t seq) {
+  static_assert(sizeof(T) == 2, "16-bit storage");
+  constexpr int kChunks = kD / 8;  // 16-byte chunks per row
+  for (int e = threadIdx.x; e < kTile * kChunks; e += kThreads) {
+    const int r = e / kChunks, c = e % kChunks;
+    const int64_t t = r0 + r;
+    // Rows past seq: 16 bytes of zero fill, nothing read (the row-0 address stands in).
+    const T* src = base + (t < seq ? t : 0) * stride + col + c * 8;
+    __pipeline_memcpy_async(tile + r * Ld16(kD) + c * 8, src, 16, t < seq ? 0 : 16);
   }
 }
 

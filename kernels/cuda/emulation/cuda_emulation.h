@@ -84,6 +84,11 @@ const dim3& GridDim();
 // The calling block's dynamic shared memory.
 unsigned char* DynamicShared();
 
+// cp.async on the calling fiber (Note [Emulated asynchronous copies] in emulator.cc).
+void AsyncCopy(void* dst, const void* src, size_t bytes, size_t zero_fill);
+void AsyncCommit();
+void AsyncWaitPrior(size_t groups);
+
 void SyncThreads();
 void SyncWarp(unsigned mask);
 // Every lane of the warp deposits `bits` and gets lane `source`'s (a warp shuffle).
@@ -144,6 +149,15 @@ template <typename T>
 T __shfl_xor_sync(unsigned mask, T value, int lane_mask) {
   return ::kiln::kernels::cuda::emulation::Shuffle(
       mask, value, ::kiln::kernels::cuda::emulation::LaneId() ^ (lane_mask & 31));
+}
+// cuda_pipeline_primitives.h
+inline void __pipeline_memcpy_async(void* dst_shared, const void* src_global, size_t size_and_align,
+                                    size_t zfill = 0) {
+  ::kiln::kernels::cuda::emulation::AsyncCopy(dst_shared, src_global, size_and_align, zfill);
+}
+inline void __pipeline_commit() { ::kiln::kernels::cuda::emulation::AsyncCommit(); }
+inline void __pipeline_wait_prior(size_t prior) {
+  ::kiln::kernels::cuda::emulation::AsyncWaitPrior(prior);
 }
 [[noreturn]] inline void __trap() { ::kiln::kernels::cuda::emulation::Fail("__trap()"); }
 

@@ -4,9 +4,12 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <deque>
 #include <memory>
 #include <new>
 #include <sstream>
+#include <string>
 #include <vector>
 
 #include "kernels/cuda/emulation/cuda_emulation.h"
@@ -86,12 +89,23 @@ constexpr unsigned kFullMask = 0xffffffffu;
 
 enum class FiberState { kReady, kAtBlockBarrier, kAtWarpBarrier, kDone };
 
+// One asynchronous copy to shared memory: the bytes read from global memory when it was issued
+// (zero-filled past the source size), written to `dst` when a wait completes it.
+struct PendingCopy {
+  unsigned char* dst = nullptr;
+  std::vector<unsigned char> bytes;
+};
+
 struct Fiber {
   void* sp = nullptr;  // the saved stack pointer while the fiber is switched out
   std::unique_ptr<char[]> stack;
   uint3 index;
   int linear = 0;
   int memo_calls = 0;  // WarpMemo slots taken since the warp's last barrier
+  // Note [Emulated asynchronous copies]: the copies issued since the last commit, and the
+  // committed groups not yet waited for (oldest first).
+  std::vector<PendingCopy> open_copies;
+  std::deque<std::vector<PendingCopy>> committed_copies;
   FiberState state = FiberState::kReady;
   void* fake_stack = nullptr;  // AddressSanitizer's bookkeeping of this fiber's stack
 };
@@ -224,6 +238,8 @@ std::string RunBlock(size_t dynamic_shared_bytes) {
     f.index = uint3{i % s.block.x, (i / s.block.x) % s.block.y, i / (s.block.x * s.block.y)};
     f.state = FiberState::kReady;
     f.memo_calls = 0;
+    f.open_copies.clear();
+    f.committed_copies.clear();
     f.fake_stack = nullptr;
     f.sp = InitialStack(f.stack.get(), kStackBytes);
   }
@@ -375,6 +391,46 @@ uint64_t ExchangeInWarp(unsigned mask, uint64_t bits, int source_lane) {
   const uint64_t out = slots[source_lane];
   WaitAt(FiberState::kAtWarpBarrier);  // every lane has read before the slots are reused
   return out;
+}
+
+// Note [Emulated asynchronous copies]
+// cp.async (__pipeline_memcpy_async) reads global memory at some point after it is issued and
+// lands in shared memory no later than the wait that covers its group; only then may the issuing
+// thread read it, and other threads only after a barrier that follows that wait. Here a copy reads
+// its source when issued (the kernels' sources do not change during a launch) and writes its
+// destination only when __pipeline_wait_prior completes its group, so a kernel that reads a tile
+// before waiting for it, or waits for too few groups, sees the previous tile (or the 0xff fill)
+// and fails its comparison with the CPU; a missing barrier after the wait shows up through the
+// fiber orders of Note [Kernel emulation].
+void AsyncCopy(void* dst, const void* src, size_t bytes, size_t zero_fill) {
+  if (bytes != 4 && bytes != 8 && bytes != 16)
+    Fail("cp.async of " + std::to_string(bytes) + " bytes");
+  if (zero_fill > bytes) Fail("cp.async zero fill larger than the copy");
+  if (reinterpret_cast<uintptr_t>(dst) % bytes != 0 ||
+      reinterpret_cast<uintptr_t>(src) % bytes != 0) {
+    Fail("cp.async source or destination not aligned to its size");
+  }
+  PendingCopy copy;
+  copy.dst = static_cast<unsigned char*>(dst);
+  copy.bytes.assign(bytes, 0);
+  std::memcpy(copy.bytes.data(), src, bytes - zero_fill);
+  Current().open_copies.push_back(std::move(copy));
+}
+
+void AsyncCommit() {
+  Fiber& f = Current();
+  f.committed_copies.push_back(std::move(f.open_copies));
+  f.open_copies.clear();
+}
+
+void AsyncWaitPrior(size_t groups) {
+  Fiber& f = Current();
+  while (f.committed_copies.size() > groups) {
+    for (const PendingCopy& copy : f.committed_copies.front()) {
+      std::memcpy(copy.dst, copy.bytes.data(), copy.bytes.size());
+    }
+    f.committed_copies.pop_front();
+  }
 }
 
 // Note [Warp-uniform work]

@@ -6,7 +6,8 @@
 // `_emulated` test targets rely on this (tests/kernels/cuda/BUILD.bazel). With deferred streams
 // (Note [Deferred streams]), reading a result before waiting for it and ordering two streams
 // without an event give wrong values, and a fault in queued work surfaces at the next wait. Stream
-// capture records work for replay and refuses what a device graph cannot hold.
+// capture records work for replay and refuses what a device graph cannot hold. cp.async copies
+// land only when a wait covers them.
 #include "tests/testing.h"
 
 #if defined(KILN_NOCUDA_BUILD)
@@ -72,6 +73,36 @@ TEST_CASE("a missing __syncthreads shows up in one of the thread orders", "[emul
   const bool forward_ok = RunNeighbour(false, ThreadOrder::kForward) == Expected();
   const bool reverse_ok = RunNeighbour(false, ThreadOrder::kReverse) == Expected();
   CHECK_FALSE((forward_ok && reverse_ok));
+}
+
+// Thread t copies in[t] to shared memory with cp.async (zero-filled when t is odd and zero_fill),
+// waits (or not) for its group, and, after a barrier, reads its neighbour's copy.
+__global__ void async_copy_kernel(const int* in, int* out, bool wait, bool zero_fill) {
+  __shared__ int staged[kBlock];
+  const int t = threadIdx.x;
+  staged[t] = -1;
+  __syncthreads();
+  __pipeline_memcpy_async(&staged[t], &in[t], sizeof(int), zero_fill && t % 2 == 1 ? 4 : 0);
+  __pipeline_commit();
+  if (wait) __pipeline_wait_prior(0);
+  __syncthreads();
+  out[t] = staged[(t + 1) % kBlock];
+}
+
+TEST_CASE("cp.async lands at the wait: a missing wait reads stale shared memory", "[emulation]") {
+  std::vector<int> in(kBlock), out(kBlock, 0), want(kBlock), want_filled(kBlock);
+  for (int t = 0; t < kBlock; ++t) in[t] = 500 + t;
+  for (int t = 0; t < kBlock; ++t) want[t] = in[(t + 1) % kBlock];
+  for (int t = 0; t < kBlock; ++t) want_filled[t] = (t + 1) % kBlock % 2 == 1 ? 0 : want[t];
+  Launch(async_copy_kernel, 1, kBlock, 0, nullptr, in.data(), out.data(), true, false);
+  REQUIRE(cudaGetLastError() == cudaSuccess);
+  CHECK(out == want);
+  Launch(async_copy_kernel, 1, kBlock, 0, nullptr, in.data(), out.data(), true, true);
+  REQUIRE(cudaGetLastError() == cudaSuccess);
+  CHECK(out == want_filled);
+  Launch(async_copy_kernel, 1, kBlock, 0, nullptr, in.data(), out.data(), false, false);
+  REQUIRE(cudaGetLastError() == cudaSuccess);
+  CHECK(out == std::vector<int>(kBlock, -1));  // nothing landed
 }
 
 // Lane l writes slot l, then reads slot (l + 1) % 32 of its warp, with or without __syncwarp.
