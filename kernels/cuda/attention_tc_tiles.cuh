@@ -19,6 +19,14 @@ namespace kiln::kernels::cuda::attention_tc {
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
+// Calls fn(r, c) for every 16-byte chunk c of every row r of a (kTile, kD) 16-bit tile, the
+// chunks spread over the block's threads.
+template <int kD, typename Fn>
+__device__ __forceinline__ void ForEachTileChunk(Fn&& fn) {
+  constexpr int kChunks = kD / 8;  // 16-byte chunks per row
+  for (int e = threadIdx.x; e < kTile * kChunks; e += kThreads) fn(e / kChunks, e % kChunks);
+}
+
 // tile (kTile, Ld16(kD)) = rows [r0, r0 + kTile) of the head starting at column `col` of a
 // (T, stride) matrix in the storage type; rows past seq are zeros. 16 bytes per thread and step
 // (base, stride and col keep every row 16-byte aligned: attention_tc::LaunchFits).
@@ -26,14 +34,12 @@ template <int kD, typename T>
 __device__ void CopyTile(T* tile, const T* base, int64_t stride, int64_t col, int64_t r0,
                          int64_t seq) {
   static_assert(sizeof(T) == 2, "16-bit storage");
-  constexpr int kChunks = kD / 8;  // 16-byte chunks per row
-  for (int e = threadIdx.x; e < kTile * kChunks; e += kThreads) {
-    const int r = e / kChunks, c = e % kChunks;
+  ForEachTileChunk<kD>([&](int r, int c) {
     const int64_t t = r0 + r;
     uint4 v = make_uint4(0u, 0u, 0u, 0u);
     if (t < seq) v = *reinterpret_cast<const uint4*>(base + t * stride + col + c * 8);
     *reinterpret_cast<uint4*>(tile + r * Ld16(kD) + c * 8) = v;
-  }
+  });
 }
 
 // CopyTile with cp.async (the copies land when the thread's __pipeline_wait_prior covers the
@@ -42,14 +48,12 @@ template <int kD, typename T>
 __device__ void CopyTileAsync(T* tile, const T* base, int64_t stride, int64_t col, int64_t r0,
                               int64_t seq) {
   static_assert(sizeof(T) == 2, "16-bit storage");
-  constexpr int kChunks = kD / 8;  // 16-byte chunks per row
-  for (int e = threadIdx.x; e < kTile * kChunks; e += kThreads) {
-    const int r = e / kChunks, c = e % kChunks;
+  ForEachTileChunk<kD>([&](int r, int c) {
     const int64_t t = r0 + r;
     // Rows past seq: 16 bytes of zero fill, nothing read (the row-0 address stands in).
     const T* src = base + (t < seq ? t : 0) * stride + col + c * 8;
     __pipeline_memcpy_async(tile + r * Ld16(kD) + c * 8, src, 16, t < seq ? 0 : 16);
-  }
+  });
 }
 
 // Calls fn(T{}, std::integral_constant<int, kD>{}) for a launch the tensor-core kernels take.
