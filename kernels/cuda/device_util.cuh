@@ -69,12 +69,32 @@ __device__ __forceinline__ void StorePack(T* p, const float (&v)[Pack<T>::kSize]
   *reinterpret_cast<Pack<T>*>(p) = pack;
 }
 
-// kV consecutive elements at p in f32: one pack when they fill 16 bytes of T (p 16-byte aligned),
-// else one by one. Kernels templated on kV (1, or a pack of their main type) share one body.
+// kV consecutive elements at p in f32, moved in the widest accesses that kV * sizeof(T) bytes
+// allow: whole 16-byte packs when it is a multiple of 16, one 8-byte access when it is 8 (4 bf16
+// beside a pack of f32), else element by element. p must be aligned to the access (min(16, kV *
+// sizeof(T)) bytes). Kernels templated on kV (1, or a pack of their main type) share one body.
+template <typename T, int kV>
+struct alignas(8) EightBytes {
+  static_assert(kV * sizeof(T) == 8);
+  T e[kV];
+};
+
 template <int kV, typename T>
 __device__ __forceinline__ void LoadElements(const T* p, float (&v)[kV]) {
-  if constexpr (kV * sizeof(T) == 16) {
-    LoadPack(p, v);
+  constexpr int kBytes = kV * static_cast<int>(sizeof(T));
+  if constexpr (kBytes % 16 == 0) {
+    constexpr int kP = Pack<T>::kSize;
+#pragma unroll
+    for (int j = 0; j < kV / kP; ++j) {
+      float part[kP];
+      LoadPack(p + j * kP, part);
+#pragma unroll
+      for (int k = 0; k < kP; ++k) v[j * kP + k] = part[k];
+    }
+  } else if constexpr (kBytes == 8) {
+    const EightBytes<T, kV> group = *reinterpret_cast<const EightBytes<T, kV>*>(p);
+#pragma unroll
+    for (int k = 0; k < kV; ++k) v[k] = Load(&group.e[k]);
   } else {
 #pragma unroll
     for (int k = 0; k < kV; ++k) v[k] = Load(p + k);
@@ -83,8 +103,21 @@ __device__ __forceinline__ void LoadElements(const T* p, float (&v)[kV]) {
 
 template <int kV, typename T>
 __device__ __forceinline__ void StoreElements(T* p, const float (&v)[kV]) {
-  if constexpr (kV * sizeof(T) == 16) {
-    StorePack(p, v);
+  constexpr int kBytes = kV * static_cast<int>(sizeof(T));
+  if constexpr (kBytes % 16 == 0) {
+    constexpr int kP = Pack<T>::kSize;
+#pragma unroll
+    for (int j = 0; j < kV / kP; ++j) {
+      float part[kP];
+#pragma unroll
+      for (int k = 0; k < kP; ++k) part[k] = v[j * kP + k];
+      StorePack(p + j * kP, part);
+    }
+  } else if constexpr (kBytes == 8) {
+    EightBytes<T, kV> group;
+#pragma unroll
+    for (int k = 0; k < kV; ++k) Store(&group.e[k], v[k]);
+    *reinterpret_cast<EightBytes<T, kV>*>(p) = group;
   } else {
 #pragma unroll
     for (int k = 0; k < kV; ++k) Store(p + k, v[k]);
