@@ -53,28 +53,24 @@ __global__ void __launch_bounds__(kQueryRows)
     attention_forward_kernel(const T* qkv, T* out, float* lse, Geometry g) {
   __shared__ float ks[Tiles<kD>::kKeys * kD];
   __shared__ float vs[Tiles<kD>::kKeys * kD];
-  const int bh = static_cast<int>(blockIdx.x / g.tiles);
-  const int b = bh / g.n_head, h = bh % g.n_head, kv = h / g.group;
-  const int64_t q0 = static_cast<int64_t>(blockIdx.x % g.tiles) * kQueryRows;
-  const int64_t t = q0 + threadIdx.x;
-  const T* rows = qkv + b * g.seq * g.stride;
+  const QueryTile qt = QueryTileOf(g, blockIdx.x, kQueryRows, g.head_dim);
+  const int64_t t = qt.q0 + threadIdx.x;
+  const T* rows = BatchRows(qkv, g, qt.b, g.stride);
   float q[kD], o[kD];
 #pragma unroll
   for (int d = 0; d < kD; ++d) {
-    q[d] = (t < g.seq && d < g.head_dim) ? Load(rows + t * g.stride + h * g.head_dim + d) * g.scale
-                                         : 0.0f;
+    q[d] =
+        (t < g.seq && d < g.head_dim) ? Load(rows + t * g.stride + qt.q_col + d) * g.scale : 0.0f;
     o[d] = 0.0f;
   }
   float m = -INFINITY, l = 0.0f;
-  const int64_t last = q0 + kQueryRows < g.seq ? q0 + kQueryRows : g.seq;
+  const int64_t last = qt.q0 + kQueryRows < g.seq ? qt.q0 + kQueryRows : g.seq;
   const int64_t keys = g.causal ? last : g.seq;
-  const int64_t k_col = static_cast<int64_t>(g.n_head + kv) * g.head_dim;
-  const int64_t v_col = static_cast<int64_t>(g.n_head + g.n_kv + kv) * g.head_dim;
   for (int64_t k0 = 0; k0 < keys; k0 += Tiles<kD>::kKeys) {
     const int tile = static_cast<int>(keys - k0 < Tiles<kD>::kKeys ? keys - k0 : Tiles<kD>::kKeys);
     __syncthreads();
-    LoadTile<kD>(ks, kD, rows, g.stride, k_col, k0, tile, g);
-    LoadTile<kD>(vs, kD, rows, g.stride, v_col, k0, tile, g);
+    LoadTile<kD>(ks, kD, rows, g.stride, qt.k_col, k0, tile, g);
+    LoadTile<kD>(vs, kD, rows, g.stride, qt.v_col, k0, tile, g);
     __syncthreads();
     if (t >= g.seq) continue;
     const int visible = g.causal ? static_cast<int>(t - k0 + 1 < tile ? t - k0 + 1 : tile) : tile;
@@ -97,12 +93,12 @@ __global__ void __launch_bounds__(kQueryRows)
   }
   if (t >= g.seq) return;
   const float inv = 1.0f / l;
-  T* orow = out + (b * g.seq + t) * g.out_stride + h * g.head_dim;
+  T* orow = out + (qt.b * g.seq + t) * g.out_stride + qt.q_col;
 #pragma unroll
   for (int d = 0; d < kD; ++d) {
     if (d < g.head_dim) Store(orow + d, o[d] * inv);
   }
-  lse[(static_cast<int64_t>(b) * g.n_head + h) * g.seq + t] = m + logf(l);
+  lse[qt.stat0 + t] = m + logf(l);
 }
 
 // delta (B, H, T) = sum_d dout * out.
@@ -127,31 +123,27 @@ __global__ void __launch_bounds__(kQueryRows)
                         Geometry g) {
   __shared__ float ks[Tiles<kD>::kKeys * kD];
   __shared__ float vs[Tiles<kD>::kKeys * kD];
-  const int bh = static_cast<int>(blockIdx.x / g.tiles);
-  const int b = bh / g.n_head, h = bh % g.n_head, kv = h / g.group;
-  const int64_t q0 = static_cast<int64_t>(blockIdx.x % g.tiles) * kQueryRows;
-  const int64_t t = q0 + threadIdx.x;
-  const T* rows = qkv + b * g.seq * g.stride;
+  const QueryTile qt = QueryTileOf(g, blockIdx.x, kQueryRows, g.head_dim);
+  const int64_t t = qt.q0 + threadIdx.x;
+  const T* rows = BatchRows(qkv, g, qt.b, g.stride);
   float q[kD], d_o[kD], dq[kD];
 #pragma unroll
   for (int d = 0; d < kD; ++d) {
     const bool in = t < g.seq && d < g.head_dim;
-    q[d] = in ? Load(rows + t * g.stride + h * g.head_dim + d) : 0.0f;
-    d_o[d] = in ? Load(dout + (b * g.seq + t) * g.out_stride + h * g.head_dim + d) : 0.0f;
+    q[d] = in ? Load(rows + t * g.stride + qt.q_col + d) : 0.0f;
+    d_o[d] = in ? Load(dout + (qt.b * g.seq + t) * g.out_stride + qt.q_col + d) : 0.0f;
     dq[d] = 0.0f;
   }
-  const int64_t stat = (static_cast<int64_t>(b) * g.n_head + h) * g.seq + t;
+  const int64_t stat = qt.stat0 + t;
   const float row_lse = t < g.seq ? lse[stat] : 0.0f;
   const float row_delta = t < g.seq ? delta[stat] : 0.0f;
-  const int64_t last = q0 + kQueryRows < g.seq ? q0 + kQueryRows : g.seq;
+  const int64_t last = qt.q0 + kQueryRows < g.seq ? qt.q0 + kQueryRows : g.seq;
   const int64_t keys = g.causal ? last : g.seq;
-  const int64_t k_col = static_cast<int64_t>(g.n_head + kv) * g.head_dim;
-  const int64_t v_col = static_cast<int64_t>(g.n_head + g.n_kv + kv) * g.head_dim;
   for (int64_t k0 = 0; k0 < keys; k0 += Tiles<kD>::kKeys) {
     const int tile = static_cast<int>(keys - k0 < Tiles<kD>::kKeys ? keys - k0 : Tiles<kD>::kKeys);
     __syncthreads();
-    LoadTile<kD>(ks, kD, rows, g.stride, k_col, k0, tile, g);
-    LoadTile<kD>(vs, kD, rows, g.stride, v_col, k0, tile, g);
+    LoadTile<kD>(ks, kD, rows, g.stride, qt.k_col, k0, tile, g);
+    LoadTile<kD>(vs, kD, rows, g.stride, qt.v_col, k0, tile, g);
     __syncthreads();
     if (t >= g.seq) continue;
     const int visible = g.causal ? static_cast<int>(t - k0 + 1 < tile ? t - k0 + 1 : tile) : tile;
@@ -169,7 +161,7 @@ __global__ void __launch_bounds__(kQueryRows)
     }
   }
   if (t >= g.seq) return;
-  T* dst = dqkv + (b * g.seq + t) * g.stride + h * g.head_dim;
+  T* dst = dqkv + (qt.b * g.seq + t) * g.stride + qt.q_col;
 #pragma unroll
   for (int d = 0; d < kD; ++d) {
     if (d < g.head_dim) Store(dst + d, dq[d]);
@@ -187,25 +179,21 @@ __global__ void __launch_bounds__(Tiles<kD>::kKeyRows)
   __shared__ float dos[kQ * kD];
   __shared__ float lse_s[kQ];
   __shared__ float delta_s[kQ];
-  const int bg = static_cast<int>(blockIdx.x / g.tiles);
-  const int b = bg / g.n_kv, kv = bg % g.n_kv;
-  const int64_t j0 = static_cast<int64_t>(blockIdx.x % g.tiles) * kRows;
-  const int64_t j = j0 + threadIdx.x;
-  const T* rows = qkv + b * g.seq * g.stride;
-  const int64_t k_col = static_cast<int64_t>(g.n_head + kv) * g.head_dim;
-  const int64_t v_col = static_cast<int64_t>(g.n_head + g.n_kv + kv) * g.head_dim;
-  LoadTile<kD>(kown, kLd, rows, g.stride, k_col, j0, kRows, g);
-  LoadTile<kD>(vown, kLd, rows, g.stride, v_col, j0, kRows, g);
+  const KeyTile kt = KeyTileOf(g, blockIdx.x, kRows, g.head_dim);
+  const int64_t j = kt.j0 + threadIdx.x;
+  const T* rows = BatchRows(qkv, g, kt.b, g.stride);
+  LoadTile<kD>(kown, kLd, rows, g.stride, kt.k_col, kt.j0, kRows, g);
+  LoadTile<kD>(vown, kLd, rows, g.stride, kt.v_col, kt.j0, kRows, g);
   float dk[kD], dv[kD];
 #pragma unroll
   for (int d = 0; d < kD; ++d) dk[d] = dv[d] = 0.0f;
   const float* kr = kown + threadIdx.x * kLd;
   const float* vr = vown + threadIdx.x * kLd;
-  const int64_t first_query = g.causal ? j0 : 0;
-  for (int h = kv * g.group; h < (kv + 1) * g.group; ++h) {
-    const int64_t q_col = static_cast<int64_t>(h) * g.head_dim;
-    const T* dout_rows = dout + b * g.seq * g.out_stride;
-    const int64_t stat0 = (static_cast<int64_t>(b) * g.n_head + h) * g.seq;
+  const int64_t first_query = g.causal ? kt.j0 : 0;
+  for (int h = kt.kv * g.group; h < (kt.kv + 1) * g.group; ++h) {
+    const int64_t q_col = QueryColumn(g, h, g.head_dim);
+    const T* dout_rows = BatchRows(dout, g, kt.b, g.out_stride);
+    const int64_t stat0 = StatRow0(g, kt.b, h);
     for (int64_t i0 = first_query; i0 < g.seq; i0 += kQ) {
       const int tile = static_cast<int>(g.seq - i0 < kQ ? g.seq - i0 : kQ);
       __syncthreads();
@@ -236,12 +224,12 @@ __global__ void __launch_bounds__(Tiles<kD>::kKeyRows)
     }
   }
   if (j >= g.seq) return;
-  T* dst = dqkv + (b * g.seq + j) * g.stride;
+  T* dst = dqkv + (kt.b * g.seq + j) * g.stride;
 #pragma unroll
   for (int d = 0; d < kD; ++d) {
     if (d < g.head_dim) {
-      Store(dst + k_col + d, dk[d]);
-      Store(dst + v_col + d, dv[d]);
+      Store(dst + kt.k_col + d, dk[d]);
+      Store(dst + kt.v_col + d, dv[d]);
     }
   }
 }

@@ -68,21 +68,17 @@ __global__ void __launch_bounds__(kThreads)
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int lg = lane / 4, lt = lane % 4;  // Note [mma.sync fragments]: g and t
-  const int bh = static_cast<int>(blockIdx.x / g.tiles);
-  const int b = bh / g.n_head, h = bh % g.n_head, kv = h / g.group;
-  const int64_t q0 = static_cast<int64_t>(blockIdx.x % g.tiles) * kTile;
-  const T* rows = qkv + static_cast<int64_t>(b) * g.seq * g.stride;  // (T, stride)
-  const int64_t k_col = static_cast<int64_t>(g.n_head + kv) * kD;
-  const int64_t v_col = static_cast<int64_t>(g.n_head + g.n_kv + kv) * kD;
+  const QueryTile qt = QueryTileOf(g, blockIdx.x, kTile, kD);
+  const T* rows = BatchRows(qkv, g, qt.b, g.stride);  // (T, stride)
   const float scale2 = g.scale * kLog2e;
 
   // Note [Prefetched key and value tiles]: Q and the first key / value tile as one group.
-  const int64_t keys = attention_tc::KeyEnd(q0, g.seq, g.causal);
+  const int64_t keys = attention_tc::KeyEnd(qt.q0, g.seq, g.causal);
   const int tiles = static_cast<int>((keys + kTile - 1) / kTile);
-  attention_tc::CopyTileAsync<kD>(qs, rows, g.stride, static_cast<int64_t>(h) * kD, q0, g.seq);
+  attention_tc::CopyTileAsync<kD>(qs, rows, g.stride, qt.q_col, qt.q0, g.seq);
   if (tiles > 0) {
-    attention_tc::CopyTileAsync<kD>(keys_of(0), rows, g.stride, k_col, 0, g.seq);
-    attention_tc::CopyTileAsync<kD>(keys_of(0) + kTileElems, rows, g.stride, v_col, 0, g.seq);
+    attention_tc::CopyTileAsync<kD>(keys_of(0), rows, g.stride, qt.k_col, 0, g.seq);
+    attention_tc::CopyTileAsync<kD>(keys_of(0) + kTileElems, rows, g.stride, qt.v_col, 0, g.seq);
   }
   __pipeline_commit();
   __pipeline_wait_prior(0);
@@ -94,17 +90,17 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
   for (int n = 0; n < kTilesD; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // rows g and g + 8, log2 units
-  const int64_t row[2] = {q0 + warp * kWarpRows + lg, q0 + warp * kWarpRows + lg + 8};
+  const int64_t row[2] = {qt.q0 + warp * kWarpRows + lg, qt.q0 + warp * kWarpRows + lg + 8};
 
   for (int tile = 0; tile < tiles; ++tile) {
     const int64_t k0 = static_cast<int64_t>(tile) * kTile;
     const T* kt = keys_of(tile % 2);
     const T* vt = kt + kTileElems;
     if (tile + 1 < tiles) {  // into the other stage, free since the last iteration's barrier
-      attention_tc::CopyTileAsync<kD>(keys_of((tile + 1) % 2), rows, g.stride, k_col, k0 + kTile,
+      attention_tc::CopyTileAsync<kD>(keys_of((tile + 1) % 2), rows, g.stride, qt.k_col, k0 + kTile,
                                       g.seq);
-      attention_tc::CopyTileAsync<kD>(keys_of((tile + 1) % 2) + kTileElems, rows, g.stride, v_col,
-                                      k0 + kTile, g.seq);
+      attention_tc::CopyTileAsync<kD>(keys_of((tile + 1) % 2) + kTileElems, rows, g.stride,
+                                      qt.v_col, k0 + kTile, g.seq);
       __pipeline_commit();
     }
     __pipeline_wait_prior(tile + 1 < tiles ? 1 : 0);  // this thread's part of tile `tile` landed
@@ -168,8 +164,8 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();  // every warp is done with this stage before the next prefetch overwrites it
   }
   // out = O / l, lse = ln(2) m + ln(l), for the rows below seq.
-  T* out_rows = out + static_cast<int64_t>(b) * g.seq * g.out_stride;  // (T, H D)
-  float* lse_row = lse + (static_cast<int64_t>(b) * g.n_head + h) * g.seq;
+  T* out_rows = BatchRows(out, g, qt.b, g.out_stride);  // (T, H D)
+  float* lse_row = lse + qt.stat0;
   float inv[2];
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
@@ -180,7 +176,7 @@ __global__ void __launch_bounds__(kThreads)
       lse_row[row[i]] = l[i] > 0.0f ? kLn2 * m[i] + logf(l[i]) : -INFINITY;
     }
   }
-  T* dst = out_rows + (q0 + warp * kWarpRows) * g.out_stride + static_cast<int64_t>(h) * kD;
+  T* dst = out_rows + (qt.q0 + warp * kWarpRows) * g.out_stride + qt.q_col;
 #pragma unroll
   for (int n = 0; n < kTilesD; ++n) {
     mma::StoreAccumulator(dst + 8 * n, g.out_stride, o[n], inv[0], inv[1], row[0] < g.seq,

@@ -50,19 +50,13 @@ __global__ void __launch_bounds__(kThreads)
   T* vs = ks + kTile * kLd;            // (64, D + 8) current values
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, lg = lane / 4, lt = lane % 4;
-  const int bh = static_cast<int>(blockIdx.x / g.tiles);
-  const int b = bh / g.n_head, h = bh % g.n_head, kv = h / g.group;
-  const int64_t q0 = static_cast<int64_t>(blockIdx.x % g.tiles) * kTile;
-  const T* rows = qkv + static_cast<int64_t>(b) * g.seq * g.stride;            // (T, stride)
-  const T* dout_rows = dout + static_cast<int64_t>(b) * g.seq * g.out_stride;  // (T, H D)
-  const int64_t q_col = static_cast<int64_t>(h) * kD;
-  const int64_t k_col = static_cast<int64_t>(g.n_head + kv) * kD;
-  const int64_t v_col = static_cast<int64_t>(g.n_head + g.n_kv + kv) * kD;
-  const int64_t stat0 = (static_cast<int64_t>(b) * g.n_head + h) * g.seq;
+  const QueryTile qt = QueryTileOf(g, blockIdx.x, kTile, kD);
+  const T* rows = BatchRows(qkv, g, qt.b, g.stride);            // (T, stride)
+  const T* dout_rows = BatchRows(dout, g, qt.b, g.out_stride);  // (T, H D)
   const float scale2 = g.scale * kLog2e;
 
-  attention_tc::CopyTile<kD>(qs, rows, g.stride, q_col, q0, g.seq);
-  attention_tc::CopyTile<kD>(dos, dout_rows, g.out_stride, q_col, q0, g.seq);
+  attention_tc::CopyTile<kD>(qs, rows, g.stride, qt.q_col, qt.q0, g.seq);
+  attention_tc::CopyTile<kD>(dos, dout_rows, g.out_stride, qt.q_col, qt.q0, g.seq);
   __syncthreads();
   const int r0 = warp * kWarpRows;
   uint32_t qa[kChunksD][4], doa[kChunksD][4];
@@ -71,22 +65,22 @@ __global__ void __launch_bounds__(kThreads)
     mma::LoadA(qa[c], qs, kLd, r0, 16 * c);
     mma::LoadA(doa[c], dos, kLd, r0, 16 * c);
   }
-  const int64_t row[2] = {q0 + r0 + lg, q0 + r0 + lg + 8};
+  const int64_t row[2] = {qt.q0 + r0 + lg, qt.q0 + r0 + lg + 8};
   float lse2[2], dl[2];  // the rows' lse in log2 units, and delta
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
-    lse2[i] = row[i] < g.seq ? lse[stat0 + row[i]] * kLog2e : 0.0f;
-    dl[i] = row[i] < g.seq ? delta[stat0 + row[i]] : 0.0f;
+    lse2[i] = row[i] < g.seq ? lse[qt.stat0 + row[i]] * kLog2e : 0.0f;
+    dl[i] = row[i] < g.seq ? delta[qt.stat0 + row[i]] : 0.0f;
   }
   float dq[kTilesD][4];
 #pragma unroll
   for (int n = 0; n < kTilesD; ++n) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.0f;
 
-  const int64_t keys = attention_tc::KeyEnd(q0, g.seq, g.causal);
+  const int64_t keys = attention_tc::KeyEnd(qt.q0, g.seq, g.causal);
   for (int64_t k0 = 0; k0 < keys; k0 += kTile) {
     __syncthreads();  // every warp is done with the previous k and v tiles
-    attention_tc::CopyTile<kD>(ks, rows, g.stride, k_col, k0, g.seq);
-    attention_tc::CopyTile<kD>(vs, rows, g.stride, v_col, k0, g.seq);
+    attention_tc::CopyTile<kD>(ks, rows, g.stride, qt.k_col, k0, g.seq);
+    attention_tc::CopyTile<kD>(vs, rows, g.stride, qt.v_col, k0, g.seq);
     __syncthreads();
     uint32_t dsa[kTilesKey / 2][4];  // dS (16 x 64) as A fragments, 16 keys each
 #pragma unroll
@@ -111,7 +105,7 @@ __global__ void __launch_bounds__(kThreads)
     }
     mma::AccumulateProduct<T>(dq, dsa, ks, kLd);  // dq (16 x D) += dS K
   }
-  T* dst = dqkv + (static_cast<int64_t>(b) * g.seq + q0 + r0) * g.stride + q_col;
+  T* dst = dqkv + (static_cast<int64_t>(qt.b) * g.seq + qt.q0 + r0) * g.stride + qt.q_col;
 #pragma unroll
   for (int n = 0; n < kTilesD; ++n) {
     mma::StoreAccumulator(dst + 8 * n, g.stride, dq[n], 1.0f, 1.0f, row[0] < g.seq, row[1] < g.seq);
@@ -132,17 +126,13 @@ __global__ void __launch_bounds__(kThreads)
   float* delta_s = lse_s + kTile;                              // (64) of the query tile
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, lg = lane / 4, lt = lane % 4;
-  const int bg = static_cast<int>(blockIdx.x / g.tiles);
-  const int b = bg / g.n_kv, kv = bg % g.n_kv;
-  const int64_t j0 = static_cast<int64_t>(blockIdx.x % g.tiles) * kTile;
-  const T* rows = qkv + static_cast<int64_t>(b) * g.seq * g.stride;            // (T, stride)
-  const T* dout_rows = dout + static_cast<int64_t>(b) * g.seq * g.out_stride;  // (T, H D)
-  const int64_t k_col = static_cast<int64_t>(g.n_head + kv) * kD;
-  const int64_t v_col = static_cast<int64_t>(g.n_head + g.n_kv + kv) * kD;
+  const KeyTile kt = KeyTileOf(g, blockIdx.x, kTile, kD);
+  const T* rows = BatchRows(qkv, g, kt.b, g.stride);            // (T, stride)
+  const T* dout_rows = BatchRows(dout, g, kt.b, g.out_stride);  // (T, H D)
   const float scale2 = g.scale * kLog2e;
 
-  attention_tc::CopyTile<kD>(ks, rows, g.stride, k_col, j0, g.seq);
-  attention_tc::CopyTile<kD>(vs, rows, g.stride, v_col, j0, g.seq);
+  attention_tc::CopyTile<kD>(ks, rows, g.stride, kt.k_col, kt.j0, g.seq);
+  attention_tc::CopyTile<kD>(vs, rows, g.stride, kt.v_col, kt.j0, g.seq);
   __syncthreads();
   const int r0 = warp * kWarpRows;
   uint32_t ka[kChunksD][4], va[kChunksD][4];
@@ -151,17 +141,17 @@ __global__ void __launch_bounds__(kThreads)
     mma::LoadA(ka[c], ks, kLd, r0, 16 * c);
     mma::LoadA(va[c], vs, kLd, r0, 16 * c);
   }
-  const int64_t key[2] = {j0 + r0 + lg, j0 + r0 + lg + 8};
+  const int64_t key[2] = {kt.j0 + r0 + lg, kt.j0 + r0 + lg + 8};
   float dk[kTilesD][4], dv[kTilesD][4];
 #pragma unroll
   for (int n = 0; n < kTilesD; ++n) {
     dk[n][0] = dk[n][1] = dk[n][2] = dk[n][3] = 0.0f;
     dv[n][0] = dv[n][1] = dv[n][2] = dv[n][3] = 0.0f;
   }
-  const int64_t first_query = attention_tc::FirstQuery(j0, g.causal);
-  for (int h = kv * g.group; h < (kv + 1) * g.group; ++h) {
-    const int64_t q_col = static_cast<int64_t>(h) * kD;
-    const int64_t stat0 = (static_cast<int64_t>(b) * g.n_head + h) * g.seq;
+  const int64_t first_query = attention_tc::FirstQuery(kt.j0, g.causal);
+  for (int h = kt.kv * g.group; h < (kt.kv + 1) * g.group; ++h) {
+    const int64_t q_col = QueryColumn(g, h, kD);
+    const int64_t stat0 = StatRow0(g, kt.b, h);
     for (int64_t i0 = first_query; i0 < g.seq; i0 += kTile) {
       __syncthreads();  // every warp is done with the previous query tile
       attention_tc::CopyTile<kD>(qs, rows, g.stride, q_col, i0, g.seq);
@@ -198,12 +188,12 @@ __global__ void __launch_bounds__(kThreads)
       mma::AccumulateProduct<T>(dk, dsa, qs, kLd);  // dk (16 x D) += dS^T q
     }
   }
-  T* dst = dqkv + (static_cast<int64_t>(b) * g.seq + j0 + r0) * g.stride;
+  T* dst = dqkv + (static_cast<int64_t>(kt.b) * g.seq + kt.j0 + r0) * g.stride;
 #pragma unroll
   for (int n = 0; n < kTilesD; ++n) {
-    mma::StoreAccumulator(dst + k_col + 8 * n, g.stride, dk[n], 1.0f, 1.0f, key[0] < g.seq,
+    mma::StoreAccumulator(dst + kt.k_col + 8 * n, g.stride, dk[n], 1.0f, 1.0f, key[0] < g.seq,
                           key[1] < g.seq);
-    mma::StoreAccumulator(dst + v_col + 8 * n, g.stride, dv[n], 1.0f, 1.0f, key[0] < g.seq,
+    mma::StoreAccumulator(dst + kt.v_col + 8 * n, g.stride, dv[n], 1.0f, 1.0f, key[0] < g.seq,
                           key[1] < g.seq);
   }
 }

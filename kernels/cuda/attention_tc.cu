@@ -157,29 +157,25 @@ __global__ void __launch_bounds__(kThreads)
   float* os = reinterpret_cast<float*>(smem + L.o);  // (64, D) unnormalized output
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int bh = static_cast<int>(blockIdx.x / g.tiles);
-  const int b = bh / g.n_head, h = bh % g.n_head, kv = h / g.group;
-  const int64_t q0 = static_cast<int64_t>(blockIdx.x % g.tiles) * kTile;
-  const T* rows = qkv + static_cast<int64_t>(b) * g.seq * g.stride;  // (T, stride)
-  const int64_t k_col = static_cast<int64_t>(g.n_head + kv) * kD;
-  const int64_t v_col = static_cast<int64_t>(g.n_head + g.n_kv + kv) * kD;
+  const QueryTile qt = QueryTileOf(g, blockIdx.x, kTile, kD);
+  const T* rows = BatchRows(qkv, g, qt.b, g.stride);  // (T, stride)
 
-  CopyTile<kD>(qs, rows, g.stride, static_cast<int64_t>(h) * kD, q0, g.seq);
+  CopyTile<kD>(qs, rows, g.stride, qt.q_col, qt.q0, g.seq);
   for (int e = threadIdx.x; e < kTile * Ld32(kD); e += kThreads) os[e] = 0.0f;
   // Lane r < 16 holds the running max and sum of the warp's row r.
   float m_mine = -INFINITY, l_mine = 0.0f;
 
-  const int64_t keys = attention_tc::KeyEnd(q0, g.seq, g.causal);
+  const int64_t keys = attention_tc::KeyEnd(qt.q0, g.seq, g.causal);
   for (int64_t k0 = 0; k0 < keys; k0 += kTile) {
     __syncthreads();  // every warp is done with the previous k and v tiles
-    CopyTile<kD>(ks, rows, g.stride, k_col, k0, g.seq);
-    CopyTile<kD>(vs, rows, g.stride, v_col, k0, g.seq);
+    CopyTile<kD>(ks, rows, g.stride, qt.k_col, k0, g.seq);
+    CopyTile<kD>(vs, rows, g.stride, qt.v_col, k0, g.seq);
     __syncthreads();
     WarpScores<kD>(qs, ks, ss, warp);
     __syncwarp();
     for (int r = 0; r < kWarpRows; ++r) {
       const int row = warp * kWarpRows + r;
-      const int64_t i = q0 + row;
+      const int64_t i = qt.q0 + row;
       const float* srow = ss + row * Ld32(kTile);
       float x[kTile / 32];
       float tile_max = -INFINITY;
@@ -221,16 +217,16 @@ __global__ void __launch_bounds__(kThreads)
     WarpStage<kD>(o, os, warp);
   }
   __syncwarp();
-  T* out_rows = out + static_cast<int64_t>(b) * g.seq * g.out_stride;  // (T, H D)
-  float* lse_row = lse + (static_cast<int64_t>(b) * g.n_head + h) * g.seq;
+  T* out_rows = BatchRows(out, g, qt.b, g.out_stride);  // (T, H D)
+  float* lse_row = lse + qt.stat0;
   for (int r = 0; r < kWarpRows; ++r) {
     const int row = warp * kWarpRows + r;
-    const int64_t i = q0 + row;
+    const int64_t i = qt.q0 + row;
     const float m = __shfl_sync(kFullMask, m_mine, r);
     const float l = __shfl_sync(kFullMask, l_mine, r);
     if (i >= g.seq) break;  // warp-uniform: later rows are past T too
     const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-    T* dst = out_rows + i * g.out_stride + static_cast<int64_t>(h) * kD;
+    T* dst = out_rows + i * g.out_stride + qt.q_col;
     for (int d = lane; d < kD; d += 32) Store(dst + d, os[row * Ld32(kD) + d] * inv);
     if (lane == 0) lse_row[i] = l > 0.0f ? m + logf(l) : -INFINITY;
   }
@@ -253,36 +249,30 @@ __global__ void __launch_bounds__(kThreads)
   float* delta_s = reinterpret_cast<float*>(smem + L.delta);  // (64)
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int bh = static_cast<int>(blockIdx.x / g.tiles);
-  const int b = bh / g.n_head, h = bh % g.n_head, kv = h / g.group;
-  const int64_t q0 = static_cast<int64_t>(blockIdx.x % g.tiles) * kTile;
-  const T* rows = qkv + static_cast<int64_t>(b) * g.seq * g.stride;            // (T, stride)
-  const T* dout_rows = dout + static_cast<int64_t>(b) * g.seq * g.out_stride;  // (T, H D)
-  const int64_t q_col = static_cast<int64_t>(h) * kD;
-  const int64_t k_col = static_cast<int64_t>(g.n_head + kv) * kD;
-  const int64_t v_col = static_cast<int64_t>(g.n_head + g.n_kv + kv) * kD;
-  const int64_t stat0 = (static_cast<int64_t>(b) * g.n_head + h) * g.seq;
+  const QueryTile qt = QueryTileOf(g, blockIdx.x, kTile, kD);
+  const T* rows = BatchRows(qkv, g, qt.b, g.stride);            // (T, stride)
+  const T* dout_rows = BatchRows(dout, g, qt.b, g.out_stride);  // (T, H D)
 
-  CopyTile<kD>(qs, rows, g.stride, q_col, q0, g.seq);
-  CopyTile<kD>(dos, dout_rows, g.out_stride, q_col, q0, g.seq);
-  CopyRowStats(lse_s, lse + stat0, q0, g.seq);
-  CopyRowStats(delta_s, delta + stat0, q0, g.seq);
+  CopyTile<kD>(qs, rows, g.stride, qt.q_col, qt.q0, g.seq);
+  CopyTile<kD>(dos, dout_rows, g.out_stride, qt.q_col, qt.q0, g.seq);
+  CopyRowStats(lse_s, lse + qt.stat0, qt.q0, g.seq);
+  CopyRowStats(delta_s, delta + qt.stat0, qt.q0, g.seq);
   FragC dq[kD / kFrag];
 #pragma unroll
   for (int n = 0; n < kD / kFrag; ++n) wmma::fill_fragment(dq[n], 0.0f);
 
-  const int64_t keys = attention_tc::KeyEnd(q0, g.seq, g.causal);
+  const int64_t keys = attention_tc::KeyEnd(qt.q0, g.seq, g.causal);
   for (int64_t k0 = 0; k0 < keys; k0 += kTile) {
     __syncthreads();
-    CopyTile<kD>(ks, rows, g.stride, k_col, k0, g.seq);
-    CopyTile<kD>(vs, rows, g.stride, v_col, k0, g.seq);
+    CopyTile<kD>(ks, rows, g.stride, qt.k_col, k0, g.seq);
+    CopyTile<kD>(vs, rows, g.stride, qt.v_col, k0, g.seq);
     __syncthreads();
     WarpScores<kD>(qs, ks, ss, warp);
     WarpScores<kD>(dos, vs, dps, warp);
     __syncwarp();
     for (int e = lane; e < kWarpRows * kTile; e += 32) {
       const int row = warp * kWarpRows + e / kTile, col = e % kTile;
-      const bool visible = Visible(q0 + row, k0 + col, g);
+      const bool visible = Visible(qt.q0 + row, k0 + col, g);
       const float p =
           visible ? expf(fmaf(ss[row * Ld32(kTile) + col], g.scale, -lse_s[row])) : 0.0f;
       const float ds = visible ? g.scale * p * (dps[row * Ld32(kTile) + col] - delta_s[row]) : 0.0f;
@@ -295,8 +285,8 @@ __global__ void __launch_bounds__(kThreads)
   float* stage = reinterpret_cast<float*>(smem + L.stage);  // (64, D) f32
   WarpStage<kD>(dq, stage, warp);
   __syncwarp();
-  WarpWriteRows<kD>(stage, dqkv + static_cast<int64_t>(b) * g.seq * g.stride, g.stride, q_col, q0,
-                    g.seq, warp, lane);
+  WarpWriteRows<kD>(stage, BatchRows(dqkv, g, qt.b, g.stride), g.stride, qt.q_col, qt.q0, g.seq,
+                    warp, lane);
 }
 
 template <typename T, int kD>
@@ -317,26 +307,22 @@ __global__ void __launch_bounds__(kThreads)
   float* delta_s = reinterpret_cast<float*>(smem + L.delta);  // (64) of the query tile
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int bg = static_cast<int>(blockIdx.x / g.tiles);
-  const int b = bg / g.n_kv, kv = bg % g.n_kv;
-  const int64_t j0 = static_cast<int64_t>(blockIdx.x % g.tiles) * kTile;
-  const T* rows = qkv + static_cast<int64_t>(b) * g.seq * g.stride;            // (T, stride)
-  const T* dout_rows = dout + static_cast<int64_t>(b) * g.seq * g.out_stride;  // (T, H D)
-  const int64_t k_col = static_cast<int64_t>(g.n_head + kv) * kD;
-  const int64_t v_col = static_cast<int64_t>(g.n_head + g.n_kv + kv) * kD;
+  const KeyTile kt = KeyTileOf(g, blockIdx.x, kTile, kD);
+  const T* rows = BatchRows(qkv, g, kt.b, g.stride);            // (T, stride)
+  const T* dout_rows = BatchRows(dout, g, kt.b, g.out_stride);  // (T, H D)
 
-  CopyTile<kD>(ks, rows, g.stride, k_col, j0, g.seq);
-  CopyTile<kD>(vs, rows, g.stride, v_col, j0, g.seq);
+  CopyTile<kD>(ks, rows, g.stride, kt.k_col, kt.j0, g.seq);
+  CopyTile<kD>(vs, rows, g.stride, kt.v_col, kt.j0, g.seq);
   FragC dk[kD / kFrag], dv[kD / kFrag];
 #pragma unroll
   for (int n = 0; n < kD / kFrag; ++n) {
     wmma::fill_fragment(dk[n], 0.0f);
     wmma::fill_fragment(dv[n], 0.0f);
   }
-  const int64_t first_query = attention_tc::FirstQuery(j0, g.causal);
-  for (int h = kv * g.group; h < (kv + 1) * g.group; ++h) {
-    const int64_t q_col = static_cast<int64_t>(h) * kD;
-    const int64_t stat0 = (static_cast<int64_t>(b) * g.n_head + h) * g.seq;
+  const int64_t first_query = attention_tc::FirstQuery(kt.j0, g.causal);
+  for (int h = kt.kv * g.group; h < (kt.kv + 1) * g.group; ++h) {
+    const int64_t q_col = QueryColumn(g, h, kD);
+    const int64_t stat0 = StatRow0(g, kt.b, h);
     for (int64_t i0 = first_query; i0 < g.seq; i0 += kTile) {
       __syncthreads();
       CopyTile<kD>(qs, rows, g.stride, q_col, i0, g.seq);
@@ -349,7 +335,7 @@ __global__ void __launch_bounds__(kThreads)
       __syncwarp();
       for (int e = lane; e < kWarpRows * kTile; e += 32) {
         const int row = warp * kWarpRows + e / kTile, col = e % kTile;  // key row, query column
-        const bool visible = Visible(i0 + col, j0 + row, g);
+        const bool visible = Visible(i0 + col, kt.j0 + row, g);
         const float p =
             visible ? expf(fmaf(sts[row * Ld32(kTile) + col], g.scale, -lse_s[col])) : 0.0f;
         const float ds =
@@ -364,14 +350,14 @@ __global__ void __launch_bounds__(kThreads)
   }
   __syncthreads();  // the stage overlaps every warp's score rows
   float* stage = reinterpret_cast<float*>(smem + L.stage);  // (64, D) f32
-  T* dst_rows = dqkv + static_cast<int64_t>(b) * g.seq * g.stride;
+  T* dst_rows = BatchRows(dqkv, g, kt.b, g.stride);
   WarpStage<kD>(dv, stage, warp);
   __syncwarp();
-  WarpWriteRows<kD>(stage, dst_rows, g.stride, v_col, j0, g.seq, warp, lane);
+  WarpWriteRows<kD>(stage, dst_rows, g.stride, kt.v_col, kt.j0, g.seq, warp, lane);
   __syncwarp();  // the warp has read its staged dv rows before dk overwrites them
   WarpStage<kD>(dk, stage, warp);
   __syncwarp();
-  WarpWriteRows<kD>(stage, dst_rows, g.stride, k_col, j0, g.seq, warp, lane);
+  WarpWriteRows<kD>(stage, dst_rows, g.stride, kt.k_col, kt.j0, g.seq, warp, lane);
 }
 
 void CheckTakes(const AttentionLaunch& a, const char* what) {
