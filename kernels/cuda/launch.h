@@ -89,7 +89,9 @@ size_t CrossEntropyWorkspaceBytes(int64_t rows);
 void LaunchCrossEntropy(FloatType type, const void* logits, const int32_t* targets, void* dlogits,
                         int64_t rows, int64_t vocab, int32_t ignore_index, const float* scale,
                         float* loss, void* workspace, StreamPtr stream);
-// dtable (vocab, cols) f32 = per id, the sum of dy rows in order of i (deterministic).
+// dtable (vocab, cols) f32 = per id, the sum of dy rows in order of i (deterministic), for n up
+// to kMaxEmbeddingBackwardIds (a position is 32 bits of a sort key).
+constexpr int64_t kMaxEmbeddingBackwardIds = 0xffffffffLL;
 void LaunchEmbeddingBackward(FloatType type, const void* dy, const int32_t* ids, float* dtable,
                              int64_t n, int64_t vocab, int64_t cols, StreamPtr stream);
 

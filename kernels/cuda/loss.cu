@@ -92,24 +92,115 @@ __global__ void mean_loss_kernel(const float* row_loss, int64_t rows, const int6
 }
 
 // Note [Deterministic embedding gradient]
-// Block (column tile, bucket) adds the dy rows of every id in its bucket (id % buckets) in
-// increasing i, each thread owning one column of the tile. Every (id, column) cell has exactly
-// one owner that adds its rows in a fixed order: no atomics, identical bits on every run.
-constexpr int kEmbeddingTile = 128;
-constexpr int kEmbeddingBuckets = 64;
+// dtable (vocab, cols) f32 = the sum, per id, of the dy rows at that id's positions, with no
+// atomics and the same bits on every run. Block (column tile, bucket) owns the cells (id, c) of
+// the ids in its bucket (id % kEmbeddingBuckets) and the tile's columns, so every cell has one
+// owner. The block reads the ids a window of kEmbeddingTile at a time, appends the positions
+// whose id is in its bucket to a list in shared memory (window order, so increasing position),
+// and when the list is full or the ids are done, sorts it by (id, position) and walks it: each
+// thread sums a run of one id's rows for its column in a register and adds the run to the
+// table once. An id's rows are therefore added in increasing position, as the CPU kernel adds
+// them; an id whose rows span several lists gets one partial sum per list, in list order.
+// Before, every thread of every block walked all n ids and did a read-modify-write in global
+// memory per matching row: a frequent token (a few percent of the batch) made a chain of
+// hundreds of dependent global round trips in its block.
+constexpr int kEmbeddingTile = 128;     // columns per block, one per thread; also the id window
+constexpr int kEmbeddingBuckets = 128;  // id buckets, the grid's y
+constexpr int kEmbeddingList = 1024;    // (id, position) keys per sorted list, a power of two
+constexpr int kEmbeddingWarps = kEmbeddingTile / 32;
+
+// The inclusive prefix sum of v over the warp's lanes (lane i: v of lanes 0..i).
+__device__ __forceinline__ int WarpInclusiveSum(int v) {
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int d = 1; d < 32; d *= 2) {
+    const int other = __shfl_sync(0xffffffffu, v, lane - d);
+    if (lane >= d) v += other;
+  }
+  return v;
+}
+
+// Sorts keys[0, size) ascending (size a power of two), by the whole block.
+__device__ void BitonicSort(uint64_t* keys, int size) {
+  for (int k = 2; k <= size; k *= 2) {
+    for (int j = k / 2; j > 0; j /= 2) {
+      for (int t = threadIdx.x; t < size; t += blockDim.x) {
+        const int partner = t ^ j;
+        if (partner <= t) continue;
+        const uint64_t a = keys[t], b = keys[partner];
+        if ((a > b) == ((t & k) == 0)) {
+          keys[t] = b;
+          keys[partner] = a;
+        }
+      }
+      __syncthreads();
+    }
+  }
+}
+
+// Sorts the block's list of `count` keys (id << 32 | position) and adds each id's run of dy rows
+// to its table row, column c.
+template <typename T>
+__device__ void AddSortedRuns(uint64_t* keys, int count, const T* __restrict__ dy,
+                              float* __restrict__ dtable, int64_t cols, int64_t c) {
+  int size = 2;
+  while (size < count) size *= 2;
+  for (int t = count + threadIdx.x; t < size; t += blockDim.x) keys[t] = ~uint64_t{0};
+  __syncthreads();
+  BitonicSort(keys, size);
+  if (c < cols) {
+    int64_t run_id = -1;
+    float sum = 0.0f;
+    for (int e = 0; e < count; ++e) {
+      const int64_t id = static_cast<int64_t>(keys[e] >> 32);
+      const int64_t position = static_cast<int64_t>(keys[e] & 0xffffffffu);
+      if (id != run_id) {
+        if (run_id >= 0) dtable[run_id * cols + c] += sum;
+        run_id = id;
+        sum = 0.0f;
+      }
+      sum += Load(dy + position * cols + c);
+    }
+    if (run_id >= 0) dtable[run_id * cols + c] += sum;
+  }
+  __syncthreads();  // the list is free for the next window
+}
 
 template <typename T>
-__global__ void embedding_backward_kernel(const T* dy, const int32_t* ids, float* dtable, int64_t n,
-                                          int64_t vocab, int64_t cols) {
+__global__ void __launch_bounds__(kEmbeddingTile)
+    embedding_backward_kernel(const T* __restrict__ dy, const int32_t* __restrict__ ids,
+                              float* __restrict__ dtable, int64_t n, int64_t vocab, int64_t cols) {
+  __shared__ uint64_t keys[kEmbeddingList];
+  __shared__ int warp_counts[kEmbeddingWarps];
   const int64_t c = blockIdx.x * int64_t{kEmbeddingTile} + threadIdx.x;
   const int bucket = blockIdx.y;
-  for (int64_t i = 0; i < n; ++i) {
-    const int32_t id = ids[i];
-    // Checked before the bucket test: a negative id (id % 64 <= 0) matches no bucket but 0.
-    if (id < 0 || id >= vocab) __trap();
-    if (id % kEmbeddingBuckets != bucket) continue;
-    if (c < cols) dtable[id * cols + c] += Load(dy + i * cols + c);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  int count = 0;  // keys in the list, the same in every thread
+  for (int64_t w = 0; w < n; w += kEmbeddingTile) {
+    if (count + kEmbeddingTile > kEmbeddingList) {
+      AddSortedRuns(keys, count, dy, dtable, cols, c);
+      count = 0;
+    }
+    const int64_t i = w + threadIdx.x;
+    int32_t id = -1;
+    if (i < n) {
+      id = ids[i];
+      if (id < 0 || id >= vocab) __trap();
+    }
+    const int match = id >= 0 && id % kEmbeddingBuckets == bucket ? 1 : 0;
+    const int before_in_warp = WarpInclusiveSum(match) - match;
+    if (lane == 31) warp_counts[warp] = before_in_warp + match;
+    __syncthreads();
+    int slot = count + before_in_warp, window = 0;
+    for (int v = 0; v < kEmbeddingWarps; ++v) {
+      if (v < warp) slot += warp_counts[v];
+      window += warp_counts[v];
+    }
+    if (match) keys[slot] = static_cast<uint64_t>(id) << 32 | static_cast<uint64_t>(i);
+    count += window;
+    __syncthreads();  // the keys are written and warp_counts is free
   }
+  if (count > 0) AddSortedRuns(keys, count, dy, dtable, cols, c);
 }
 
 }  // namespace

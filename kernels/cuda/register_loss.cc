@@ -46,6 +46,8 @@ void RunEmbeddingBackward(const KernelContext& ctx) {
   const Tensor& dtable = ctx.output(0);  // (V, C) f32
   const EmbeddingShape shape = CheckEmbeddingBackward(ctx, DeviceType::kCUDA);
   const int64_t n = shape.n, vocab = shape.vocab, cols = shape.cols;
+  // A position shares a 64-bit sort key with its id (Note [Deterministic embedding gradient]).
+  KILN_CHECK(n <= kMaxEmbeddingBackwardIds) << "embedding backward over " << n << " ids";
   LaunchEmbeddingBackward(ToFloatType(dy.dtype()), dy.raw_data(), ids.data<int32_t>(),
                           dtable.data<float>(), n, vocab, cols, LaunchStreamFor(dy));
 }
