@@ -42,7 +42,10 @@ using attention_tc::Ld16;
 // math. Each thread waits for its own copies of tile i (__pipeline_wait_prior) and a barrier then
 // publishes everyone's; a second barrier after the tile's math frees its stage for the prefetch
 // of tile i + 2. Emulated with copies that land only at the wait (Note [Emulated asynchronous
-// copies]), so a missing wait shows up in the tests.
+// copies]), so a missing wait shows up in the tests. The mma backward kernels
+// (attention_mma_backward.cu) stream the same way — dq its key / value tiles, dk / dv its query /
+// dout tiles with their lse and delta — with the second stage in the two tiles whose rows the
+// warps already hold as fragments, so it costs them no extra shared memory.
 //
 // Shared memory: q and two stages of k and v tiles (64, D + 8) in the storage type; the 8-element
 // padding makes the 32-bit fragment loads conflict-free (a row is 4 (D + 8) / 4 = D / 2 + 4 words:

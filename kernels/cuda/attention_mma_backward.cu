@@ -44,10 +44,14 @@ __global__ void __launch_bounds__(kThreads)
                             T* dqkv, Geometry g) {
   constexpr int kChunksD = kD / 16, kTilesD = kD / 8, kTilesKey = kTile / 8, kLd = Ld16(kD);
   KILN_DYNAMIC_SHARED_BYTES(smem);
-  T* qs = reinterpret_cast<T*>(smem);  // (64, D + 8) this block's queries
-  T* dos = qs + kTile * kLd;           // (64, D + 8) their output gradients
-  T* ks = dos + kTile * kLd;           // (64, D + 8) current keys
-  T* vs = ks + kTile * kLd;            // (64, D + 8) current values
+  // Four (64, D + 8) tiles: this block's queries, their output gradients, then a key and a value
+  // tile. Once every warp holds the queries and dout as fragments, their two tiles are free and
+  // serve as the second stage of the key / value prefetch (Note [Prefetched key and value tiles]
+  // in attention_mma.cu): stage 0 is tiles 2 and 3, stage 1 tiles 0 and 1 — no extra memory.
+  constexpr int kTileElems = kTile * kLd;
+  T* qs = reinterpret_cast<T*>(smem);
+  T* dos = qs + kTileElems;
+  const auto keys_of = [&](int stage) { return qs + (2 - 2 * stage) * kTileElems; };
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, lg = lane / 4, lt = lane % 4;
   const QueryTile qt = QueryTileOf(g, blockIdx.x, kTile, kD);
@@ -55,8 +59,17 @@ __global__ void __launch_bounds__(kThreads)
   const T* dout_rows = BatchRows(dout, g, qt.b, g.out_stride);  // (T, H D)
   const float scale2 = g.scale * kLog2e;
 
-  attention_tc::CopyTile<kD>(qs, rows, g.stride, qt.q_col, qt.q0, g.seq);
-  attention_tc::CopyTile<kD>(dos, dout_rows, g.out_stride, qt.q_col, qt.q0, g.seq);
+  // Queries, dout and the first key / value tile as one group.
+  const int64_t keys = attention_tc::KeyEnd(qt.q0, g.seq, g.causal);
+  const int tiles = static_cast<int>((keys + kTile - 1) / kTile);
+  attention_tc::CopyTileAsync<kD>(qs, rows, g.stride, qt.q_col, qt.q0, g.seq);
+  attention_tc::CopyTileAsync<kD>(dos, dout_rows, g.out_stride, qt.q_col, qt.q0, g.seq);
+  if (tiles > 0) {
+    attention_tc::CopyTileAsync<kD>(keys_of(0), rows, g.stride, qt.k_col, 0, g.seq);
+    attention_tc::CopyTileAsync<kD>(keys_of(0) + kTileElems, rows, g.stride, qt.v_col, 0, g.seq);
+  }
+  __pipeline_commit();
+  __pipeline_wait_prior(0);
   __syncthreads();
   const int r0 = warp * kWarpRows;
   uint32_t qa[kChunksD][4], doa[kChunksD][4];
@@ -76,13 +89,22 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
   for (int n = 0; n < kTilesD; ++n) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.0f;
 
-  const int64_t keys = attention_tc::KeyEnd(qt.q0, g.seq, g.causal);
-  for (int64_t k0 = 0; k0 < keys; k0 += kTile) {
-    __syncthreads();  // every warp is done with the previous k and v tiles
-    attention_tc::CopyTile<kD>(ks, rows, g.stride, qt.k_col, k0, g.seq);
-    attention_tc::CopyTile<kD>(vs, rows, g.stride, qt.v_col, k0, g.seq);
-    __syncthreads();
-    uint32_t dsa[kTilesKey / 2][4];  // dS (16 x 64) as A fragments, 16 keys each
+  __syncthreads();  // every warp holds its fragments: tiles 0 and 1 are stage 1 from here
+
+  for (int tile = 0; tile < tiles; ++tile) {
+    const int64_t k0 = static_cast<int64_t>(tile) * kTile;
+    const T* ks = keys_of(tile % 2);
+    const T* vs = ks + kTileElems;
+    if (tile + 1 < tiles) {  // into the other stage, free since the last iteration's barrier
+      attention_tc::CopyTileAsync<kD>(keys_of((tile + 1) % 2), rows, g.stride, qt.k_col, k0 + kTile,
+                                      g.seq);
+      attention_tc::CopyTileAsync<kD>(keys_of((tile + 1) % 2) + kTileElems, rows, g.stride,
+                                      qt.v_col, k0 + kTile, g.seq);
+      __pipeline_commit();
+    }
+    __pipeline_wait_prior(tile + 1 < tiles ? 1 : 0);  // this thread's part of tile `tile` landed
+    __syncthreads();                                  // and every other thread's
+    uint32_t dsa[kTilesKey / 2][4];                   // dS (16 x 64) as A fragments, 16 keys each
 #pragma unroll
     for (int pair = 0; pair < kTilesKey / 2; ++pair) {
       float ds[2][4];
@@ -104,6 +126,7 @@ __global__ void __launch_bounds__(kThreads)
       mma::AccumulatorsToA<T>(dsa[pair], ds[0], ds[1]);
     }
     mma::AccumulateProduct<T>(dq, dsa, ks, kLd);  // dq (16 x D) += dS K
+    __syncthreads();  // every warp is done with this stage before the next prefetch overwrites it
   }
   T* dst = dqkv + (static_cast<int64_t>(qt.b) * g.seq + qt.q0 + r0) * g.stride + qt.q_col;
 #pragma unroll
@@ -118,12 +141,17 @@ __global__ void __launch_bounds__(kThreads)
                               T* dqkv, Geometry g) {
   constexpr int kChunksD = kD / 16, kTilesD = kD / 8, kTilesQuery = kTile / 8, kLd = Ld16(kD);
   KILN_DYNAMIC_SHARED_BYTES(smem);
-  T* ks = reinterpret_cast<T*>(smem);                          // (64, D + 8) this block's keys
-  T* vs = ks + kTile * kLd;                                    // (64, D + 8) their values
-  T* qs = vs + kTile * kLd;                                    // (64, D + 8) current queries
-  T* dos = qs + kTile * kLd;                                   // (64, D + 8) their dout
-  float* lse_s = reinterpret_cast<float*>(dos + kTile * kLd);  // (64) of the query tile
-  float* delta_s = lse_s + kTile;                              // (64) of the query tile
+  // Four (64, D + 8) tiles — this block's keys, their values, a query tile, its dout — then two
+  // stages of the query tile's lse and delta (64 each). Once every warp holds the keys and values
+  // as fragments, tiles 0 and 1 are the second stage of the query / dout prefetch (Note
+  // [Prefetched key and value tiles] in attention_mma.cu, here streaming queries): stage 0 is
+  // tiles 2 and 3, stage 1 tiles 0 and 1.
+  constexpr int kTileElems = kTile * kLd;
+  T* ks = reinterpret_cast<T*>(smem);
+  T* vs = ks + kTileElems;
+  float* stats = reinterpret_cast<float*>(ks + 4 * kTileElems);
+  const auto queries_of = [&](int stage) { return ks + (2 - 2 * stage) * kTileElems; };
+  const auto stats_of = [&](int stage) { return stats + stage * 2 * kTile; };  // lse, delta
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, lg = lane / 4, lt = lane % 4;
   const KeyTile kt = KeyTileOf(g, blockIdx.x, kTile, kD);
@@ -131,8 +159,31 @@ __global__ void __launch_bounds__(kThreads)
   const T* dout_rows = BatchRows(dout, g, kt.b, g.out_stride);  // (T, H D)
   const float scale2 = g.scale * kLog2e;
 
-  attention_tc::CopyTile<kD>(ks, rows, g.stride, kt.k_col, kt.j0, g.seq);
-  attention_tc::CopyTile<kD>(vs, rows, g.stride, kt.v_col, kt.j0, g.seq);
+  // Step s takes query head kt.kv * group + s / per_head and its query tile s % per_head (from
+  // the first one that sees these keys): every query head of the group, one after the other.
+  const int64_t first_query = attention_tc::FirstQuery(kt.j0, g.causal);
+  const int per_head = static_cast<int>((g.seq - first_query + kTile - 1) / kTile);
+  const int steps = g.group * per_head;
+  const auto query_tile_of = [&](int step) {
+    return first_query + static_cast<int64_t>(step % per_head) * kTile;
+  };
+  const auto prefetch = [&](int step, int stage) {
+    const int h = kt.kv * g.group + step / per_head;
+    const int64_t i0 = query_tile_of(step), q_col = QueryColumn(g, h, kD);
+    const int64_t stat0 = StatRow0(g, kt.b, h);
+    attention_tc::CopyTileAsync<kD>(queries_of(stage), rows, g.stride, q_col, i0, g.seq);
+    attention_tc::CopyTileAsync<kD>(queries_of(stage) + kTileElems, dout_rows, g.out_stride, q_col,
+                                    i0, g.seq);
+    attention_tc::CopyRowStatsAsync(stats_of(stage), lse + stat0, i0, g.seq);
+    attention_tc::CopyRowStatsAsync(stats_of(stage) + kTile, delta + stat0, i0, g.seq);
+  };
+
+  // The keys, the values and the first query step as one group.
+  attention_tc::CopyTileAsync<kD>(ks, rows, g.stride, kt.k_col, kt.j0, g.seq);
+  attention_tc::CopyTileAsync<kD>(vs, rows, g.stride, kt.v_col, kt.j0, g.seq);
+  if (steps > 0) prefetch(0, 0);
+  __pipeline_commit();
+  __pipeline_wait_prior(0);
   __syncthreads();
   const int r0 = warp * kWarpRows;
   uint32_t ka[kChunksD][4], va[kChunksD][4];
@@ -148,45 +199,46 @@ __global__ void __launch_bounds__(kThreads)
     dk[n][0] = dk[n][1] = dk[n][2] = dk[n][3] = 0.0f;
     dv[n][0] = dv[n][1] = dv[n][2] = dv[n][3] = 0.0f;
   }
-  const int64_t first_query = attention_tc::FirstQuery(kt.j0, g.causal);
-  for (int h = kt.kv * g.group; h < (kt.kv + 1) * g.group; ++h) {
-    const int64_t q_col = QueryColumn(g, h, kD);
-    const int64_t stat0 = StatRow0(g, kt.b, h);
-    for (int64_t i0 = first_query; i0 < g.seq; i0 += kTile) {
-      __syncthreads();  // every warp is done with the previous query tile
-      attention_tc::CopyTile<kD>(qs, rows, g.stride, q_col, i0, g.seq);
-      attention_tc::CopyTile<kD>(dos, dout_rows, g.out_stride, q_col, i0, g.seq);
-      for (int i = threadIdx.x; i < kTile; i += kThreads) {
-        const bool real = i0 + i < g.seq;
-        lse_s[i] = real ? lse[stat0 + i0 + i] * kLog2e : 0.0f;
-        delta_s[i] = real ? delta[stat0 + i0 + i] : 0.0f;
-      }
-      __syncthreads();
-      uint32_t pa[kTilesQuery / 2][4], dsa[kTilesQuery / 2][4];  // P^T, dS^T: 16 queries each
-#pragma unroll
-      for (int pair = 0; pair < kTilesQuery / 2; ++pair) {
-        float p[2][4], ds[2][4];
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          const int j = 2 * pair + half;  // queries [8 j, 8 j + 8) of the tile
-          float st[4] = {0.0f, 0.0f, 0.0f, 0.0f}, dpt[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-          mma::ProductWithRows<T>(st, ka, qs, kLd, 8 * j);    // K Q^T
-          mma::ProductWithRows<T>(dpt, va, dos, kLd, 8 * j);  // V dout^T
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int col = 8 * j + 2 * lt + (e % 2);  // the query within the tile
-            const bool visible = attention_tc::Visible(i0 + col, key[e / 2], g.seq, g.causal);
-            const float pe = visible ? exp2f(fmaf(st[e], scale2, -lse_s[col])) : 0.0f;
-            p[half][e] = pe;
-            ds[half][e] = visible ? g.scale * pe * (dpt[e] - delta_s[col]) : 0.0f;
-          }
-        }
-        mma::AccumulatorsToA<T>(pa[pair], p[0], p[1]);
-        mma::AccumulatorsToA<T>(dsa[pair], ds[0], ds[1]);
-      }
-      mma::AccumulateProduct<T>(dv, pa, dos, kLd);  // dv (16 x D) += P^T dout
-      mma::AccumulateProduct<T>(dk, dsa, qs, kLd);  // dk (16 x D) += dS^T q
+  __syncthreads();  // every warp holds its fragments: tiles 0 and 1 are stage 1 from here
+
+  for (int step = 0; step < steps; ++step) {
+    const int64_t i0 = query_tile_of(step);
+    const T* qs = queries_of(step % 2);
+    const T* dos = qs + kTileElems;
+    const float* lse_s = stats_of(step % 2);  // natural log units
+    const float* delta_s = lse_s + kTile;
+    if (step + 1 < steps) {  // into the other stage, free since the last iteration's barrier
+      prefetch(step + 1, (step + 1) % 2);
+      __pipeline_commit();
     }
+    __pipeline_wait_prior(step + 1 < steps ? 1 : 0);  // this thread's part of the step landed
+    __syncthreads();                                  // and every other thread's
+    uint32_t pa[kTilesQuery / 2][4], dsa[kTilesQuery / 2][4];  // P^T, dS^T: 16 queries each
+#pragma unroll
+    for (int pair = 0; pair < kTilesQuery / 2; ++pair) {
+      float p[2][4], ds[2][4];
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int j = 2 * pair + half;  // queries [8 j, 8 j + 8) of the tile
+        float st[4] = {0.0f, 0.0f, 0.0f, 0.0f}, dpt[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        mma::ProductWithRows<T>(st, ka, qs, kLd, 8 * j);    // K Q^T
+        mma::ProductWithRows<T>(dpt, va, dos, kLd, 8 * j);  // V dout^T
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int col = 8 * j + 2 * lt + (e % 2);  // the query within the tile
+          const bool visible = attention_tc::Visible(i0 + col, key[e / 2], g.seq, g.causal);
+          const float lse2 = lse_s[col] * kLog2e;
+          const float pe = visible ? exp2f(fmaf(st[e], scale2, -lse2)) : 0.0f;
+          p[half][e] = pe;
+          ds[half][e] = visible ? g.scale * pe * (dpt[e] - delta_s[col]) : 0.0f;
+        }
+      }
+      mma::AccumulatorsToA<T>(pa[pair], p[0], p[1]);
+      mma::AccumulatorsToA<T>(dsa[pair], ds[0], ds[1]);
+    }
+    mma::AccumulateProduct<T>(dv, pa, dos, kLd);  // dv (16 x D) += P^T dout
+    mma::AccumulateProduct<T>(dk, dsa, qs, kLd);  // dk (16 x D) += dS^T q
+    __syncthreads();  // every warp is done with this stage before the next prefetch overwrites it
   }
   T* dst = dqkv + (static_cast<int64_t>(kt.b) * g.seq + kt.j0 + r0) * g.stride;
 #pragma unroll
@@ -227,7 +279,7 @@ void LaunchAttentionBackwardMma(const AttentionLaunch& a, const float* delta, St
     KILN_CUDA_CHECK_LAUNCH();
     Geometry gkv = g;
     gkv.tiles = static_cast<int>(kv_grid.tiles);
-    constexpr size_t kDkdvBytes = kTiles + 2 * kTile * sizeof(float);
+    constexpr size_t kDkdvBytes = kTiles + 4 * kTile * sizeof(float);  // + two stages of stats
     attention_tc::AllowSharedBytes(attention_mma_dkdv_kernel<T, kD>, kDkdvBytes);
     Launch(attention_mma_dkdv_kernel<T, kD>, kv_grid.blocks, kThreads, kDkdvBytes, AsStream(stream),
            qkv, dout, a.lse, delta, dqkv, gkv);

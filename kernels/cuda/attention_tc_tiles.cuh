@@ -56,6 +56,15 @@ __device__ void CopyTileAsync(T* tile, const T* base, int64_t stride, int64_t co
   });
 }
 
+// dst (kTile) = src[r0 + i] of one (b, h) row of a (B, H, T) row statistic (lse, delta), as
+// 4-byte cp.async copies; zeros past seq.
+__device__ inline void CopyRowStatsAsync(float* dst, const float* src, int64_t r0, int64_t seq) {
+  for (int i = threadIdx.x; i < kTile; i += kThreads) {
+    const bool real = r0 + i < seq;
+    __pipeline_memcpy_async(dst + i, src + (real ? r0 + i : 0), 4, real ? 0 : 4);
+  }
+}
+
 // Calls fn(T{}, std::integral_constant<int, kD>{}) for a launch the tensor-core kernels take.
 template <typename Fn>
 void DispatchTensorCore(const AttentionLaunch& a, Fn&& fn) {
