@@ -1,5 +1,6 @@
 // Graph passes between autodiff and planning: dead-code elimination, the matmul epilogue
-// fusions (bias; gelu forward and backward) and the loss seed folded into the loss gradient.
+// fusions (bias; gelu forward and backward; the gelu layer's bias gradient) and the loss seed
+// folded into the loss gradient.
 #include "engine/graph/passes.h"
 
 #include <algorithm>
@@ -121,6 +122,30 @@ int FuseMatmulGelu(Graph& graph) {
     ++count;
   }
   if (count > 0) graph.RetainNodes(keep);  // re-links the moved outputs to the fused nodes
+  return count;
+}
+
+int FuseDGeluBiasGradient(Graph& graph) {
+  const OpSchema* fused = OpRegistry::Global().Find("matmul_dgelu_bgrad");
+  if (fused == nullptr) return 0;
+  std::vector<bool> keep(graph.num_nodes(), true);
+  int count = 0;
+  for (NodeId n = 0; n < graph.num_nodes(); ++n) {
+    const Node& sum = graph.node(n);
+    if (sum.op->name != "sum_to") continue;
+    const Value& dv = graph.value(sum.inputs[0]);  // dpre
+    if (dv.producer == kNoNode || dv.producer_output != 0) continue;
+    if (graph.node(dv.producer).op->name != "matmul_dgelu") continue;  // also: not fused yet
+    const Value& bv = graph.value(sum.outputs[0]);
+    if (bv.type.shape != Shape{dv.type.shape.back()} || bv.type.dtype != dv.type.dtype) continue;
+    // dbias moves earlier (to the matmul, which precedes the sum): its readers still follow.
+    Node& m = graph.mutable_node(dv.producer);
+    m.op = fused;
+    m.outputs.push_back(sum.outputs[0]);
+    keep[n] = false;
+    ++count;
+  }
+  if (count > 0) graph.RetainNodes(keep);  // re-links dbias to the fused node
   return count;
 }
 

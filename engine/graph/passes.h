@@ -23,6 +23,13 @@ int FuseMatmulBias(Graph& graph);
 // Run after FuseMatmulBias. Returns the number of fusions.
 int FuseMatmulGelu(Graph& graph);
 
+// Folds the bias gradient of a gelu layer into the matmul that makes its input gradient:
+// sum_to(matmul_dgelu(a, b, pre) -> [N]) becomes the second output of matmul_dgelu_bgrad(a, b,
+// pre) -> (dpre, dbias), which cuBLASLt's DGELU_BGRAD epilogue computes from the accumulators
+// (Note [Bias gradient in the matmul epilogue], kernels/cuda/matmul.cc) instead of a kernel that
+// reads dpre again. Run after FuseMatmulGelu. Returns the number of fusions.
+int FuseDGeluBiasGradient(Graph& graph);
+
 // Folds the loss seed into the loss gradient's pass: scale_by(dlogits, s) over cross_entropy's
 // dlogits (read there alone) becomes cross_entropy_scaled(logits, targets, s), which writes
 // dlogits * s[0] directly, saving a read and a write of the (rows, vocab) gradient — with GPT-2's

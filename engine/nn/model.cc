@@ -102,6 +102,7 @@ absl::StatusOr<ModelGraph> BuildModel(const ModelConfig& c, const GraphOptions& 
   if (o.fuse_matmul_epilogues) {
     graph::FuseMatmulBias(m.graph);
     graph::FuseMatmulGelu(m.graph);
+    graph::FuseDGeluBiasGradient(m.graph);
     graph::FuseCrossEntropyScale(m.graph);
   }
   return m;

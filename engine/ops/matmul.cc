@@ -88,7 +88,8 @@ KILN_REGISTER_OP(MatmulSchema());
 
 // The fused forms (attrs/matmul.h) are made only by the fusion passes, after autodiff
 // (engine/graph/passes.h), so they need no gradient. matmul_bias and matmul_bias_gelu take a bias
-// (N); matmul_dgelu takes the gelu input pre, shaped like the product.
+// (N); matmul_dgelu takes the gelu input pre, shaped like the product, and matmul_dgelu_bgrad also
+// returns the column sums of its product, the bias gradient (N).
 absl::Status RequireBias(const TensorType& bias, const TensorType& product) {
   const int64_t n = product.shape.back();
   if (bias.shape != Shape{n} || bias.dtype != product.dtype) {
@@ -119,6 +120,12 @@ absl::StatusOr<std::vector<TensorType>> InferMatmulDGelu(const std::vector<Tenso
   return out;
 }
 
+absl::StatusOr<std::vector<TensorType>> InferMatmulDGeluBGrad(const std::vector<TensorType>& in,
+                                                              const std::any& attrs) {
+  KILN_ASSIGN_OR_RETURN(std::vector<TensorType> out, InferMatmulDGelu(in, attrs));
+  return std::vector<TensorType>{out[0], TensorType{Shape{out[0].shape.back()}, out[0].dtype}};
+}
+
 graph::OpSchema FusedMatmulSchema(const std::string& name, const std::string& third_input,
                                   int num_outputs, graph::InferFn infer) {
   graph::OpSchema s;
@@ -132,6 +139,7 @@ graph::OpSchema FusedMatmulSchema(const std::string& name, const std::string& th
 KILN_REGISTER_OP(FusedMatmulSchema("matmul_bias", "bias", 1, InferMatmulBias));
 KILN_REGISTER_OP(FusedMatmulSchema("matmul_bias_gelu", "bias", 2, InferMatmulBiasGelu));
 KILN_REGISTER_OP(FusedMatmulSchema("matmul_dgelu", "pre", 1, InferMatmulDGelu));
+KILN_REGISTER_OP(FusedMatmulSchema("matmul_dgelu_bgrad", "pre", 2, InferMatmulDGeluBGrad));
 
 }  // namespace
 

@@ -124,8 +124,9 @@ MatmulShape CheckMatmul(const KernelContext& ctx, DeviceType device, ops::Matmul
   s.epilogue = epilogue;
   const bool three_inputs = epilogue != ops::MatmulEpilogue::kNone;
   KILN_CHECK_EQ(ctx.num_inputs, three_inputs ? 3 : 2) << "matmul inputs";
-  KILN_CHECK_EQ(ctx.num_outputs, epilogue == ops::MatmulEpilogue::kBiasGelu ? 2 : 1)
-      << "matmul outputs";
+  const bool two_outputs =
+      epilogue == ops::MatmulEpilogue::kBiasGelu || epilogue == ops::MatmulEpilogue::kDGeluBGrad;
+  KILN_CHECK_EQ(ctx.num_outputs, two_outputs ? 2 : 1) << "matmul outputs";
   if (s.has_bias()) {
     const Tensor& bias = ctx.input(2);  // (N)
     CheckTensorOn(bias, device, dtype, "matmul bias");
@@ -136,9 +137,15 @@ MatmulShape CheckMatmul(const KernelContext& ctx, DeviceType device, ops::Matmul
     CheckTensorOn(ctx.output(1), device, dtype, "matmul_bias_gelu y");
     CheckSameShape(ctx.output(1), out, "matmul_bias_gelu y and pre");
   }
-  if (epilogue == ops::MatmulEpilogue::kDGelu) {
+  if (s.dgelu()) {
     CheckTensorOn(ctx.input(2), device, dtype, "matmul_dgelu pre");
     CheckSameShape(ctx.input(2), out, "matmul_dgelu pre and out");
+  }
+  if (epilogue == ops::MatmulEpilogue::kDGeluBGrad) {
+    const Tensor& dbias = ctx.output(1);  // (N)
+    CheckTensorOn(dbias, device, dtype, "matmul_dgelu_bgrad dbias");
+    KILN_CHECK(dbias.dim() == 1 && dbias.size(0) == s.n)
+        << "matmul_dgelu_bgrad: dbias " << ShapeToString(dbias.sizes()) << " for N = " << s.n;
   }
   return s;
 }

@@ -4,7 +4,8 @@
 // natively where oneDNN has an optimized f16 matmul, else through f32 copies in the workspace.
 // The fused forms (engine/ops/attrs/matmul.h) are the same primitive (with oneDNN's bias for
 // matmul_bias and matmul_bias_gelu) followed by the element-wise gelu / gelu_backward body over the
-// stored product: exactly the unfused ops' results, which is what the reference must be.
+// stored product, and for matmul_dgelu_bgrad sum_to's column sums of the result: exactly the
+// unfused ops' results, which is what the reference must be.
 #include "engine/ops/attrs/matmul.h"
 
 #include <dnnl.hpp>
@@ -170,16 +171,24 @@ class MatmulKernel final : public Kernel {
     if constexpr (kEpilogue == ops::MatmulEpilogue::kBiasGelu) {  // c is pre; y = gelu(pre)
       Isa().unary(
           {UnaryOp::kGelu, dtype, dtype, c.raw_data(), ctx.output(1).raw_data(), c.numel()});
-    } else if constexpr (kEpilogue == ops::MatmulEpilogue::kDGelu) {  // c = c * gelu'(pre)
+    } else if constexpr (kEpilogue == ops::MatmulEpilogue::kDGelu ||
+                         kEpilogue == ops::MatmulEpilogue::kDGeluBGrad) {  // c = c * gelu'(pre)
       Isa().binary({BinaryOp::kGeluBackward, dtype, dtype, c.raw_data(), ctx.input(2).raw_data(),
                     c.raw_data(), c.numel(), c.numel()});
+    }
+    if constexpr (kEpilogue == ops::MatmulEpilogue::kDGeluBGrad) {  // dbias = column sums of c
+      const int64_t cols = c.size(-1);
+      if (cols > 0) {
+        Isa().sum_to({dtype, c.raw_data(), c.numel() / cols, cols, ctx.output(1).raw_data(),
+                      reinterpret_cast<float*>(ws + layout_.sum_partials)});
+      }
     }
   }
 
  private:
   // Byte offsets into the workspace: the oneDNN scratchpad, then (f16 run as f32) f32 copies.
   struct WorkspaceLayout {
-    size_t scratch = 0, a_f32 = 0, b_f32 = 0, c_f32 = 0, total = 0;
+    size_t scratch = 0, a_f32 = 0, b_f32 = 0, c_f32 = 0, sum_partials = 0, total = 0;
   };
 
   static WorkspaceLayout Layout(const KernelContext& ctx, memory::data_type type,
@@ -193,6 +202,12 @@ class MatmulKernel final : public Kernel {
       l.total += Align64(ctx.input(1).numel() * sizeof(float));
       l.c_f32 = l.total;
       l.total += Align64(ctx.output(0).numel() * sizeof(float));
+    }
+    if (kEpilogue == ops::MatmulEpilogue::kDGeluBGrad) {  // sum_to's partial column sums
+      const int64_t cols = ctx.output(0).size(-1);
+      const int64_t rows = cols == 0 ? 0 : ctx.output(0).numel() / cols;
+      l.sum_partials = l.total;
+      l.total += Align64(static_cast<size_t>(SumToWorkspaceFloats(rows, cols)) * sizeof(float));
     }
     return l;
   }
@@ -224,5 +239,7 @@ KILN_REGISTER_KERNEL("matmul_bias_gelu", kCPU, kF32, MatmulKernel<MatmulEpilogue
 KILN_REGISTER_KERNEL("matmul_bias_gelu", kCPU, kBF16, MatmulKernel<MatmulEpilogue::kBiasGelu>);
 KILN_REGISTER_KERNEL("matmul_dgelu", kCPU, kF32, MatmulKernel<MatmulEpilogue::kDGelu>);
 KILN_REGISTER_KERNEL("matmul_dgelu", kCPU, kBF16, MatmulKernel<MatmulEpilogue::kDGelu>);
+KILN_REGISTER_KERNEL("matmul_dgelu_bgrad", kCPU, kF32, MatmulKernel<MatmulEpilogue::kDGeluBGrad>);
+KILN_REGISTER_KERNEL("matmul_dgelu_bgrad", kCPU, kBF16, MatmulKernel<MatmulEpilogue::kDGeluBGrad>);
 
 }  // namespace kiln::kernels::cpu

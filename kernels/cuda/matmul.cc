@@ -5,7 +5,9 @@
 // The fused forms (engine/ops/attrs/matmul.h, made by the fusion passes) are the same kernel with
 // a cuBLASLt epilogue (Note [GELU in the matmul epilogue]): matmul_bias adds the bias (N) to every
 // row in the same launch, matmul_bias_gelu also applies gelu and stores its input as the auxiliary
-// output, matmul_dgelu multiplies the product by gelu'(pre) read from the auxiliary input.
+// output, matmul_dgelu multiplies the product by gelu'(pre) read from the auxiliary input, and
+// matmul_dgelu_bgrad also sums the result's columns into the bias gradient (Note [Bias gradient in
+// the matmul epilogue]).
 #include "engine/ops/attrs/matmul.h"
 
 #include <cublasLt.h>
@@ -14,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -92,6 +95,36 @@ bool GeluEpilogueAllowed() {
   return v == nullptr || std::strcmp(v, "0") != 0;
 }
 
+// Note [Bias gradient in the matmul epilogue]
+// The MLP's first bias gradient is the column sum of dpre (rows, F), the product of matmul_dgelu:
+// a sum_to kernel would read all of dpre again (GPT-2 124M at (B 8, T 1024): 50 MB per layer).
+// cuBLASLt's DGELU_BGRAD epilogue sums the columns of the result while it is still in the
+// accumulators and writes the sums as its bias vector (D's rows, our columns; in D's type), so
+// matmul_dgelu_bgrad costs what matmul_dgelu costs. The order of that sum is cuBLASLt's own (still
+// the same on every run of one algorithm), not the column-sum kernel's, a difference inside bf16's
+// tolerance. When the heuristic offers no algorithm for it, or with KILN_CUDA_BGRAD_EPILOGUE=0,
+// the node runs the DGELU epilogue and then the column-sum kernel on the same stream; without
+// the GELU epilogue (KILN_CUDA_GELU_EPILOGUE=0, or none offered) it runs unfused throughout.
+bool BiasGradEpilogueAllowed() {
+  const char* v = std::getenv("KILN_CUDA_BGRAD_EPILOGUE");
+  return v == nullptr || std::strcmp(v, "0") != 0;
+}
+
+// Warns once per kind that cuBLASLt offers no algorithm for a fused form, which then runs apart.
+void WarnEpilogueRefused(const char* what, DType dtype, int64_t n) {
+  static std::mutex mu;
+  static std::vector<std::string> warned;
+  const std::lock_guard<std::mutex> lock(mu);
+  for (const std::string& w : warned) {
+    if (w == what) return;
+  }
+  warned.emplace_back(what);
+  std::fprintf(stderr,
+               "kiln: cuBLASLt offers no %s epilogue for a %s matmul (N %lld); running the "
+               "matmul and the element-wise kernels apart\n",
+               what, std::string(DTypeName(dtype)).c_str(), static_cast<long long>(n));
+}
+
 // Note [Row-major matmul on cuBLASLt]
 // cuBLASLt is column-major. A row-major (r, c) matrix is the column-major (c, r) matrix with the
 // same buffer, so row-major C = op(a) op(b) is computed as column-major C^T = op(b)^T op(a)^T:
@@ -108,8 +141,8 @@ class MatmulKernel final : public Kernel {
     if (desc_ != nullptr) cublasLtMatmulDescDestroy(desc_);
   }
 
-  size_t WorkspaceBytes(const KernelContext&) const override {
-    return kCublasWorkspace + kWorkspaceAlign;
+  size_t WorkspaceBytes(const KernelContext& ctx) const override {
+    return kCublasWorkspace + kWorkspaceAlign + ColumnSumBytes(ctx);
   }
 
   absl::Status Prepare(const KernelContext& ctx) override {
@@ -117,19 +150,18 @@ class MatmulKernel final : public Kernel {
     empty_ = shape.m == 0 || shape.n == 0 || shape.batch == 0;
     zero_k_ = shape.k == 0;
     if (empty_ || zero_k_) return absl::OkStatus();
-    constexpr bool kGelu =
-        kEpilogue == ops::MatmulEpilogue::kBiasGelu || kEpilogue == ops::MatmulEpilogue::kDGelu;
+    const DType dtype = ctx.input(0).dtype();
     if (kGelu && GeluEpilogueAllowed() && shape.n % 8 == 0) {  // Note [GELU in the matmul epilogue]
       gelu_in_epilogue_ = true;
+      if (kBiasGrad && BiasGradEpilogueAllowed()) {  // Note [Bias gradient in the matmul epilogue]
+        bias_grad_in_epilogue_ = true;
+        if (Describe(ctx, shape).ok()) return absl::OkStatus();
+        WarnEpilogueRefused("DGELU_BGRAD", dtype, shape.n);
+        DestroyDescriptors();
+        bias_grad_in_epilogue_ = false;
+      }
       if (Describe(ctx, shape).ok()) return absl::OkStatus();
-      static std::once_flag warned;
-      std::call_once(warned, [&] {
-        std::fprintf(stderr,
-                     "kiln: cuBLASLt offers no GELU epilogue for a %s matmul (N %lld); running "
-                     "the matmul and the gelu kernel apart\n",
-                     std::string(DTypeName(ctx.input(0).dtype())).c_str(),
-                     static_cast<long long>(shape.n));
-      });
+      WarnEpilogueRefused("GELU", dtype, shape.n);
       DestroyDescriptors();
     }
     gelu_in_epilogue_ = false;
@@ -150,24 +182,44 @@ class MatmulKernel final : public Kernel {
       return;
     }
     KILN_CHECK(desc_ != nullptr) << "matmul ran before Prepare";
-    KILN_CHECK(ctx.workspace_bytes >= kCublasWorkspace + kWorkspaceAlign) << "matmul workspace";
+    KILN_CHECK(ctx.workspace_bytes >= WorkspaceBytes(ctx)) << "matmul workspace";
     const float alpha = 1.0f, beta = 0.0f;
     KILN_CUBLAS_CHECK(cublasLtMatmul(
         HandleFor(a.device()), desc_, &alpha, b.raw_data(), b_layout_, a.raw_data(), a_layout_,
         &beta, c.raw_data(), c_layout_, c.raw_data(), c_layout_, &algo_,
         AlignedWorkspace(ctx.workspace), kCublasWorkspace, static_cast<cudaStream_t>(stream)));
-    if (gelu_in_epilogue_) return;
     const FloatType type = ToFloatType(c.dtype());
-    if constexpr (kEpilogue == ops::MatmulEpilogue::kBiasGelu) {  // c is pre: y = gelu(pre)
-      LaunchUnary(UnaryOp::kGelu, type, type, c.raw_data(), ctx.output(1).raw_data(), c.numel(),
-                  1.0f, nullptr, stream);
-    } else if constexpr (kEpilogue == ops::MatmulEpilogue::kDGelu) {  // c = c * gelu'(pre)
-      LaunchBinary(BinaryOp::kGeluBackward, type, type, c.raw_data(), ctx.input(2).raw_data(),
-                   c.raw_data(), c.numel(), c.numel(), stream);
+    if (!gelu_in_epilogue_) {
+      if constexpr (kEpilogue == ops::MatmulEpilogue::kBiasGelu) {  // c is pre: y = gelu(pre)
+        LaunchUnary(UnaryOp::kGelu, type, type, c.raw_data(), ctx.output(1).raw_data(), c.numel(),
+                    1.0f, nullptr, stream);
+      } else if constexpr (kDGelu) {  // c = c * gelu'(pre)
+        LaunchBinary(BinaryOp::kGeluBackward, type, type, c.raw_data(), ctx.input(2).raw_data(),
+                     c.raw_data(), c.numel(), c.numel(), stream);
+      }
+    }
+    if constexpr (kBiasGrad) {  // dbias = column sums of c, unless the epilogue wrote them
+      if (!bias_grad_in_epilogue_) {
+        const int64_t n = c.size(-1);
+        LaunchSumTo(type, c.raw_data(), c.numel() / n, n, ctx.output(1).raw_data(),
+                    static_cast<char*>(ctx.workspace) + kCublasWorkspace + kWorkspaceAlign, stream);
+      }
     }
   }
 
  private:
+  static constexpr bool kBiasGrad = kEpilogue == ops::MatmulEpilogue::kDGeluBGrad;
+  static constexpr bool kDGelu = kEpilogue == ops::MatmulEpilogue::kDGelu || kBiasGrad;
+  static constexpr bool kGelu = kEpilogue == ops::MatmulEpilogue::kBiasGelu || kDGelu;
+
+  // The column-sum kernel's workspace, after cuBLASLt's (matmul_dgelu_bgrad without its epilogue).
+  static size_t ColumnSumBytes(const KernelContext& ctx) {
+    if (!kBiasGrad) return 0;
+    const Tensor& out = ctx.output(0);
+    const int64_t n = out.size(-1);
+    return n == 0 ? 0 : SumToWorkspaceBytes(out.numel() / n, n);
+  }
+
   void DestroyDescriptors() {
     for (cublasLtMatrixLayout_t* l : {&a_layout_, &b_layout_, &c_layout_}) {
       if (*l != nullptr) cublasLtMatrixLayoutDestroy(*l);
@@ -212,10 +264,11 @@ class MatmulKernel final : public Kernel {
     const cublasLtEpilogue_t epilogue = EpilogueFor(has_bias);
     KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc_, CUBLASLT_MATMUL_DESC_EPILOGUE,
                                                      &epilogue, sizeof(epilogue)));
-    if (has_bias) {
-      // Column-major D is (N, rows): cuBLASLt's bias runs along D's rows, i.e. our columns. Its
-      // type defaults to D's; the pointer is bound for the node's lifetime like the operands.
-      const void* bias_pointer = ctx.input(2).raw_data();
+    if (has_bias || bias_grad_in_epilogue_) {
+      // Column-major D is (N, rows): cuBLASLt's bias (or bias gradient, an output) runs along D's
+      // rows, i.e. our columns. Its type defaults to D's; the pointer is bound for the node's
+      // lifetime like the operands.
+      const void* bias_pointer = has_bias ? ctx.input(2).raw_data() : ctx.output(1).raw_data();
       KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc_, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                        &bias_pointer, sizeof(bias_pointer)));
     }
@@ -301,14 +354,15 @@ class MatmulKernel final : public Kernel {
   }
   cublasLtEpilogue_t EpilogueFor(bool has_bias) const {
     if (gelu_in_epilogue_) {
-      return kEpilogue == ops::MatmulEpilogue::kBiasGelu ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS
-                                                         : CUBLASLT_EPILOGUE_DGELU;
+      if (kEpilogue == ops::MatmulEpilogue::kBiasGelu) return CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
+      return bias_grad_in_epilogue_ ? CUBLASLT_EPILOGUE_DGELU_BGRAD : CUBLASLT_EPILOGUE_DGELU;
     }
     return has_bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
   }
 
   bool empty_ = false, zero_k_ = false;
   bool gelu_in_epilogue_ = false;
+  bool bias_grad_in_epilogue_ = false;  // matmul_dgelu_bgrad: DGELU_BGRAD instead of DGELU
   cublasLtMatmulDesc_t desc_ = nullptr;
   cublasLtMatrixLayout_t a_layout_ = nullptr, b_layout_ = nullptr, c_layout_ = nullptr;
   cublasLtMatmulAlgo_t algo_;
@@ -324,5 +378,7 @@ KILN_REGISTER_KERNEL("matmul_bias_gelu", kCUDA, kF32, MatmulKernel<MatmulEpilogu
 KILN_REGISTER_KERNEL("matmul_bias_gelu", kCUDA, kBF16, MatmulKernel<MatmulEpilogue::kBiasGelu>);
 KILN_REGISTER_KERNEL("matmul_dgelu", kCUDA, kF32, MatmulKernel<MatmulEpilogue::kDGelu>);
 KILN_REGISTER_KERNEL("matmul_dgelu", kCUDA, kBF16, MatmulKernel<MatmulEpilogue::kDGelu>);
+KILN_REGISTER_KERNEL("matmul_dgelu_bgrad", kCUDA, kF32, MatmulKernel<MatmulEpilogue::kDGeluBGrad>);
+KILN_REGISTER_KERNEL("matmul_dgelu_bgrad", kCUDA, kBF16, MatmulKernel<MatmulEpilogue::kDGeluBGrad>);
 
 }  // namespace kiln::kernels::cuda

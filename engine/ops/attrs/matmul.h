@@ -9,6 +9,8 @@
 //   matmul_bias(a, b, bias (N))           -> out = P + bias
 //   matmul_bias_gelu(a, b, bias (N))      -> (pre = P + bias, y = gelu(pre)), both (..., M, N)
 //   matmul_dgelu(a, b, pre (..., M, N))   -> out = gelu_backward(dy = P, pre) = P * gelu'(pre)
+//   matmul_dgelu_bgrad(a, b, pre)         -> (out as matmul_dgelu, dbias (N) = out summed over
+//                                             every leading axis: the bias gradient of pre)
 // gelu is the tanh form (GPT-2's); bias and pre have out's dtype.
 #pragma once
 
@@ -21,6 +23,6 @@ struct MatmulAttrs {
   bool trans_b = false;
 };
 
-enum class MatmulEpilogue : uint8_t { kNone, kBias, kBiasGelu, kDGelu };
+enum class MatmulEpilogue : uint8_t { kNone, kBias, kBiasGelu, kDGelu, kDGeluBGrad };
 
 }  // namespace kiln::ops

@@ -36,8 +36,8 @@ struct MatmulDesc {
   cudaDataType_t scale;
   cublasOperation_t trans_a = CUBLAS_OP_N, trans_b = CUBLAS_OP_N;
   cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
-  const void* bias = nullptr;
-  void* aux = nullptr;  // GELU_AUX_BIAS: written; DGELU: read
+  void* bias = nullptr;  // BIAS, GELU_AUX_BIAS: read; DGELU_BGRAD: written
+  void* aux = nullptr;   // GELU_AUX_BIAS: written; DGELU, DGELU_BGRAD: read
   int64_t aux_ld = 0;
 };
 
@@ -87,14 +87,19 @@ void StoreElement(void* base, cudaDataType t, int64_t i, double v) {
 
 bool EpilogueEmulated(cublasLtEpilogue_t e) {
   return e == CUBLASLT_EPILOGUE_DEFAULT || e == CUBLASLT_EPILOGUE_BIAS ||
-         e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS || e == CUBLASLT_EPILOGUE_DGELU;
+         e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS || e == CUBLASLT_EPILOGUE_DGELU ||
+         e == CUBLASLT_EPILOGUE_DGELU_BGRAD;
 }
 bool HasBias(cublasLtEpilogue_t e) {
   return e == CUBLASLT_EPILOGUE_BIAS || e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
 }
 bool HasAux(cublasLtEpilogue_t e) {
-  return e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS || e == CUBLASLT_EPILOGUE_DGELU;
+  return e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS || e == CUBLASLT_EPILOGUE_DGELU ||
+         e == CUBLASLT_EPILOGUE_DGELU_BGRAD;
 }
+// DGELU_BGRAD also writes the sums of the result over D's columns (one per row of D) to the bias
+// pointer, in D's type.
+bool HasBiasGradient(cublasLtEpilogue_t e) { return e == CUBLASLT_EPILOGUE_DGELU_BGRAD; }
 
 // GELU, tanh form, and its derivative, in double.
 constexpr double kGeluBeta = 0.7978845608028654, kGeluKappa = 0.044715;
@@ -304,7 +309,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t compute_des
   if (workspace_bytes > 0 && !em::Aligned(workspace, 256)) {
     return em::Refuse("workspace not 256-byte aligned");
   }
-  if (em::HasBias(desc.epilogue) && desc.bias == nullptr) {
+  if ((em::HasBias(desc.epilogue) || em::HasBiasGradient(desc.epilogue)) && desc.bias == nullptr) {
     return em::Refuse("bias epilogue without a bias pointer");
   }
   if (em::HasAux(desc.epilogue)) {
@@ -318,7 +323,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t compute_des
   const float beta = *static_cast<const float*>(beta_ptr);
   em::Enqueue(stream, [=] {
     // op(A) as (m, k) and op(B) transposed as (n, k), both row-major: contiguous dot products.
-    std::vector<double> a_rows(m * k), b_rows(n * k);
+    std::vector<double> a_rows(m * k), b_rows(n * k), bias_gradient(m);
     for (int32_t bi = 0; bi < batch; ++bi) {
       const int64_t a0 = bi * a.batch_stride, b0 = bi * b.batch_stride;
       const int64_t c0 = bi * c.batch_stride, d0 = bi * d.batch_stride;
@@ -348,11 +353,18 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t compute_des
           if (desc.epilogue == CUBLASLT_EPILOGUE_GELU_AUX_BIAS) {
             em::StoreElement(desc.aux, d.type, aux_at, v);  // the aux has D's type
             v = em::Gelu(v);
-          } else if (desc.epilogue == CUBLASLT_EPILOGUE_DGELU) {
+          } else if (desc.epilogue == CUBLASLT_EPILOGUE_DGELU ||
+                     desc.epilogue == CUBLASLT_EPILOGUE_DGELU_BGRAD) {
             v *= em::GeluDerivative(em::LoadElement(desc.aux, d.type, aux_at));
           }
+          bias_gradient[i] += v;
           em::StoreElement(D, d.type, d0 + i + j * d.ld, v);
         }
+      }
+    }
+    if (em::HasBiasGradient(desc.epilogue)) {  // batch is 1 (checked with the aux)
+      for (uint64_t i = 0; i < m; ++i) {
+        em::StoreElement(desc.bias, d.type, static_cast<int64_t>(i), bias_gradient[i]);
       }
     }
   });

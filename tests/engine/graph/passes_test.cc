@@ -40,8 +40,8 @@ int CountOps(const graph::Graph& g, const std::string& op) {
 }
 
 TEST_CASE(
-    "the fusion passes fold GPT-2's bias adds and GELUs into its matmuls, and the loss "
-    "seed into the loss gradient",
+    "the fusion passes fold GPT-2's bias adds, GELUs and c_fc's bias gradient into its "
+    "matmuls, and the loss seed into the loss gradient",
     "[passes]") {
   for (DType compute : {DType::kF32, DType::kBF16}) {
     INFO(DTypeName(compute));
@@ -50,7 +50,17 @@ TEST_CASE(
     // c_attn, attn c_proj and mlp c_proj keep a bias epilogue; c_fc takes the GELU too.
     REQUIRE(CountOps(g, "matmul_bias") == 3 * 4);
     REQUIRE(CountOps(g, "matmul_bias_gelu") == 4);
-    REQUIRE(CountOps(g, "matmul_dgelu") == 4);  // d(c_proj input) * gelu'(pre)
+    // d(c_proj input) * gelu'(pre), with c_fc's bias gradient (its column sums) as output 1.
+    REQUIRE(CountOps(g, "matmul_dgelu_bgrad") == 4);
+    REQUIRE(CountOps(g, "matmul_dgelu") == 0);
+    int sums_of_dpre = 0;
+    for (const graph::Node& node : g.nodes()) {
+      if (node.op->name != "sum_to") continue;
+      const graph::Value& in = g.value(node.inputs[0]);
+      sums_of_dpre +=
+          in.producer != graph::kNoNode && g.node(in.producer).op->name == "matmul_dgelu_bgrad";
+    }
+    REQUIRE(sums_of_dpre == 0);
     REQUIRE(CountOps(g, "gelu") == 0);
     REQUIRE(CountOps(g, "gelu_backward") == 0);
     REQUIRE(CountOps(g, "cross_entropy_scaled") == 1);  // the loss seed folded into dlogits
@@ -125,8 +135,9 @@ std::pair<float, std::vector<float>> Step(const nn::ModelGraph& m, const std::ve
 }
 
 // In f32 the fused step equals the unfused one bit for bit. In bf16 the bias epilogue adds the bias
-// before the product is rounded (once, not twice), so there the GELU fusion is checked bit for bit
-// against the graph with only the biases fused, and the fully unfused step is close.
+// before the product is rounded (once, not twice), so there the GELU and bias-gradient fusions
+// are checked bit for bit against the graph with only the biases fused, and the fully unfused step
+// is close.
 TEST_CASE("fusing the matmul epilogues changes no loss or gradient bit on the CPU", "[passes]") {
   for (DType compute : {DType::kF32, DType::kBF16}) {
     INFO(DTypeName(compute));

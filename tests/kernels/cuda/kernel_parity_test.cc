@@ -224,6 +224,30 @@ TEST_CASE("cuBLASLt GELU epilogues (matmul_bias_gelu, matmul_dgelu) match the CP
   unsetenv("KILN_CUDA_GELU_EPILOGUE");
 }
 
+// matmul_dgelu_bgrad (Note [Bias gradient in the matmul epilogue]): with both epilogues, with the
+// DGELU epilogue and the column-sum kernel (KILN_CUDA_BGRAD_EPILOGUE=0), and unfused throughout
+// (KILN_CUDA_GELU_EPILOGUE=0); N = 20 cannot take the epilogues at all.
+TEST_CASE("cuBLASLt DGELU_BGRAD epilogue (matmul_dgelu_bgrad) matches the CPU", "[gpu][cuda]") {
+  KILN_REQUIRE_GPU();
+  const std::pair<const char*, const char*> settings[] = {{"1", "1"}, {"1", "0"}, {"0", "1"}};
+  for (const auto& [gelu, bias_grad] : settings) {
+    setenv("KILN_CUDA_GELU_EPILOGUE", gelu, 1);
+    setenv("KILN_CUDA_BGRAD_EPILOGUE", bias_grad, 1);
+    for (DType dt : {DType::kF32, DType::kBF16}) {
+      for (int64_t n : {48, 20}) {
+        INFO("KILN_CUDA_GELU_EPILOGUE=" << gelu << " KILN_CUDA_BGRAD_EPILOGUE=" << bias_grad << " "
+                                        << DTypeName(dt) << " N " << n);
+        const Tensor dout = RandomTensor({3, 17, 24}, dt, 38);
+        const Tensor pre = RandomTensor({3, 17, n}, dt, 39);
+        CheckOpParity("matmul_dgelu_bgrad", {dout, RandomTensor({n, 24}, dt, 40), pre},
+                      ops::MatmulAttrs{false, true}, ToleranceFor(dt));
+      }
+    }
+  }
+  unsetenv("KILN_CUDA_GELU_EPILOGUE");
+  unsetenv("KILN_CUDA_BGRAD_EPILOGUE");
+}
+
 // The device's fused AdamW (optim.cu) against engine/optim's AdamW over the same segments for three
 // steps: one at offset 0 of 5 elements (a pack and a tail), one at an odd offset spanning two
 // chunks (element by element), one aligned spanning two chunks (packs, then a short chunk), and
