@@ -1,9 +1,10 @@
 // Graph passes between autodiff and planning: dead-code elimination, the matmul epilogue
-// fusions (bias; gelu forward and backward; the gelu layer's bias gradient) and the loss seed
-// folded into the loss gradient.
+// fusions (bias; gelu forward and backward; the gelu layer's bias gradient), the residual
+// gradient folded into the norm backward, and the loss seed folded into the loss gradient.
 #include "engine/graph/passes.h"
 
 #include <algorithm>
+#include <string>
 
 #include "engine/graph/op_schema.h"
 #include "engine/ops/attrs/matmul.h"
@@ -23,6 +24,27 @@ bool FusibleDType(DType dtype) { return dtype == DType::kF32 || dtype == DType::
 
 bool IsGraphOutput(const Graph& graph, ValueId v) {
   return std::find(graph.outputs().begin(), graph.outputs().end(), v) != graph.outputs().end();
+}
+
+using Readers = std::vector<std::vector<NodeId>>;
+
+// The skeleton of every fusion pass: fold(n, readers, keep) looks at node n and, when it folds n
+// into an earlier node (rewriting that node's op, inputs and outputs), returns true; n is then
+// dropped. keep[m] is false for the nodes already dropped. At the end the graph keeps the other
+// nodes, which re-links every moved output to its new producer. Returns the number of folds.
+template <typename Fold>
+int FoldNodes(Graph& graph, Fold&& fold) {
+  const Readers readers = graph.Consumers();
+  std::vector<bool> keep(graph.num_nodes(), true);
+  int count = 0;
+  for (NodeId n = 0; n < graph.num_nodes(); ++n) {
+    if (fold(n, readers, keep)) {
+      keep[n] = false;
+      ++count;
+    }
+  }
+  if (count > 0) graph.RetainNodes(keep);
+  return count;
 }
 
 }  // namespace
@@ -50,130 +72,138 @@ int EliminateDeadCode(Graph& graph) {
 int FuseMatmulBias(Graph& graph) {
   const OpSchema* fused = OpRegistry::Global().Find("matmul_bias");
   if (fused == nullptr) return 0;
-  const std::vector<std::vector<NodeId>> readers = graph.Consumers();
-  std::vector<bool> keep(graph.num_nodes(), true);
-  int count = 0;
-  for (NodeId n = 0; n < graph.num_nodes(); ++n) {
+  return FoldNodes(graph, [&](NodeId n, const Readers& readers, const std::vector<bool>& keep) {
     const Node& add = graph.node(n);
-    if (add.op->name != "add") continue;
+    if (add.op->name != "add") return false;
     const ValueId product = add.inputs[0], bias = add.inputs[1];
     const Value& pv = graph.value(product);
-    if (pv.producer == kNoNode || readers[product].size() != 1) continue;
+    if (pv.producer == kNoNode || readers[product].size() != 1) return false;
     const Node& mm = graph.node(pv.producer);
-    if (mm.op->name != "matmul" || !keep[pv.producer] || !FoldsIntoOneMatmul(graph, mm)) continue;
-    if (IsGraphOutput(graph, product)) continue;
+    if (mm.op->name != "matmul" || !keep[pv.producer] || !FoldsIntoOneMatmul(graph, mm)) {
+      return false;
+    }
+    if (IsGraphOutput(graph, product)) return false;
     const Value& bv = graph.value(bias);
     if (bv.type.rank() != 1 || bv.type.shape[0] != pv.type.shape.back() ||
         bv.type.dtype != pv.type.dtype || !FusibleDType(pv.type.dtype)) {
-      continue;
+      return false;
     }
-    if (bv.producer != kNoNode && bv.producer >= pv.producer) continue;
+    if (bv.producer != kNoNode && bv.producer >= pv.producer) return false;
     Node& m = graph.mutable_node(pv.producer);
     m.op = fused;
     m.inputs.push_back(bias);
     m.outputs[0] = add.outputs[0];
-    keep[n] = false;
-    ++count;
-  }
-  if (count > 0) graph.RetainNodes(keep);  // also re-links the fused outputs' producers
-  return count;
+    return true;
+  });
 }
 
 int FuseMatmulGelu(Graph& graph) {
   const OpSchema* forward = OpRegistry::Global().Find("matmul_bias_gelu");
   const OpSchema* backward = OpRegistry::Global().Find("matmul_dgelu");
   if (forward == nullptr || backward == nullptr) return 0;
-  const std::vector<std::vector<NodeId>> readers = graph.Consumers();
-  std::vector<bool> keep(graph.num_nodes(), true);
-  int count = 0;
-  for (NodeId n = 0; n < graph.num_nodes(); ++n) {
+  return FoldNodes(graph, [&](NodeId n, const Readers& readers, const std::vector<bool>& keep) {
     const Node& node = graph.node(n);
     if (node.op->name == "gelu") {
       // gelu(pre = matmul_bias(a, b, bias)) -> matmul_bias_gelu(a, b, bias) = (pre, y). pre keeps
       // its other readers (gelu_backward): the fused node still writes it.
       const ValueId pre = node.inputs[0];
       const Value& pv = graph.value(pre);
-      if (pv.producer == kNoNode || !keep[pv.producer]) continue;
+      if (pv.producer == kNoNode || !keep[pv.producer]) return false;
       const Node& mm = graph.node(pv.producer);
-      if (mm.op->name != "matmul_bias" || !FoldsIntoOneMatmul(graph, mm)) continue;
+      if (mm.op->name != "matmul_bias" || !FoldsIntoOneMatmul(graph, mm)) return false;
       Node& m = graph.mutable_node(pv.producer);
       m.op = forward;
       m.outputs = {pre, node.outputs[0]};
-    } else if (node.op->name == "gelu_backward") {
-      // gelu_backward(dy = matmul(a, b), pre) -> matmul_dgelu(a, b, pre), when dy has no other
-      // reader and pre exists before the matmul runs.
-      const ValueId dy = node.inputs[0], pre = node.inputs[1];
-      const Value& dv = graph.value(dy);
-      if (dv.producer == kNoNode || !keep[dv.producer] || readers[dy].size() != 1) continue;
-      if (IsGraphOutput(graph, dy) || !FusibleDType(dv.type.dtype)) continue;
-      const Node& mm = graph.node(dv.producer);
-      if (mm.op->name != "matmul" || !FoldsIntoOneMatmul(graph, mm)) continue;
-      const Value& prev = graph.value(pre);
-      if (prev.type != dv.type || prev.producer == kNoNode || prev.producer >= dv.producer)
-        continue;
-      Node& m = graph.mutable_node(dv.producer);
-      m.op = backward;
-      m.inputs.push_back(pre);
-      m.outputs[0] = node.outputs[0];
-    } else {
-      continue;
+      return true;
     }
-    keep[n] = false;
-    ++count;
-  }
-  if (count > 0) graph.RetainNodes(keep);  // re-links the moved outputs to the fused nodes
-  return count;
+    if (node.op->name != "gelu_backward") return false;
+    // gelu_backward(dy = matmul(a, b), pre) -> matmul_dgelu(a, b, pre), when dy has no other
+    // reader and pre exists before the matmul runs.
+    const ValueId dy = node.inputs[0], pre = node.inputs[1];
+    const Value& dv = graph.value(dy);
+    if (dv.producer == kNoNode || !keep[dv.producer] || readers[dy].size() != 1) return false;
+    if (IsGraphOutput(graph, dy) || !FusibleDType(dv.type.dtype)) return false;
+    const Node& mm = graph.node(dv.producer);
+    if (mm.op->name != "matmul" || !FoldsIntoOneMatmul(graph, mm)) return false;
+    const Value& prev = graph.value(pre);
+    if (prev.type != dv.type || prev.producer == kNoNode || prev.producer >= dv.producer) {
+      return false;
+    }
+    Node& m = graph.mutable_node(dv.producer);
+    m.op = backward;
+    m.inputs.push_back(pre);
+    m.outputs[0] = node.outputs[0];
+    return true;
+  });
 }
 
 int FuseDGeluBiasGradient(Graph& graph) {
   const OpSchema* fused = OpRegistry::Global().Find("matmul_dgelu_bgrad");
   if (fused == nullptr) return 0;
-  std::vector<bool> keep(graph.num_nodes(), true);
-  int count = 0;
-  for (NodeId n = 0; n < graph.num_nodes(); ++n) {
+  return FoldNodes(graph, [&](NodeId n, const Readers&, const std::vector<bool>&) {
     const Node& sum = graph.node(n);
-    if (sum.op->name != "sum_to") continue;
+    if (sum.op->name != "sum_to") return false;
     const Value& dv = graph.value(sum.inputs[0]);  // dpre
-    if (dv.producer == kNoNode || dv.producer_output != 0) continue;
-    if (graph.node(dv.producer).op->name != "matmul_dgelu") continue;  // also: not fused yet
+    if (dv.producer == kNoNode || dv.producer_output != 0) return false;
+    if (graph.node(dv.producer).op->name != "matmul_dgelu") return false;  // also: not fused yet
     const Value& bv = graph.value(sum.outputs[0]);
-    if (bv.type.shape != Shape{dv.type.shape.back()} || bv.type.dtype != dv.type.dtype) continue;
+    if (bv.type.shape != Shape{dv.type.shape.back()} || bv.type.dtype != dv.type.dtype) {
+      return false;
+    }
     // dbias moves earlier (to the matmul, which precedes the sum): its readers still follow.
     Node& m = graph.mutable_node(dv.producer);
     m.op = fused;
     m.outputs.push_back(sum.outputs[0]);
-    keep[n] = false;
-    ++count;
-  }
-  if (count > 0) graph.RetainNodes(keep);  // re-links dbias to the fused node
-  return count;
+    return true;
+  });
+}
+
+int FuseNormBackwardResidual(Graph& graph) {
+  const OpSchema* layer = OpRegistry::Global().Find("layer_norm_backward_add");
+  const OpSchema* rms = OpRegistry::Global().Find("rms_norm_backward_add");
+  if (layer == nullptr || rms == nullptr) return 0;
+  return FoldNodes(graph, [&](NodeId n, const Readers& readers, const std::vector<bool>& keep) {
+    const Node& add = graph.node(n);
+    if (add.op->name != "add") return false;
+    for (int side = 0; side < 2; ++side) {  // which operand is the norm backward's dx
+      const ValueId dx = add.inputs[side], residual = add.inputs[1 - side];
+      const Value& dv = graph.value(dx);
+      if (dv.producer == kNoNode || dv.producer_output != 0 || !keep[dv.producer]) continue;
+      const std::string& op = graph.node(dv.producer).op->name;
+      if (op != "layer_norm_backward" && op != "rms_norm_backward") continue;
+      if (readers[dx].size() != 1 || IsGraphOutput(graph, dx)) continue;
+      const Value& rv = graph.value(residual);
+      if (rv.type != dv.type || residual == dx) continue;  // a same-shape add, no broadcast
+      if (rv.producer != kNoNode && rv.producer >= dv.producer) continue;
+      Node& norm = graph.mutable_node(dv.producer);
+      norm.op = op == "layer_norm_backward" ? layer : rms;
+      norm.inputs.push_back(residual);
+      norm.outputs[0] = add.outputs[0];
+      return true;
+    }
+    return false;
+  });
 }
 
 int FuseCrossEntropyScale(Graph& graph) {
   const OpSchema* fused = OpRegistry::Global().Find("cross_entropy_scaled");
   if (fused == nullptr) return 0;
-  const std::vector<std::vector<NodeId>> readers = graph.Consumers();
-  std::vector<bool> keep(graph.num_nodes(), true);
-  int count = 0;
-  for (NodeId n = 0; n < graph.num_nodes(); ++n) {
+  return FoldNodes(graph, [&](NodeId n, const Readers& readers, const std::vector<bool>& keep) {
     const Node& scale = graph.node(n);
-    if (scale.op->name != "scale_by") continue;
+    if (scale.op->name != "scale_by") return false;
     const ValueId grad = scale.inputs[0], seed = scale.inputs[1];
     const Value& gv = graph.value(grad);
-    if (gv.producer == kNoNode || gv.producer_output != 1 || !keep[gv.producer]) continue;
-    if (graph.node(gv.producer).op->name != "cross_entropy") continue;
-    if (readers[grad].size() != 1 || IsGraphOutput(graph, grad)) continue;
+    if (gv.producer == kNoNode || gv.producer_output != 1 || !keep[gv.producer]) return false;
+    if (graph.node(gv.producer).op->name != "cross_entropy") return false;
+    if (readers[grad].size() != 1 || IsGraphOutput(graph, grad)) return false;
     const Value& sv = graph.value(seed);
-    if (sv.producer != kNoNode && sv.producer >= gv.producer) continue;
+    if (sv.producer != kNoNode && sv.producer >= gv.producer) return false;
     Node& ce = graph.mutable_node(gv.producer);
     ce.op = fused;
     ce.inputs.push_back(seed);
     ce.outputs[1] = scale.outputs[0];
-    keep[n] = false;
-    ++count;
-  }
-  if (count > 0) graph.RetainNodes(keep);
-  return count;
+    return true;
+  });
 }
 
 }  // namespace kiln::graph

@@ -30,6 +30,13 @@ int FuseMatmulGelu(Graph& graph);
 // reads dpre again. Run after FuseMatmulGelu. Returns the number of fusions.
 int FuseDGeluBiasGradient(Graph& graph);
 
+// Folds add(r, dx) — r any value that exists before the norm backward, dx output 0 of a
+// layer_norm_backward / rms_norm_backward read only there — into layer_norm_backward_add /
+// rms_norm_backward_add with r as its last input, which writes dx + r (Note [Residual gradient in
+// the norm backward], engine/ops/norm.cc): the residual stream's gradient in a pre-norm
+// transformer. Same bits as the unfused graph. Run after autodiff. Returns the number of fusions.
+int FuseNormBackwardResidual(Graph& graph);
+
 // Folds the loss seed into the loss gradient's pass: scale_by(dlogits, s) over cross_entropy's
 // dlogits (read there alone) becomes cross_entropy_scaled(logits, targets, s), which writes
 // dlogits * s[0] directly, saving a read and a write of the (rows, vocab) gradient — with GPT-2's

@@ -37,8 +37,9 @@ struct GraphOptions {
   DType compute = DType::kF32;  // activations and matmuls; parameters stay f32
   bool backward = true;         // append the backward pass
   bool logits_output = false;   // keep the logits readable after a run (evaluation, sampling)
-  // Fold bias adds and the GELU around linear layers into the matmuls, and the loss seed into the
-  // loss gradient (engine/graph/passes.h). Off only to compare against the unfused graph.
+  // Fold bias adds and the GELU around linear layers into the matmuls, the residual gradient into
+  // the norm backwards and the loss seed into the loss gradient (engine/graph/passes.h). Off only
+  // to compare against the unfused graph.
   bool fuse_matmul_epilogues = true;
 };
 

@@ -1,4 +1,4 @@
-// Schemas of layer_norm / rms_norm and their backward ops.
+// Schemas of layer_norm / rms_norm, their backward ops and the backward ops' _add forms.
 #include "engine/ops/norm.h"
 
 #include "absl/strings/str_cat.h"
@@ -59,6 +59,30 @@ absl::StatusOr<Types> InferRmsNormBackward(const Types& in, const std::any&) {
   return Types{in[1], in[2]};
 }
 
+// Note [Residual gradient in the norm backward]
+// In a pre-norm transformer the stream x feeds a norm and the next residual add, so its gradient
+// is add(residual gradient, norm backward's dx): a pass that reads two (rows, C) tensors to write a
+// third, twice per layer. FuseNormBackwardResidual (engine/graph/passes.h) gives the residual
+// gradient to the norm backward instead — layer_norm_backward_add / rms_norm_backward_add — which
+// writes dx + residual where it wrote dx. dx is rounded to the storage type first and the sum
+// rounded again, exactly the unfused add's arithmetic, so the fused graph computes the same bits.
+template <int kInputs>
+absl::StatusOr<Types> InferWithResidual(const Types& in, const std::any& attrs,
+                                        absl::StatusOr<Types> (*infer)(const Types&,
+                                                                       const std::any&)) {
+  KILN_ASSIGN_OR_RETURN(Types out, infer(Types(in.begin(), in.begin() + kInputs), attrs));
+  KILN_RETURN_IF_ERROR(RequireSameShape(in[kInputs], "residual", in[0], "dy"));
+  return out;
+}
+
+absl::StatusOr<Types> InferLayerNormBackwardAdd(const Types& in, const std::any& attrs) {
+  return InferWithResidual<5>(in, attrs, InferLayerNormBackward);
+}
+
+absl::StatusOr<Types> InferRmsNormBackwardAdd(const Types& in, const std::any& attrs) {
+  return InferWithResidual<4>(in, attrs, InferRmsNormBackward);
+}
+
 std::vector<ValueId> LayerNormGrad(GradContext& ctx) {
   std::vector<ValueId> g =
       ctx.b.Apply("layer_norm_backward",
@@ -85,6 +109,12 @@ struct Registration {
     r.Register(MakeSchema("rms_norm", {"x", "gamma"}, 2, InferRmsNorm, RmsNormGrad));
     r.Register(MakeSchema("rms_norm_backward", {"dy", "x", "gamma", "rstd"}, 2,
                           InferRmsNormBackward, nullptr));
+    // Made only by FuseNormBackwardResidual, after autodiff.
+    r.Register(MakeSchema("layer_norm_backward_add",
+                          {"dy", "x", "gamma", "mean", "rstd", "residual"}, 3,
+                          InferLayerNormBackwardAdd, nullptr));
+    r.Register(MakeSchema("rms_norm_backward_add", {"dy", "x", "gamma", "rstd", "residual"}, 2,
+                          InferRmsNormBackwardAdd, nullptr));
   }
 } registration;
 

@@ -24,8 +24,8 @@ void BindNorm(const KernelContext& ctx, DeviceType device, Args& a) {
   const Tensor& x = ctx.input(0);  // (..., C)
   a.rms = kRms;
   a.x = x.raw_data();
-  a.gamma = ctx.input(1).data<float>();              // (C)
-  a.y = ctx.output(0).raw_data();                             // (..., C)
+  a.gamma = ctx.input(1).data<float>();             // (C)
+  a.y = ctx.output(0).raw_data();                   // (..., C)
   a.rstd = ctx.output(kRms ? 1 : 2).data<float>();  // (rows)
   a.rows = Rows(x);
   a.cols = LastDim(x);
@@ -43,18 +43,21 @@ void BindNormBackward(const KernelContext& ctx, DeviceType device, Args& a) {
   CheckNormBackward(ctx, device, kRms);
   const Tensor& x = ctx.input(1);  // (..., C)
   a.rms = kRms;
-  a.dy = ctx.input(0).raw_data();                            // (..., C)
+  a.dy = ctx.input(0).raw_data();  // (..., C)
   a.x = x.raw_data();
-  a.gamma = ctx.input(2).data<float>();             // (C)
+  a.gamma = ctx.input(2).data<float>();            // (C)
   a.rstd = ctx.input(kRms ? 3 : 4).data<float>();  // (rows)
-  a.dx = ctx.output(0).raw_data();                           // (..., C)
-  a.dgamma = ctx.output(1).data<float>();           // (C)
+  a.dx = ctx.output(0).raw_data();                 // (..., C)
+  a.dgamma = ctx.output(1).data<float>();          // (C)
   a.rows = Rows(x);
   a.cols = LastDim(x);
   if constexpr (!kRms) {
     a.mean = ctx.input(3).data<float>();    // (rows)
     a.dbeta = ctx.output(2).data<float>();  // (C)
   }
+  // layer_norm_backward_add / rms_norm_backward_add: the residual gradient, (..., C).
+  const int residual_input = kRms ? 4 : 5;
+  a.residual = ctx.num_inputs > residual_input ? ctx.input(residual_input).raw_data() : nullptr;
 }
 
 // attention(qkv) -> (out, lse); attention_backward(dout, qkv, out, lse) -> dqkv.
@@ -68,12 +71,12 @@ void BindAttention(const KernelContext& ctx, DeviceType device, Args& a) {
   a.head_dim = g.head_dim;
   a.causal = g.causal;
   a.scale = g.scale;
-  a.qkv = ctx.input(kBackward ? 1 : 0).raw_data();                              // (B, T, (H+2Hkv) D)
-  a.out = (kBackward ? ctx.input(2) : ctx.output(0)).raw_data();                // (B, T, H D)
+  a.qkv = ctx.input(kBackward ? 1 : 0).raw_data();                   // (B, T, (H+2Hkv) D)
+  a.out = (kBackward ? ctx.input(2) : ctx.output(0)).raw_data();     // (B, T, H D)
   a.lse = (kBackward ? ctx.input(3) : ctx.output(1)).data<float>();  // (B, H, T)
   if constexpr (kBackward) {
-    a.dout = ctx.input(0).raw_data();    // (B, T, H D)
-    a.dqkv = ctx.output(0).raw_data();   // (B, T, (H+2Hkv) D)
+    a.dout = ctx.input(0).raw_data();   // (B, T, H D)
+    a.dqkv = ctx.output(0).raw_data();  // (B, T, (H+2Hkv) D)
   }
 }
 

@@ -178,6 +178,14 @@ void CheckNormBackward(const KernelContext& ctx, DeviceType device, bool rms) {
     CheckNormTensors(device, x, {&ctx.input(2), &ctx.output(1), &ctx.output(2)},
                      {&ctx.input(3), &ctx.input(4)});
   }
+  const int inputs = rms ? 4 : 5;
+  KILN_CHECK(ctx.num_inputs == inputs || ctx.num_inputs == inputs + 1)
+      << "norm backward inputs: " << ctx.num_inputs;
+  if (ctx.num_inputs == inputs + 1) {  // the _add form's residual gradient
+    const Tensor& residual = ctx.input(inputs);
+    CheckTensorOn(residual, device, dy.dtype(), "norm backward residual");
+    CheckSameShape(dy, residual, "norm backward residual");
+  }
 }
 
 CrossEntropyShape CheckCrossEntropy(const KernelContext& ctx, DeviceType device) {

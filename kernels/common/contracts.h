@@ -66,7 +66,8 @@ MatmulShape CheckMatmul(const KernelContext& ctx, DeviceType device,
 // parameters and (rows) statistics against x, and y like x.
 void CheckNorm(const KernelContext& ctx, DeviceType device, bool rms);
 // layer_norm_backward(dy, x, gamma, mean, rstd) -> (dx, dgamma, dbeta);
-// rms_norm_backward(dy, x, gamma, rstd) -> (dx, dgamma).
+// rms_norm_backward(dy, x, gamma, rstd) -> (dx, dgamma); the _add forms take a last input, the
+// residual gradient, shaped and typed like dy.
 void CheckNormBackward(const KernelContext& ctx, DeviceType device, bool rms);
 
 // cross_entropy(logits (..., V), targets (...) i32) -> (loss [1] f32, dlogits like logits);

@@ -106,14 +106,15 @@ struct NormArgs {
 struct NormBackwardArgs {
   bool rms = false;
   DType dtype = DType::kF32;
-  const void* dy = nullptr;      // (rows, cols)
-  const void* x = nullptr;       // (rows, cols)
-  const float* gamma = nullptr;  // (cols)
-  const float* mean = nullptr;   // (rows)
-  const float* rstd = nullptr;   // (rows)
-  void* dx = nullptr;            // (rows, cols)
-  float* dgamma = nullptr;       // (cols)
-  float* dbeta = nullptr;        // (cols)
+  const void* dy = nullptr;        // (rows, cols)
+  const void* x = nullptr;         // (rows, cols)
+  const float* gamma = nullptr;    // (cols)
+  const float* mean = nullptr;     // (rows)
+  const float* rstd = nullptr;     // (rows)
+  void* dx = nullptr;              // (rows, cols)
+  float* dgamma = nullptr;         // (cols)
+  float* dbeta = nullptr;          // (cols)
+  const void* residual = nullptr;  // optional (rows, cols): dx = dx + residual (dx rounded first)
   int64_t rows = 0;
   int64_t cols = 0;
   float* partials = nullptr;

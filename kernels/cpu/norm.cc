@@ -76,10 +76,11 @@ void NormForwardTyped(const NormArgs& args) {
 // Tail lanes load as zero, so dy = 0 there and every product with dy needs no masking.
 template <typename T, bool kRms>
 void NormBackwardTyped(const NormBackwardArgs& args) {
-  const T* dy = static_cast<const T*>(args.dy);  // (rows, cols)
-  const T* x = static_cast<const T*>(args.x);    // (rows, cols)
-  T* dx = static_cast<T*>(args.dx);              // (rows, cols)
-  const float* gamma = args.gamma;               // (cols)
+  const T* dy = static_cast<const T*>(args.dy);              // (rows, cols)
+  const T* x = static_cast<const T*>(args.x);                // (rows, cols)
+  T* dx = static_cast<T*>(args.dx);                          // (rows, cols)
+  const T* residual = static_cast<const T*>(args.residual);  // optional (rows, cols)
+  const float* gamma = args.gamma;                           // (cols)
   const int64_t rows = args.rows, cols = args.cols;
   const float inv_cols = 1.0f / static_cast<float>(cols);
   const RowBlocking blocking = FixedRowBlocks(rows);
@@ -94,6 +95,7 @@ void NormBackwardTyped(const NormBackwardArgs& args) {
         const T* dyr = dy + r * cols;
         const T* xr = x + r * cols;
         T* dxr = dx + r * cols;
+        const T* resr = residual != nullptr ? residual + r * cols : nullptr;
         const Vec rs = Vec::Broadcast(args.rstd[r]);
         const Vec m = Vec::Broadcast(kRms ? 0.0f : args.mean[r]);
         Vec sum_g = Vec::Zero(), sum_gx = Vec::Zero();
@@ -116,7 +118,9 @@ void NormBackwardTyped(const NormBackwardArgs& args) {
           Prefetch(dyr + cols + i);
           const Vec xhat = (LoadN(xr + i, w) - m) * rs;
           const Vec g = LoadN(dyr + i, w) * LoadN(gamma + i, w);
-          StoreN(rs * (g - mean_g - xhat * mean_gx), dxr + i, w);
+          const Vec d = rs * (g - mean_g - xhat * mean_gx);
+          // Note [Residual gradient in the norm backward]: dx rounded as stored, then the sum.
+          StoreN(resr != nullptr ? RoundTo<T>(d) + LoadN(resr + i, w) : d, dxr + i, w);
         });
       }
     }

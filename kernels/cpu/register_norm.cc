@@ -18,7 +18,8 @@ void RunNorm(const KernelContext& ctx) {
 }
 
 // layer_norm_backward(dy, x, gamma, mean, rstd) -> (dx, dgamma, dbeta);
-// rms_norm_backward(dy, x, gamma, rstd) -> (dx, dgamma).
+// rms_norm_backward(dy, x, gamma, rstd) -> (dx, dgamma); the _add forms add their last input, the
+// residual gradient, to dx (Note [Residual gradient in the norm backward], engine/ops/norm.cc).
 template <bool kRms>
 class NormBackwardKernel final : public Kernel {
  public:
@@ -44,5 +45,7 @@ KILN_REGISTER_FLOAT_KERNEL_FNS("layer_norm", kCPU, RunNorm<false>);
 KILN_REGISTER_FLOAT_KERNEL_FNS("rms_norm", kCPU, RunNorm<true>);
 KILN_REGISTER_FLOAT_KERNELS("layer_norm_backward", kCPU, NormBackwardKernel<false>);
 KILN_REGISTER_FLOAT_KERNELS("rms_norm_backward", kCPU, NormBackwardKernel<true>);
+KILN_REGISTER_FLOAT_KERNELS("layer_norm_backward_add", kCPU, NormBackwardKernel<false>);
+KILN_REGISTER_FLOAT_KERNELS("rms_norm_backward_add", kCPU, NormBackwardKernel<true>);
 
 }  // namespace kiln::kernels::cpu

@@ -64,16 +64,17 @@ void LaunchNormStats(FloatType type, const void* x, int64_t n, double* result, v
 struct NormLaunch {
   bool rms = false;
   FloatType type = FloatType::kF32;
-  const void* x = nullptr;       // (rows, cols)
-  const float* gamma = nullptr;  // (cols)
-  const float* beta = nullptr;   // (cols)
-  void* y = nullptr;             // (rows, cols)
-  float* mean = nullptr;         // (rows)
-  float* rstd = nullptr;         // (rows)
-  const void* dy = nullptr;      // backward: (rows, cols)
-  void* dx = nullptr;            // backward: (rows, cols)
-  float* dgamma = nullptr;       // backward: (cols)
-  float* dbeta = nullptr;        // backward: (cols)
+  const void* x = nullptr;         // (rows, cols)
+  const float* gamma = nullptr;    // (cols)
+  const float* beta = nullptr;     // (cols)
+  void* y = nullptr;               // (rows, cols)
+  float* mean = nullptr;           // (rows)
+  float* rstd = nullptr;           // (rows)
+  const void* dy = nullptr;        // backward: (rows, cols)
+  void* dx = nullptr;              // backward: (rows, cols)
+  float* dgamma = nullptr;         // backward: (cols)
+  float* dbeta = nullptr;          // backward: (cols)
+  const void* residual = nullptr;  // backward, optional: (rows, cols) added to dx
   int64_t rows = 0;
   int64_t cols = 0;
   float eps = 1e-5f;

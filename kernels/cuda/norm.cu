@@ -96,8 +96,9 @@ __global__ void norm_forward_kernel(const T* x, const float* gamma, const float*
 // added in order.
 template <typename T, bool kRms, int kV>
 __global__ void norm_backward_kernel(const T* dy, const T* x, const float* gamma, const float* mean,
-                                     const float* rstd, T* dx, int64_t rows, int64_t cols,
-                                     int64_t per_block, float* partials, bool shared_partials) {
+                                     const float* rstd, const T* residual, T* dx, int64_t rows,
+                                     int64_t cols, int64_t per_block, float* partials,
+                                     bool shared_partials) {
   KILN_DYNAMIC_SHARED_BYTES(smem);
   float* const gamma_row = partials + blockIdx.x * cols;
   float* const beta_row = partials + (gridDim.x + blockIdx.x) * cols;
@@ -142,6 +143,12 @@ __global__ void norm_backward_kernel(const T* dy, const T* x, const float* gamma
       for (int k = 0; k < kV; ++k) {
         const float xhat = (xv[k] - m) * rs;
         d[k] = rs * (d[k] * g[k] - mean_g - xhat * mean_gx);
+      }
+      if (residual != nullptr) {  // Note [Residual gradient in the norm backward]
+        float res[kV];
+        LoadElements(residual + r * cols + j * kV, res);
+#pragma unroll
+        for (int k = 0; k < kV; ++k) d[k] = RoundTo<T>(d[k]) + res[k];
       }
       StoreElements(dx + r * cols + j * kV, d);
     }
@@ -210,13 +217,14 @@ void LaunchNormBackward(const NormLaunch& a, void* workspace, StreamPtr stream) 
     const T* dy = static_cast<const T*>(a.dy);
     const T* x = static_cast<const T*>(a.x);
     T* dx = static_cast<T*>(a.dx);
-    DispatchGroups<T>(a.cols, {dy, x, dx}, [&](auto v) {
+    const T* residual = static_cast<const T*>(a.residual);
+    DispatchGroups<T>(a.cols, {dy, x, dx, residual}, [&](auto v) {
       constexpr int kV = decltype(v)::value;
       const auto kernel =
           a.rms ? norm_backward_kernel<T, true, kV> : norm_backward_kernel<T, false, kV>;
       Launch(kernel, static_cast<unsigned>(blocks), kThreads, shared ? partial_bytes : 0,
-             AsStream(stream), dy, x, a.gamma, a.rms ? nullptr : a.mean, a.rstd, dx, a.rows, a.cols,
-             per_block, partials, shared);
+             AsStream(stream), dy, x, a.gamma, a.rms ? nullptr : a.mean, a.rstd, residual, dx,
+             a.rows, a.cols, per_block, partials, shared);
     });
   });
   // Blocks past the last row (per_block rounds up) leave zero partial rows.

@@ -37,5 +37,9 @@ KILN_REGISTER_FLOAT_KERNEL_FNS("layer_norm", kCUDA, RunNorm<false>);
 KILN_REGISTER_FLOAT_KERNEL_FNS("rms_norm", kCUDA, RunNorm<true>);
 KILN_REGISTER_FLOAT_KERNELS("layer_norm_backward", kCUDA, NormBackwardKernel<false>);
 KILN_REGISTER_FLOAT_KERNELS("rms_norm_backward", kCUDA, NormBackwardKernel<true>);
+// The _add forms: the residual gradient added to dx (Note [Residual gradient in the norm
+// backward], engine/ops/norm.cc).
+KILN_REGISTER_FLOAT_KERNELS("layer_norm_backward_add", kCUDA, NormBackwardKernel<false>);
+KILN_REGISTER_FLOAT_KERNELS("rms_norm_backward_add", kCUDA, NormBackwardKernel<true>);
 
 }  // namespace kiln::kernels::cuda

@@ -41,7 +41,8 @@ int CountOps(const graph::Graph& g, const std::string& op) {
 
 TEST_CASE(
     "the fusion passes fold GPT-2's bias adds, GELUs and c_fc's bias gradient into its "
-    "matmuls, and the loss seed into the loss gradient",
+    "matmuls, the residual gradient into the norm backwards, and the loss seed into the loss "
+    "gradient",
     "[passes]") {
   for (DType compute : {DType::kF32, DType::kBF16}) {
     INFO(DTypeName(compute));
@@ -61,6 +62,10 @@ TEST_CASE(
           in.producer != graph::kNoNode && g.node(in.producer).op->name == "matmul_dgelu_bgrad";
     }
     REQUIRE(sums_of_dpre == 0);
+    // Both norms of every block feed the residual stream: their dx and the stream's gradient are
+    // summed by the norm backward. ln_f's input has no other reader, so its backward stays plain.
+    REQUIRE(CountOps(g, "layer_norm_backward_add") == 2 * 4);
+    REQUIRE(CountOps(g, "layer_norm_backward") == 1);
     REQUIRE(CountOps(g, "gelu") == 0);
     REQUIRE(CountOps(g, "gelu_backward") == 0);
     REQUIRE(CountOps(g, "cross_entropy_scaled") == 1);  // the loss seed folded into dlogits

@@ -85,6 +85,11 @@ TEST_CASE("layer norm and RMS norm match the CPU, forward and backward", "[gpu][
     REQUIRE((ln.ok() && rms.ok()));
     CheckOpParity("layer_norm_backward", {dy, x, gamma, (*ln)[1], (*ln)[2]}, attrs, tol);
     CheckOpParity("rms_norm_backward", {dy, x, gamma, (*rms)[1]}, attrs, tol);
+    // The _add forms (Note [Residual gradient in the norm backward]): dx + the residual gradient.
+    const Tensor residual = RandomTensor({3, 67, cols}, dt, 19);
+    CheckOpParity("layer_norm_backward_add", {dy, x, gamma, (*ln)[1], (*ln)[2], residual}, attrs,
+                  tol);
+    CheckOpParity("rms_norm_backward_add", {dy, x, gamma, (*rms)[1], residual}, attrs, tol);
   }
 }
 
