@@ -158,6 +158,77 @@ int FuseDGeluBiasGradient(Graph& graph) {
   });
 }
 
+int FuseWeightBiasGradient(Graph& graph) {
+  const OpSchema* fused = OpRegistry::Global().Find("matmul_bgrad");
+  if (fused == nullptr) return 0;
+  const Readers readers = graph.Consumers();
+  const int num_nodes = graph.num_nodes();
+  // The weight-gradient matmul that reads dy (or dy's rows folded by a reshape, as MatmulGrad
+  // folds them) as its b, with trans_a, or kNoNode.
+  const auto weight_gradient_of = [&](ValueId dy) {
+    std::vector<ValueId> views = {dy};
+    for (NodeId r : readers[dy]) {
+      if (graph.node(r).op->name == "reshape") views.push_back(graph.node(r).outputs[0]);
+    }
+    for (ValueId b : views) {
+      if (graph.value(b).type.rank() != 2) continue;
+      for (NodeId r : readers[b]) {
+        const Node& mm = graph.node(r);
+        const auto* attrs = std::any_cast<ops::MatmulAttrs>(&mm.attrs);
+        if (mm.op->name == "matmul" && mm.inputs[1] == b && attrs != nullptr && attrs->trans_a &&
+            !attrs->trans_b && graph.value(mm.inputs[0]).type.rank() == 2) {
+          return r;
+        }
+      }
+    }
+    return kNoNode;
+  };
+  std::vector<bool> keep(num_nodes, true);
+  std::vector<std::vector<NodeId>> moved_after(num_nodes);  // readers of dbias, re-placed
+  int count = 0;
+  for (NodeId n = 0; n < num_nodes; ++n) {
+    const Node& sum = graph.node(n);
+    if (sum.op->name != "sum_to") continue;
+    const ValueId dy = sum.inputs[0], dbias = sum.outputs[0];
+    const Value& dv = graph.value(dy);
+    const Value& bv = graph.value(dbias);
+    if (dv.type.rank() < 2 || bv.type.shape != Shape{dv.type.shape.back()} ||
+        bv.type.dtype != dv.type.dtype || !FusibleDType(dv.type.dtype)) {
+      continue;
+    }
+    const NodeId r = weight_gradient_of(dy);
+    if (r == kNoNode) continue;
+    // dbias now comes from the matmul. Its readers that ran before it — the bias's
+    // accumulate_grad — move to just after it, when nothing reads their results before then.
+    std::vector<NodeId> early;
+    bool movable = true;
+    for (NodeId q : readers[dbias]) {
+      if (q > r) continue;
+      movable = movable && graph.node(q).op->name == "accumulate_grad";
+      for (ValueId out : graph.node(q).outputs) {
+        for (NodeId later : readers[out]) movable = movable && later > r;
+      }
+      early.push_back(q);
+    }
+    if (!movable) continue;
+    Node& m = graph.mutable_node(r);
+    m.op = fused;
+    m.outputs.push_back(dbias);
+    keep[n] = false;
+    for (NodeId q : early) keep[q] = false;
+    moved_after[r] = std::move(early);
+    ++count;
+  }
+  if (count == 0) return 0;
+  std::vector<NodeId> order;
+  for (NodeId n = 0; n < num_nodes; ++n) {
+    if (keep[n]) order.push_back(n);
+    for (NodeId q : moved_after[n]) order.push_back(q);
+  }
+  graph.SetNodeOrder(order);  // also re-links dbias to its matmul
+  return count;
+}
+
 int FuseNormBackwardResidual(Graph& graph) {
   const OpSchema* layer = OpRegistry::Global().Find("layer_norm_backward_add");
   const OpSchema* rms = OpRegistry::Global().Find("rms_norm_backward_add");

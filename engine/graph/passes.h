@@ -30,6 +30,13 @@ int FuseMatmulGelu(Graph& graph);
 // reads dpre again. Run after FuseMatmulGelu. Returns the number of fusions.
 int FuseDGeluBiasGradient(Graph& graph);
 
+// Folds a linear layer's bias gradient into its weight gradient: sum_to(dy -> [N]) and
+// matmul(a, dy (rows, N), trans_a) — dy itself or its rows folded by a reshape — become
+// matmul_bgrad(a, dy) -> (dW, dbias), which cuBLASLt's BGRADA epilogue computes while the GEMM
+// reads dy (Note [Bias gradient in the matmul epilogue], kernels/cuda/matmul.cc). f32 and bf16.
+// Run after FuseDGeluBiasGradient. Returns the number of fusions.
+int FuseWeightBiasGradient(Graph& graph);
+
 // Folds add(r, dx) — r any value that exists before the norm backward, dx output 0 of a
 // layer_norm_backward / rms_norm_backward read only there — into layer_norm_backward_add /
 // rms_norm_backward_add with r as its last input, which writes dx + r (Note [Residual gradient in

@@ -103,6 +103,7 @@ absl::StatusOr<ModelGraph> BuildModel(const ModelConfig& c, const GraphOptions& 
     graph::FuseMatmulBias(m.graph);
     graph::FuseMatmulGelu(m.graph);
     graph::FuseDGeluBiasGradient(m.graph);
+    graph::FuseWeightBiasGradient(m.graph);
     graph::FuseNormBackwardResidual(m.graph);
     graph::FuseCrossEntropyScale(m.graph);
   }

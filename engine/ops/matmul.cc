@@ -89,7 +89,7 @@ KILN_REGISTER_OP(MatmulSchema());
 // The fused forms (attrs/matmul.h) are made only by the fusion passes, after autodiff
 // (engine/graph/passes.h), so they need no gradient. matmul_bias and matmul_bias_gelu take a bias
 // (N); matmul_dgelu takes the gelu input pre, shaped like the product, and matmul_dgelu_bgrad also
-// returns the column sums of its product, the bias gradient (N).
+// returns the column sums of its product, the bias gradient (N); matmul_bgrad returns b's.
 absl::Status RequireBias(const TensorType& bias, const TensorType& product) {
   const int64_t n = product.shape.back();
   if (bias.shape != Shape{n} || bias.dtype != product.dtype) {
@@ -126,11 +126,23 @@ absl::StatusOr<std::vector<TensorType>> InferMatmulDGeluBGrad(const std::vector<
   return std::vector<TensorType>{out[0], TensorType{Shape{out[0].shape.back()}, out[0].dtype}};
 }
 
+// matmul_bgrad: b a shared (K, N) matrix (not transposed), whose row sums are the second output.
+absl::StatusOr<std::vector<TensorType>> InferMatmulBGrad(const std::vector<TensorType>& in,
+                                                         const std::any& attrs) {
+  KILN_ASSIGN_OR_RETURN(std::vector<TensorType> out, InferMatmul(in, attrs));
+  if (std::any_cast<const MatmulAttrs&>(attrs).trans_b || in[1].rank() != 2) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "matmul_bgrad sums the rows of b: b must be a 2-D (K, N) matrix, got ", in[1].ToString()));
+  }
+  return std::vector<TensorType>{out[0], TensorType{Shape{in[1].shape[1]}, in[1].dtype}};
+}
+
 graph::OpSchema FusedMatmulSchema(const std::string& name, const std::string& third_input,
                                   int num_outputs, graph::InferFn infer) {
   graph::OpSchema s;
   s.name = name;
-  s.input_names = {"a", "b", third_input};
+  s.input_names = {"a", "b"};
+  if (!third_input.empty()) s.input_names.push_back(third_input);
   s.num_outputs = num_outputs;
   s.infer = std::move(infer);
   return s;
@@ -140,6 +152,7 @@ KILN_REGISTER_OP(FusedMatmulSchema("matmul_bias", "bias", 1, InferMatmulBias));
 KILN_REGISTER_OP(FusedMatmulSchema("matmul_bias_gelu", "bias", 2, InferMatmulBiasGelu));
 KILN_REGISTER_OP(FusedMatmulSchema("matmul_dgelu", "pre", 1, InferMatmulDGelu));
 KILN_REGISTER_OP(FusedMatmulSchema("matmul_dgelu_bgrad", "pre", 2, InferMatmulDGeluBGrad));
+KILN_REGISTER_OP(FusedMatmulSchema("matmul_bgrad", "", 2, InferMatmulBGrad));
 
 }  // namespace
 

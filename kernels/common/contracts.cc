@@ -122,10 +122,10 @@ MatmulShape CheckMatmul(const KernelContext& ctx, DeviceType device, ops::Matmul
   KILN_CHECK(out.sizes() == expected_out) << "matmul out " << ShapeToString(out.sizes())
                                           << ", expected " << ShapeToString(expected_out);
   s.epilogue = epilogue;
-  const bool three_inputs = epilogue != ops::MatmulEpilogue::kNone;
+  const bool three_inputs =
+      epilogue != ops::MatmulEpilogue::kNone && epilogue != ops::MatmulEpilogue::kBGrad;
   KILN_CHECK_EQ(ctx.num_inputs, three_inputs ? 3 : 2) << "matmul inputs";
-  const bool two_outputs =
-      epilogue == ops::MatmulEpilogue::kBiasGelu || epilogue == ops::MatmulEpilogue::kDGeluBGrad;
+  const bool two_outputs = epilogue == ops::MatmulEpilogue::kBiasGelu || s.bias_grad();
   KILN_CHECK_EQ(ctx.num_outputs, two_outputs ? 2 : 1) << "matmul outputs";
   if (s.has_bias()) {
     const Tensor& bias = ctx.input(2);  // (N)
@@ -141,11 +141,14 @@ MatmulShape CheckMatmul(const KernelContext& ctx, DeviceType device, ops::Matmul
     CheckTensorOn(ctx.input(2), device, dtype, "matmul_dgelu pre");
     CheckSameShape(ctx.input(2), out, "matmul_dgelu pre and out");
   }
-  if (epilogue == ops::MatmulEpilogue::kDGeluBGrad) {
+  if (epilogue == ops::MatmulEpilogue::kBGrad) {  // the row sums of b (K, N)
+    KILN_CHECK(!attrs.trans_b && !s.b_batched) << "matmul_bgrad: b " << ShapeToString(b.sizes());
+  }
+  if (s.bias_grad()) {
     const Tensor& dbias = ctx.output(1);  // (N)
-    CheckTensorOn(dbias, device, dtype, "matmul_dgelu_bgrad dbias");
+    CheckTensorOn(dbias, device, dtype, "matmul bias gradient");
     KILN_CHECK(dbias.dim() == 1 && dbias.size(0) == s.n)
-        << "matmul_dgelu_bgrad: dbias " << ShapeToString(dbias.sizes()) << " for N = " << s.n;
+        << "matmul: bias gradient " << ShapeToString(dbias.sizes()) << " for N = " << s.n;
   }
   return s;
 }

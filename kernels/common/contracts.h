@@ -45,8 +45,8 @@ void CheckBinary(const KernelContext& ctx, DeviceType device, bool is_add);
 // matmul(a, b) -> out and its fused forms (engine/ops/attrs/matmul.h): a (..., M, K) or
 // (..., K, M) with trans_a; b (K, N) or (N, K) with trans_b, shared by every batch, or batched with
 // exactly a's leading dims; out (..., M, N); bias (N) (kBias, kBiasGelu); pre (..., M, N)
-// (kBiasGelu: output 0, y output 1; kDGelu, kDGeluBGrad: input 2); dbias (N) (kDGeluBGrad:
-// output 1); all in a's dtype.
+// (kBiasGelu: output 0, y output 1; kDGelu, kDGeluBGrad: input 2); dbias (N) (kDGeluBGrad,
+// kBGrad: output 1; kBGrad takes no third input and a 2-D b without trans_b); all in a's dtype.
 struct MatmulShape {
   int64_t batch = 0;  // product of a's leading dims (1 for a 2-D a)
   int64_t m = 0, k = 0, n = 0;
@@ -57,6 +57,9 @@ struct MatmulShape {
   }
   bool dgelu() const {
     return epilogue == ops::MatmulEpilogue::kDGelu || epilogue == ops::MatmulEpilogue::kDGeluBGrad;
+  }
+  bool bias_grad() const {
+    return epilogue == ops::MatmulEpilogue::kDGeluBGrad || epilogue == ops::MatmulEpilogue::kBGrad;
   }
 };
 MatmulShape CheckMatmul(const KernelContext& ctx, DeviceType device,

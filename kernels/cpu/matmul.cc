@@ -4,8 +4,8 @@
 // natively where oneDNN has an optimized f16 matmul, else through f32 copies in the workspace.
 // The fused forms (engine/ops/attrs/matmul.h) are the same primitive (with oneDNN's bias for
 // matmul_bias and matmul_bias_gelu) followed by the element-wise gelu / gelu_backward body over the
-// stored product, and for matmul_dgelu_bgrad sum_to's column sums of the result: exactly the
-// unfused ops' results, which is what the reference must be.
+// stored product, and for matmul_dgelu_bgrad / matmul_bgrad sum_to's column sums of the result /
+// of b: exactly the unfused ops' results, which is what the reference must be.
 #include "engine/ops/attrs/matmul.h"
 
 #include <dnnl.hpp>
@@ -176,16 +176,25 @@ class MatmulKernel final : public Kernel {
       Isa().binary({BinaryOp::kGeluBackward, dtype, dtype, c.raw_data(), ctx.input(2).raw_data(),
                     c.raw_data(), c.numel(), c.numel()});
     }
-    if constexpr (kEpilogue == ops::MatmulEpilogue::kDGeluBGrad) {  // dbias = column sums of c
-      const int64_t cols = c.size(-1);
+    if constexpr (kBiasGrad) {  // column sums of c (matmul_dgelu_bgrad) or of b (matmul_bgrad)
+      const Tensor& summed = SummedForBiasGrad(ctx);
+      const int64_t cols = summed.size(-1);
       if (cols > 0) {
-        Isa().sum_to({dtype, c.raw_data(), c.numel() / cols, cols, ctx.output(1).raw_data(),
+        Isa().sum_to({dtype, summed.raw_data(), summed.numel() / cols, cols,
+                      ctx.output(1).raw_data(),
                       reinterpret_cast<float*>(ws + layout_.sum_partials)});
       }
     }
   }
 
  private:
+  static constexpr bool kBiasGrad =
+      kEpilogue == ops::MatmulEpilogue::kDGeluBGrad || kEpilogue == ops::MatmulEpilogue::kBGrad;
+  // The matrix whose column sums are the bias gradient: the result, or matmul_bgrad's b.
+  static const Tensor& SummedForBiasGrad(const KernelContext& ctx) {
+    return kEpilogue == ops::MatmulEpilogue::kBGrad ? ctx.input(1) : ctx.output(0);
+  }
+
   // Byte offsets into the workspace: the oneDNN scratchpad, then (f16 run as f32) f32 copies.
   struct WorkspaceLayout {
     size_t scratch = 0, a_f32 = 0, b_f32 = 0, c_f32 = 0, sum_partials = 0, total = 0;
@@ -203,9 +212,10 @@ class MatmulKernel final : public Kernel {
       l.c_f32 = l.total;
       l.total += Align64(ctx.output(0).numel() * sizeof(float));
     }
-    if (kEpilogue == ops::MatmulEpilogue::kDGeluBGrad) {  // sum_to's partial column sums
-      const int64_t cols = ctx.output(0).size(-1);
-      const int64_t rows = cols == 0 ? 0 : ctx.output(0).numel() / cols;
+    if (kBiasGrad) {  // sum_to's partial column sums
+      const Tensor& summed = SummedForBiasGrad(ctx);
+      const int64_t cols = summed.size(-1);
+      const int64_t rows = cols == 0 ? 0 : summed.numel() / cols;
       l.sum_partials = l.total;
       l.total += Align64(static_cast<size_t>(SumToWorkspaceFloats(rows, cols)) * sizeof(float));
     }
@@ -241,5 +251,7 @@ KILN_REGISTER_KERNEL("matmul_dgelu", kCPU, kF32, MatmulKernel<MatmulEpilogue::kD
 KILN_REGISTER_KERNEL("matmul_dgelu", kCPU, kBF16, MatmulKernel<MatmulEpilogue::kDGelu>);
 KILN_REGISTER_KERNEL("matmul_dgelu_bgrad", kCPU, kF32, MatmulKernel<MatmulEpilogue::kDGeluBGrad>);
 KILN_REGISTER_KERNEL("matmul_dgelu_bgrad", kCPU, kBF16, MatmulKernel<MatmulEpilogue::kDGeluBGrad>);
+KILN_REGISTER_KERNEL("matmul_bgrad", kCPU, kF32, MatmulKernel<MatmulEpilogue::kBGrad>);
+KILN_REGISTER_KERNEL("matmul_bgrad", kCPU, kBF16, MatmulKernel<MatmulEpilogue::kBGrad>);
 
 }  // namespace kiln::kernels::cpu

@@ -6,8 +6,8 @@
 // a cuBLASLt epilogue (Note [GELU in the matmul epilogue]): matmul_bias adds the bias (N) to every
 // row in the same launch, matmul_bias_gelu also applies gelu and stores its input as the auxiliary
 // output, matmul_dgelu multiplies the product by gelu'(pre) read from the auxiliary input, and
-// matmul_dgelu_bgrad also sums the result's columns into the bias gradient (Note [Bias gradient in
-// the matmul epilogue]).
+// matmul_dgelu_bgrad also sums the result's columns into the bias gradient, and matmul_bgrad
+// those of its second operand (Note [Bias gradient in the matmul epilogue]).
 #include "engine/ops/attrs/matmul.h"
 
 #include <cublasLt.h>
@@ -105,6 +105,11 @@ bool GeluEpilogueAllowed() {
 // tolerance. When the heuristic offers no algorithm for it, or with KILN_CUDA_BGRAD_EPILOGUE=0,
 // the node runs the DGELU epilogue and then the column-sum kernel on the same stream; without
 // the GELU epilogue (KILN_CUDA_GELU_EPILOGUE=0, or none offered) it runs unfused throughout.
+// The other bias gradients (GPT-2's c_attn, attn c_proj and mlp c_proj: 63 MB of dy per layer at
+// that size) are the row sums of the dy that their weight gradient a^T dy reads anyway:
+// matmul_bgrad asks for BGRADA, the sums of cuBLASLt's first operand (our b = dy, (N, tokens) as
+// cuBLASLt sees it) over the GEMM's k, one per row of D (our columns). Same fallback: the plain
+// matmul, then the column-sum kernel over dy.
 bool BiasGradEpilogueAllowed() {
   const char* v = std::getenv("KILN_CUDA_BGRAD_EPILOGUE");
   return v == nullptr || std::strcmp(v, "0") != 0;
@@ -165,6 +170,13 @@ class MatmulKernel final : public Kernel {
       DestroyDescriptors();
     }
     gelu_in_epilogue_ = false;
+    if (kEpilogue == ops::MatmulEpilogue::kBGrad && BiasGradEpilogueAllowed()) {
+      bias_grad_in_epilogue_ = true;
+      if (Describe(ctx, shape).ok()) return absl::OkStatus();
+      WarnEpilogueRefused("BGRADA", dtype, shape.n);
+      DestroyDescriptors();
+      bias_grad_in_epilogue_ = false;
+    }
     return Describe(ctx, shape);
   }
 
@@ -198,26 +210,34 @@ class MatmulKernel final : public Kernel {
                      c.raw_data(), c.numel(), c.numel(), stream);
       }
     }
-    if constexpr (kBiasGrad) {  // dbias = column sums of c, unless the epilogue wrote them
+    if constexpr (kBiasGrad) {  // dbias = column sums, unless the epilogue wrote them
       if (!bias_grad_in_epilogue_) {
-        const int64_t n = c.size(-1);
-        LaunchSumTo(type, c.raw_data(), c.numel() / n, n, ctx.output(1).raw_data(),
+        const Tensor& summed = SummedForBiasGrad(ctx);
+        const int64_t n = summed.size(-1);
+        LaunchSumTo(type, summed.raw_data(), summed.numel() / n, n, ctx.output(1).raw_data(),
                     static_cast<char*>(ctx.workspace) + kCublasWorkspace + kWorkspaceAlign, stream);
       }
     }
   }
 
  private:
-  static constexpr bool kBiasGrad = kEpilogue == ops::MatmulEpilogue::kDGeluBGrad;
-  static constexpr bool kDGelu = kEpilogue == ops::MatmulEpilogue::kDGelu || kBiasGrad;
+  static constexpr bool kDGelu =
+      kEpilogue == ops::MatmulEpilogue::kDGelu || kEpilogue == ops::MatmulEpilogue::kDGeluBGrad;
   static constexpr bool kGelu = kEpilogue == ops::MatmulEpilogue::kBiasGelu || kDGelu;
+  static constexpr bool kBiasGrad =
+      kEpilogue == ops::MatmulEpilogue::kDGeluBGrad || kEpilogue == ops::MatmulEpilogue::kBGrad;
 
-  // The column-sum kernel's workspace, after cuBLASLt's (matmul_dgelu_bgrad without its epilogue).
+  // The matrix whose column sums are the bias gradient: the result (matmul_dgelu_bgrad) or b
+  // (matmul_bgrad).
+  static const Tensor& SummedForBiasGrad(const KernelContext& ctx) {
+    return kEpilogue == ops::MatmulEpilogue::kBGrad ? ctx.input(1) : ctx.output(0);
+  }
+  // The column-sum kernel's workspace, after cuBLASLt's (a bias gradient without its epilogue).
   static size_t ColumnSumBytes(const KernelContext& ctx) {
     if (!kBiasGrad) return 0;
-    const Tensor& out = ctx.output(0);
-    const int64_t n = out.size(-1);
-    return n == 0 ? 0 : SumToWorkspaceBytes(out.numel() / n, n);
+    const Tensor& summed = SummedForBiasGrad(ctx);
+    const int64_t n = summed.size(-1);
+    return n == 0 ? 0 : SumToWorkspaceBytes(summed.numel() / n, n);
   }
 
   void DestroyDescriptors() {
@@ -357,12 +377,13 @@ class MatmulKernel final : public Kernel {
       if (kEpilogue == ops::MatmulEpilogue::kBiasGelu) return CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
       return bias_grad_in_epilogue_ ? CUBLASLT_EPILOGUE_DGELU_BGRAD : CUBLASLT_EPILOGUE_DGELU;
     }
+    if (bias_grad_in_epilogue_) return CUBLASLT_EPILOGUE_BGRADA;  // matmul_bgrad
     return has_bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
   }
 
   bool empty_ = false, zero_k_ = false;
   bool gelu_in_epilogue_ = false;
-  bool bias_grad_in_epilogue_ = false;  // matmul_dgelu_bgrad: DGELU_BGRAD instead of DGELU
+  bool bias_grad_in_epilogue_ = false;  // DGELU_BGRAD instead of DGELU, or BGRADA
   cublasLtMatmulDesc_t desc_ = nullptr;
   cublasLtMatrixLayout_t a_layout_ = nullptr, b_layout_ = nullptr, c_layout_ = nullptr;
   cublasLtMatmulAlgo_t algo_;
@@ -380,5 +401,7 @@ KILN_REGISTER_KERNEL("matmul_dgelu", kCUDA, kF32, MatmulKernel<MatmulEpilogue::k
 KILN_REGISTER_KERNEL("matmul_dgelu", kCUDA, kBF16, MatmulKernel<MatmulEpilogue::kDGelu>);
 KILN_REGISTER_KERNEL("matmul_dgelu_bgrad", kCUDA, kF32, MatmulKernel<MatmulEpilogue::kDGeluBGrad>);
 KILN_REGISTER_KERNEL("matmul_dgelu_bgrad", kCUDA, kBF16, MatmulKernel<MatmulEpilogue::kDGeluBGrad>);
+KILN_REGISTER_KERNEL("matmul_bgrad", kCUDA, kF32, MatmulKernel<MatmulEpilogue::kBGrad>);
+KILN_REGISTER_KERNEL("matmul_bgrad", kCUDA, kBF16, MatmulKernel<MatmulEpilogue::kBGrad>);
 
 }  // namespace kiln::kernels::cuda

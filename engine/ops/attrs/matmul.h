@@ -11,6 +11,8 @@
 //   matmul_dgelu(a, b, pre (..., M, N))   -> out = gelu_backward(dy = P, pre) = P * gelu'(pre)
 //   matmul_dgelu_bgrad(a, b, pre)         -> (out as matmul_dgelu, dbias (N) = out summed over
 //                                             every leading axis: the bias gradient of pre)
+//   matmul_bgrad(a, b (K, N))             -> (out = P, db (N) = b summed over its rows): a
+//                                             weight gradient a^T dy with dy's bias gradient
 // gelu is the tanh form (GPT-2's); bias and pre have out's dtype.
 #pragma once
 
@@ -23,6 +25,6 @@ struct MatmulAttrs {
   bool trans_b = false;
 };
 
-enum class MatmulEpilogue : uint8_t { kNone, kBias, kBiasGelu, kDGelu, kDGeluBGrad };
+enum class MatmulEpilogue : uint8_t { kNone, kBias, kBiasGelu, kDGelu, kDGeluBGrad, kBGrad };
 
 }  // namespace kiln::ops

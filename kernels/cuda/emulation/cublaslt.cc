@@ -88,7 +88,7 @@ void StoreElement(void* base, cudaDataType t, int64_t i, double v) {
 bool EpilogueEmulated(cublasLtEpilogue_t e) {
   return e == CUBLASLT_EPILOGUE_DEFAULT || e == CUBLASLT_EPILOGUE_BIAS ||
          e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS || e == CUBLASLT_EPILOGUE_DGELU ||
-         e == CUBLASLT_EPILOGUE_DGELU_BGRAD;
+         e == CUBLASLT_EPILOGUE_DGELU_BGRAD || e == CUBLASLT_EPILOGUE_BGRADA;
 }
 bool HasBias(cublasLtEpilogue_t e) {
   return e == CUBLASLT_EPILOGUE_BIAS || e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
@@ -98,8 +98,10 @@ bool HasAux(cublasLtEpilogue_t e) {
          e == CUBLASLT_EPILOGUE_DGELU_BGRAD;
 }
 // DGELU_BGRAD also writes the sums of the result over D's columns (one per row of D) to the bias
-// pointer, in D's type.
-bool HasBiasGradient(cublasLtEpilogue_t e) { return e == CUBLASLT_EPILOGUE_DGELU_BGRAD; }
+// pointer, in D's type; BGRADA the sums of op(A) over k (also one per row of D).
+bool HasBiasGradient(cublasLtEpilogue_t e) {
+  return e == CUBLASLT_EPILOGUE_DGELU_BGRAD || e == CUBLASLT_EPILOGUE_BGRADA;
+}
 
 // GELU, tanh form, and its derivative, in double.
 constexpr double kGeluBeta = 0.7978845608028654, kGeluKappa = 0.044715;
@@ -312,6 +314,9 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t compute_des
   if ((em::HasBias(desc.epilogue) || em::HasBiasGradient(desc.epilogue)) && desc.bias == nullptr) {
     return em::Refuse("bias epilogue without a bias pointer");
   }
+  if (em::HasBiasGradient(desc.epilogue) && batch != 1) {
+    return em::Refuse("batched bias-gradient epilogues are not emulated");
+  }
   if (em::HasAux(desc.epilogue)) {
     if (desc.aux == nullptr) return em::Refuse("GELU epilogue without an auxiliary pointer");
     if (desc.aux_ld % 8 != 0 || desc.aux_ld < static_cast<int64_t>(m)) {
@@ -357,12 +362,17 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t compute_des
                      desc.epilogue == CUBLASLT_EPILOGUE_DGELU_BGRAD) {
             v *= em::GeluDerivative(em::LoadElement(desc.aux, d.type, aux_at));
           }
-          bias_gradient[i] += v;
+          if (desc.epilogue == CUBLASLT_EPILOGUE_DGELU_BGRAD) bias_gradient[i] += v;
           em::StoreElement(D, d.type, d0 + i + j * d.ld, v);
         }
       }
     }
-    if (em::HasBiasGradient(desc.epilogue)) {  // batch is 1 (checked with the aux)
+    if (desc.epilogue == CUBLASLT_EPILOGUE_BGRADA) {
+      for (uint64_t i = 0; i < m; ++i) {
+        for (uint64_t l = 0; l < k; ++l) bias_gradient[i] += a_rows[i * k + l];
+      }
+    }
+    if (em::HasBiasGradient(desc.epilogue)) {  // batch is 1 (checked above)
       for (uint64_t i = 0; i < m; ++i) {
         em::StoreElement(desc.bias, d.type, static_cast<int64_t>(i), bias_gradient[i]);
       }

@@ -62,6 +62,10 @@ TEST_CASE(
           in.producer != graph::kNoNode && g.node(in.producer).op->name == "matmul_dgelu_bgrad";
     }
     REQUIRE(sums_of_dpre == 0);
+    // c_attn, attn c_proj and mlp c_proj: the bias gradient comes with the weight gradient.
+    REQUIRE(CountOps(g, "matmul_bgrad") == 3 * 4);
+    // The one sum_to left sums the position embedding's gradient over the batch: no bias.
+    REQUIRE(CountOps(g, "sum_to") == 1);
     // Both norms of every block feed the residual stream: their dx and the stream's gradient are
     // summed by the norm backward. ln_f's input has no other reader, so its backward stays plain.
     REQUIRE(CountOps(g, "layer_norm_backward_add") == 2 * 4);

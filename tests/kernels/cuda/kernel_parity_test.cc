@@ -253,6 +253,24 @@ TEST_CASE("cuBLASLt DGELU_BGRAD epilogue (matmul_dgelu_bgrad) matches the CPU", 
   unsetenv("KILN_CUDA_BGRAD_EPILOGUE");
 }
 
+// matmul_bgrad: a weight gradient a^T dy with dy's column sums, through cuBLASLt's BGRADA
+// epilogue and through the column-sum kernel (KILN_CUDA_BGRAD_EPILOGUE=0).
+TEST_CASE("cuBLASLt BGRADA epilogue (matmul_bgrad) matches the CPU", "[gpu][cuda]") {
+  KILN_REQUIRE_GPU();
+  for (const char* bias_grad : {"1", "0"}) {
+    setenv("KILN_CUDA_BGRAD_EPILOGUE", bias_grad, 1);
+    for (DType dt : {DType::kF32, DType::kBF16}) {
+      for (int64_t n : {48, 20}) {
+        INFO("KILN_CUDA_BGRAD_EPILOGUE=" << bias_grad << " " << DTypeName(dt) << " N " << n);
+        const Tensor a = RandomTensor({51, 40}, dt, 41);  // (rows, K): the layer's input
+        const Tensor dy = RandomTensor({51, n}, dt, 42);  // (rows, N): its output gradient
+        CheckOpParity("matmul_bgrad", {a, dy}, ops::MatmulAttrs{true, false}, ToleranceFor(dt));
+      }
+    }
+  }
+  unsetenv("KILN_CUDA_BGRAD_EPILOGUE");
+}
+
 // The device's fused AdamW (optim.cu) against engine/optim's AdamW over the same segments for three
 // steps: one at offset 0 of 5 elements (a pack and a tail), one at an odd offset spanning two
 // chunks (element by element), one aligned spanning two chunks (packs, then a short chunk), and
