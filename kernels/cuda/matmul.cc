@@ -186,11 +186,14 @@ class MatmulKernel final : public Kernel {
     const Tensor& c = Destination(ctx);
     if (empty_) return;
     const StreamPtr stream = LaunchStreamFor(a);
-    if (zero_k_) {  // an empty sum: zeros
-      KILN_CHECK(kEpilogue == ops::MatmulEpilogue::kNone)
+    if (zero_k_) {  // an empty sum: zeros (matmul_bgrad: no rows, so its bias gradient too)
+      KILN_CHECK(kEpilogue == ops::MatmulEpilogue::kNone ||
+                 kEpilogue == ops::MatmulEpilogue::kBGrad)
           << "a fused matmul with an empty inner dimension";
-      KILN_CUDA_CHECK(
-          cudaMemsetAsync(c.raw_data(), 0, c.nbytes(), static_cast<cudaStream_t>(stream)));
+      for (const Tensor* t : {&c, kBiasGrad ? &ctx.output(1) : &c}) {
+        KILN_CUDA_CHECK(
+            cudaMemsetAsync(t->raw_data(), 0, t->nbytes(), static_cast<cudaStream_t>(stream)));
+      }
       return;
     }
     KILN_CHECK(desc_ != nullptr) << "matmul ran before Prepare";

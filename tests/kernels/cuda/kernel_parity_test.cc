@@ -266,6 +266,9 @@ TEST_CASE("cuBLASLt BGRADA epilogue (matmul_bgrad) matches the CPU", "[gpu][cuda
         const Tensor dy = RandomTensor({51, n}, dt, 42);  // (rows, N): its output gradient
         CheckOpParity("matmul_bgrad", {a, dy}, ops::MatmulAttrs{true, false}, ToleranceFor(dt));
       }
+      // No rows (an empty inner dimension): the node runs, and both gradients are zeros.
+      CheckOpParity("matmul_bgrad", {RandomTensor({0, 40}, dt, 43), RandomTensor({0, 24}, dt, 44)},
+                    ops::MatmulAttrs{true, false}, ToleranceFor(dt));
     }
   }
   unsetenv("KILN_CUDA_BGRAD_EPILOGUE");
