@@ -80,8 +80,8 @@ __global__ void __launch_bounds__(kThreads)
   const int tiles = static_cast<int>((keys + kTile - 1) / kTile);
   attention_tc::CopyTileAsync<kD>(qs, rows, g.stride, qt.q_col, qt.q0, g.seq);
   if (tiles > 0) {
-    attention_tc::CopyTileAsync<kD>(keys_of(0), rows, g.stride, qt.k_col, 0, g.seq);
-    attention_tc::CopyTileAsync<kD>(keys_of(0) + kTileElems, rows, g.stride, qt.v_col, 0, g.seq);
+    attention_tc::CopyKeyValueTilesAsync<kD>(keys_of(0), rows, g.stride, qt.k_col, qt.v_col, 0,
+                                             g.seq);
   }
   __pipeline_commit();
   __pipeline_wait_prior(0);
@@ -99,15 +99,10 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t k0 = static_cast<int64_t>(tile) * kTile;
     const T* kt = keys_of(tile % 2);
     const T* vt = kt + kTileElems;
-    if (tile + 1 < tiles) {  // into the other stage, free since the last iteration's barrier
-      attention_tc::CopyTileAsync<kD>(keys_of((tile + 1) % 2), rows, g.stride, qt.k_col, k0 + kTile,
-                                      g.seq);
-      attention_tc::CopyTileAsync<kD>(keys_of((tile + 1) % 2) + kTileElems, rows, g.stride,
-                                      qt.v_col, k0 + kTile, g.seq);
-      __pipeline_commit();
-    }
-    __pipeline_wait_prior(tile + 1 < tiles ? 1 : 0);  // this thread's part of tile `tile` landed
-    __syncthreads();                                  // and every other thread's
+    attention_tc::AdvanceStages(tile, tiles, [&](int next) {
+      attention_tc::CopyKeyValueTilesAsync<kD>(keys_of(next % 2), rows, g.stride, qt.k_col,
+                                               qt.v_col, k0 + kTile, g.seq);
+    });
     // s (16 x 64) = Q K^T: n-tile j holds keys [8 j, 8 j + 8).
     float s[kTilesKey][4];
 #pragma unroll

@@ -65,8 +65,8 @@ __global__ void __launch_bounds__(kThreads)
   attention_tc::CopyTileAsync<kD>(qs, rows, g.stride, qt.q_col, qt.q0, g.seq);
   attention_tc::CopyTileAsync<kD>(dos, dout_rows, g.out_stride, qt.q_col, qt.q0, g.seq);
   if (tiles > 0) {
-    attention_tc::CopyTileAsync<kD>(keys_of(0), rows, g.stride, qt.k_col, 0, g.seq);
-    attention_tc::CopyTileAsync<kD>(keys_of(0) + kTileElems, rows, g.stride, qt.v_col, 0, g.seq);
+    attention_tc::CopyKeyValueTilesAsync<kD>(keys_of(0), rows, g.stride, qt.k_col, qt.v_col, 0,
+                                             g.seq);
   }
   __pipeline_commit();
   __pipeline_wait_prior(0);
@@ -95,16 +95,11 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t k0 = static_cast<int64_t>(tile) * kTile;
     const T* ks = keys_of(tile % 2);
     const T* vs = ks + kTileElems;
-    if (tile + 1 < tiles) {  // into the other stage, free since the last iteration's barrier
-      attention_tc::CopyTileAsync<kD>(keys_of((tile + 1) % 2), rows, g.stride, qt.k_col, k0 + kTile,
-                                      g.seq);
-      attention_tc::CopyTileAsync<kD>(keys_of((tile + 1) % 2) + kTileElems, rows, g.stride,
-                                      qt.v_col, k0 + kTile, g.seq);
-      __pipeline_commit();
-    }
-    __pipeline_wait_prior(tile + 1 < tiles ? 1 : 0);  // this thread's part of tile `tile` landed
-    __syncthreads();                                  // and every other thread's
-    uint32_t dsa[kTilesKey / 2][4];                   // dS (16 x 64) as A fragments, 16 keys each
+    attention_tc::AdvanceStages(tile, tiles, [&](int next) {
+      attention_tc::CopyKeyValueTilesAsync<kD>(keys_of(next % 2), rows, g.stride, qt.k_col,
+                                               qt.v_col, k0 + kTile, g.seq);
+    });
+    uint32_t dsa[kTilesKey / 2][4];  // dS (16 x 64) as A fragments, 16 keys each
 #pragma unroll
     for (int pair = 0; pair < kTilesKey / 2; ++pair) {
       float ds[2][4];
@@ -207,12 +202,7 @@ __global__ void __launch_bounds__(kThreads)
     const T* dos = qs + kTileElems;
     const float* lse_s = stats_of(step % 2);  // natural log units
     const float* delta_s = lse_s + kTile;
-    if (step + 1 < steps) {  // into the other stage, free since the last iteration's barrier
-      prefetch(step + 1, (step + 1) % 2);
-      __pipeline_commit();
-    }
-    __pipeline_wait_prior(step + 1 < steps ? 1 : 0);  // this thread's part of the step landed
-    __syncthreads();                                  // and every other thread's
+    attention_tc::AdvanceStages(step, steps, [&](int next) { prefetch(next, next % 2); });
     uint32_t pa[kTilesQuery / 2][4], dsa[kTilesQuery / 2][4];  // P^T, dS^T: 16 queries each
 #pragma unroll
     for (int pair = 0; pair < kTilesQuery / 2; ++pair) {

@@ -56,6 +56,29 @@ __device__ void CopyTileAsync(T* tile, const T* base, int64_t stride, int64_t co
   });
 }
 
+// A key tile and its value tile, rows [k0, k0 + kTile) of the kv head whose columns are k_col and
+// v_col, into one stage as cp.async copies: keys at `stage`, values one tile further.
+template <int kD, typename T>
+__device__ void CopyKeyValueTilesAsync(T* stage, const T* base, int64_t stride, int64_t k_col,
+                                       int64_t v_col, int64_t k0, int64_t seq) {
+  CopyTileAsync<kD>(stage, base, stride, k_col, k0, seq);
+  CopyTileAsync<kD>(stage + kTile * Ld16(kD), base, stride, v_col, k0, seq);
+}
+
+// The top of step `step` of a two-stage streaming loop (Note [Prefetched key and value tiles] in
+// attention_mma.cu): issues step + 1's copies (prefetch(step + 1), into the other stage, free
+// since the previous step's closing barrier) when there is one, then waits for this thread's
+// copies of `step` and, with a barrier, for every other thread's.
+template <typename Prefetch>
+__device__ __forceinline__ void AdvanceStages(int step, int steps, Prefetch&& prefetch) {
+  if (step + 1 < steps) {
+    prefetch(step + 1);
+    __pipeline_commit();
+  }
+  __pipeline_wait_prior(step + 1 < steps ? 1 : 0);
+  __syncthreads();
+}
+
 // dst (kTile) = src[r0 + i] of one (b, h) row of a (B, H, T) row statistic (lse, delta), as
 // 4-byte cp.async copies; zeros past seq.
 __device__ inline void CopyRowStatsAsync(float* dst, const float* src, int64_t r0, int64_t seq) {
