@@ -5,6 +5,7 @@
 #include <cublasLt.h>
 #include <dlfcn.h>
 
+#include <cstdlib>
 #include <mutex>
 #include <string>
 
@@ -21,7 +22,8 @@ namespace {
 // with the header's own signatures (the compiler checks them against <cublasLt.h>), and each
 // resolves its real counterpart with dlsym on first call. The library is opened by its soname
 // (found through the binary's run path, /usr/local/cuda/lib64, like a linked library), then by
-// the toolkit's absolute path. If it cannot be opened, every call returns
+// the toolkit's absolute path; KILN_CUBLASLT_LIBRARY, when set, names the one file to open instead
+// (another toolkit's cuBLASLt, or PyTorch's wheel's). If it cannot be opened, every call returns
 // CUBLAS_STATUS_NOT_INITIALIZED and cublasLtGetStatusString returns the loader's message, so the
 // first matmul on a GPU fails with a line that says why, through matmul.cc's usual check.
 // The kernel emulation defines the same entry points itself (emulation/cublaslt.cc) and does not
@@ -38,6 +40,13 @@ struct Library {
 
 Library OpenLibrary() {
   Library lib;
+  if (const char* chosen = std::getenv("KILN_CUBLASLT_LIBRARY"); chosen != nullptr) {
+    lib.handle = dlopen(chosen, RTLD_NOW | RTLD_LOCAL);
+    if (lib.handle == nullptr) {
+      lib.error = std::string("cuBLASLt could not be loaded (KILN_CUBLASLT_LIBRARY): ") + dlerror();
+    }
+    return lib;
+  }
   lib.handle = dlopen(kSoname, RTLD_NOW | RTLD_LOCAL);
   if (lib.handle == nullptr) {
     const std::string first = dlerror();

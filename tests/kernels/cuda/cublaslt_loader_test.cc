@@ -1,7 +1,9 @@
 // cuBLASLt is opened on first use, not at start-up (Note [Loading cuBLASLt on first use] in
 // kernels/cuda/cublaslt_loader.cc): a process that links the CUDA backend has no libcublasLt
 // mapped until a cuBLASLt entry point runs; the first call maps it and answers from the real
-// library. Needs no GPU (cublasLtGetStatusString touches no device).
+// library. When the library cannot be opened, the entry points refuse with the loader's reason.
+// Needs no GPU (these cuBLASLt calls touch no device). Two binaries run these cases (BUILD): each
+// case needs a process in which nothing has called cuBLASLt yet.
 #include <fstream>
 #include <string>
 
@@ -23,7 +25,8 @@ bool CublasLtMapped() {
   return false;
 }
 
-TEST_CASE("libcublasLt is mapped on the first cuBLASLt call, not at start-up", "[cuda][host]") {
+TEST_CASE("libcublasLt is mapped on the first cuBLASLt call, not at start-up",
+          "[cuda][host][first_use]") {
   REQUIRE_FALSE(CublasLtMapped());
 #if !defined(KILN_EXPECT_NOCUDA)
   // The real library's text (e.g. "the requested functionality is not supported"), not the
@@ -34,6 +37,23 @@ TEST_CASE("libcublasLt is mapped on the first cuBLASLt call, not at start-up", "
   REQUIRE(text.find("could not be loaded") == std::string::npos);
   REQUIRE(CublasLtMapped());
 #endif
+}
+
+// Run with KILN_CUBLASLT_LIBRARY naming a file that does not exist.
+TEST_CASE("a cuBLASLt that cannot be loaded makes every call refuse with the reason",
+          "[cuda][host][missing]") {
+#if !defined(KILN_EXPECT_NOCUDA)
+  cublasLtHandle_t handle = nullptr;
+  REQUIRE(cublasLtCreate(&handle) == CUBLAS_STATUS_NOT_INITIALIZED);
+  cublasLtMatmulDesc_t desc = nullptr;
+  REQUIRE(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) ==
+          CUBLAS_STATUS_NOT_INITIALIZED);
+  const std::string reason = cublasLtGetStatusString(CUBLAS_STATUS_NOT_INITIALIZED);
+  INFO(reason);
+  REQUIRE(reason.rfind("cuBLASLt could not be loaded (KILN_CUBLASLT_LIBRARY): ", 0) == 0);
+  REQUIRE(reason.find("/nonexistent/libcublasLt.so") != std::string::npos);
+#endif
+  REQUIRE_FALSE(CublasLtMapped());
 }
 
 }  // namespace
