@@ -17,15 +17,23 @@ args=(--batch "$BATCH" --steps "$STEPS" --warmup "$WARMUP")
 "$kiln_bin" "${args[@]}" >"$out/bench_kiln.jsonl" 2>"$out/bench_kiln.log" ||
   echo "{\"system\": \"kiln\", \"error\": \"exit $?: $(tail -1 "$out/bench_kiln.log" | tr -d '"')\"}" \
     >"$out/bench_kiln.jsonl"
-# The same without device graphs (Note [Device graphs]): what one launch per step buys.
-KILN_CUDA_GRAPHS=0 "$kiln_bin" "${args[@]}" 2>"$out/bench_kiln_nographs.log" |
-  sed 's/"system": "kiln"/"system": "kiln-no-graphs"/' >>"$out/bench_kiln.jsonl" ||
-  echo "{\"system\": \"kiln-no-graphs\", \"error\": \"exit $?\"}" >>"$out/bench_kiln.jsonl"
-# The same with the wmma attention kernels (Note [Choosing the attention kernels]): what the
-# register-resident mma.sync kernels buy, and a figure should they misbehave on the device.
-KILN_CUDA_ATTENTION=wmma "$kiln_bin" "${args[@]}" 2>"$out/bench_kiln_wmma.log" |
-  sed 's/"system": "kiln"/"system": "kiln-wmma-attention"/' >>"$out/bench_kiln.jsonl" ||
-  echo "{\"system\": \"kiln-wmma-attention\", \"error\": \"exit $?\"}" >>"$out/bench_kiln.jsonl"
+# Kiln again with one switch changed: `kiln_variant NAME VAR=VALUE...` appends a row named NAME.
+kiln_variant() {
+  local name="$1"
+  shift
+  env "$@" "$kiln_bin" "${args[@]}" 2>"$out/bench_$name.log" |
+    sed "s/\"system\": \"kiln\"/\"system\": \"$name\"/" >>"$out/bench_kiln.jsonl" ||
+    echo "{\"system\": \"$name\", \"error\": \"exit $?\"}" >>"$out/bench_kiln.jsonl"
+}
+# Without device graphs (Note [Device graphs]): what one launch per step buys.
+kiln_variant kiln-no-graphs KILN_CUDA_GRAPHS=0
+# The wmma attention kernels (Note [Choosing the attention kernels]): what the register-resident
+# mma.sync kernels buy, and a figure should they misbehave on the device.
+kiln_variant kiln-wmma-attention KILN_CUDA_ATTENTION=wmma
+# No cuBLASLt epilogues (Note [Bias gradient in the matmul epilogue]): GELU, DGELU, bias
+# gradients as separate kernels after plain matmuls. Says whether the epilogues' kernels are
+# faster than a plain GEMM plus the extra pass on this GPU.
+kiln_variant kiln-no-epilogues KILN_CUDA_GELU_EPILOGUE=0 KILN_CUDA_BGRAD_EPILOGUE=0
 "$py" bench/torch_gpu_train.py "${args[@]}" >"$out/bench_torch.jsonl" 2>"$out/bench_torch.log" ||
   echo "{\"system\": \"pytorch-eager\", \"error\": \"exit $?\"}" >>"$out/bench_torch.jsonl"
 
