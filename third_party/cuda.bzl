@@ -1,7 +1,9 @@
 """kiln_cuda_library: .cu files compiled by nvcc in a genrule, linked through a cc_library.
 
 Every .cu file becomes one object (sm_80 and sm_90 machine code; files listed in `sm90a_srcs` get
-sm_90a instead of sm_90, for Hopper-only instructions). The objects, the host `srcs` and the CUDA
+sm_90a instead of sm_90, for Hopper-only instructions) and ptxas's resource report for it
+(registers, spills, stack, shared memory of every kernel on every architecture; the
+`<name>_ptxas_reports` filegroup, checked by tests/kernels/cuda:kernel_resources_test). The objects, the host `srcs` and the CUDA
 libraries form one cc_library. With `--config=nocuda` (the //:cuda_off setting) the library is
 built from `nocuda_srcs` alone and nothing touches the toolkit, so a machine without CUDA builds.
 Each library also has a test-only `<name>_emulated` twin: the same sources with the .cu files
@@ -36,6 +38,9 @@ EMULATION_LINKOPTS = ["-fsanitize=address"]
 
 def _object_name(name, src):
     return "_nvcc/%s/%s" % (name, src.replace(".cu", ".o"))
+
+def _report_name(name, src):
+    return "_nvcc/%s/%s" % (name, src.replace(".cu", ".ptxas.txt"))
 
 def kiln_cuda_library(
         name,
@@ -72,23 +77,39 @@ def kiln_cuda_library(
       visibility: as cc_library.
     """
     objects = []
+    reports = []
     for src in cu_srcs:
         out = _object_name(name, src)
+        report = _report_name(name, src)
         arch = SM90A if src in sm90a_srcs else SM90
+
+        # ptxas -v writes its report to stderr; on failure the compiler's messages are in it too.
         native.genrule(
             name = "%s_nvcc_%s" % (name, src.replace("/", "_").replace(".", "_")),
             srcs = [src] + cu_hdrs,
-            outs = [out],
+            outs = [out, report],
             cmd = select({
                 "//:cuda_off": "echo 'built without CUDA' >&2; exit 1",
                 "//conditions:default": " ".join(
-                    [NVCC, "-c", "$(location %s)" % src, "-o", "$@"] + NVCC_FLAGS + arch,
+                    [NVCC, "-c", "$(location %s)" % src, "-o", "$(location %s)" % out] +
+                    NVCC_FLAGS + arch +
+                    ["-Xptxas", "-v", "2>$(location %s)" % report] +
+                    ["|| { cat $(location %s) >&2; exit 1; }" % report],
                 ),
             }),
             tags = ["manual"],
             visibility = ["//visibility:private"],
         )
         objects.append(out)
+        reports.append(report)
+    native.filegroup(
+        name = name + "_ptxas_reports",
+        srcs = select({
+            "//:cuda_off": [],
+            "//conditions:default": reports,
+        }),
+        visibility = visibility,
+    )
     native.cc_library(
         name = name,
         srcs = select({
