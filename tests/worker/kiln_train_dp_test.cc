@@ -40,8 +40,9 @@ std::string Spec(const std::string& dir, const std::string& family, int world, i
                  int micro_batch, int steps, const std::string& extra = "") {
   std::ostringstream s;
   s << "name: dp-" << family << "\n"
-    << "model: {family: " << family << ", n_layer: 2, n_head: 4, n_kv_head: "
-    << (family == "llama" ? 2 : 4) << ", d_model: 32, d_ff: " << (family == "llama" ? 48 : 128)
+    << "model: {family: " << family
+    << ", n_layer: 2, n_head: 4, n_kv_head: " << (family == "llama" ? 2 : 4)
+    << ", d_model: 32, d_ff: " << (family == "llama" ? 48 : 128)
     << ", vocab_size: 61, max_seq_len: 16}\n"
     << "data: {train: " << dir << "/train.bin, seq_len: 12}\n"
     << "train: {steps: " << steps << ", micro_batch: " << micro_batch
@@ -172,14 +173,31 @@ TEST_CASE("a rank killed mid-run fails the others with the collective named", "[
   std::vector<dist::Process> ranks;
   for (int r = 0; r < 2; ++r) {
     dist::ProcessOptions po;
-    po.argv = {Runfile("worker/kiln-train"), spec, "--threads", "1", "--rank", std::to_string(r),
-               "--world-size", "2", "--store", addr};
+    po.argv = {Runfile("worker/kiln-train"),
+               spec,
+               "--threads",
+               "1",
+               "--rank",
+               std::to_string(r),
+               "--world-size",
+               "2",
+               "--store",
+               addr};
+    if (r == 0) po.argv.insert(po.argv.end(), {"--metrics-out", dir + "/rank0.jsonl"});
     po.output_path = dir + "/rank" + std::to_string(r) + ".log";
     auto p = dist::Process::Spawn(po);
     REQUIRE(p.ok());
     ranks.push_back(std::move(*p));
   }
-  std::this_thread::sleep_for(std::chrono::seconds(3));
+  // Mid-run: rank 0 has finished a step, so both ranks are past the rendezvous and exchanging
+  // gradients. (Killed during the rendezvous, a rank leaves the others waiting for its address
+  // until the rendezvous timeout instead: a different case, and a slow machine can start the ranks
+  // more than a fixed sleep late.)
+  const auto started = std::chrono::steady_clock::now();
+  while (Losses(dir + "/rank0.jsonl").empty()) {
+    REQUIRE(std::chrono::steady_clock::now() - started < std::chrono::seconds(120));
+    REQUIRE_FALSE(ranks[0].Wait(absl::Milliseconds(100)).ok());  // still training
+  }
   REQUIRE_FALSE(ranks[0].Wait(absl::ZeroDuration()).ok());  // still training
   REQUIRE(ranks[1].Signal(SIGKILL).ok());
   const auto start = std::chrono::steady_clock::now();
@@ -231,12 +249,13 @@ TEST_CASE("2 ranks resume exactly across alignment gaps, ZeRO 0 and 2", "[dp][gl
   for (int stage : {0, 2}) {
     const std::string spec_path = dir + "/mlp" + std::to_string(stage) + ".yaml";
     const std::string run = dir + "/run" + std::to_string(stage);
-    std::ofstream(spec_path) << "name: mlp\n"
-                             << "model: {family: mlp, n_layer: 3, d_in: 13, d_ff: 27, vocab_size: 5}\n"
-                             << "train: {steps: 20, micro_batch: 4, seed: 3, optimizer: {lr: 0.01}}\n"
-                             << "parallel: {dp: 2, zero_stage: " << stage << "}\n"
-                             << "resources: {workers: 2}\n"
-                             << "checkpoint: {dir: " << run << ", every_steps: 10}\n";
+    std::ofstream(spec_path)
+        << "name: mlp\n"
+        << "model: {family: mlp, n_layer: 3, d_in: 13, d_ff: 27, vocab_size: 5}\n"
+        << "train: {steps: 20, micro_batch: 4, seed: 3, optimizer: {lr: 0.01}}\n"
+        << "parallel: {dp: 2, zero_stage: " << stage << "}\n"
+        << "resources: {workers: 2}\n"
+        << "checkpoint: {dir: " << run << ", every_steps: 10}\n";
     const Run straight = Train(dir, spec_path, 2, "straight" + std::to_string(stage));
     std::filesystem::remove_all(run);
     Train(dir, spec_path, 2, "half" + std::to_string(stage), "--steps 10");
