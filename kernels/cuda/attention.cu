@@ -14,27 +14,67 @@ namespace kiln::kernels::cuda {
 namespace {
 
 // Note [CUDA attention scheme]
-// Forward: one thread per query row holds q (pre-scaled) and its output accumulator in registers
-// and streams key/value tiles through shared memory with an online softmax (running max m and sum
-// l; the accumulator is rescaled when m grows). lse = m + log(l).
-// Backward, three kernels: delta = rowsum(dout * out); dq with one thread per query row (keys
-// streamed as in the forward); dk and dv with one thread per key row of a kv head, streaming the
+// Each query row (forward, dq) or key row (dk/dv) is owned by a group of kD / 32 adjacent lanes
+// (RowLanes: 1, 2 or 4). A lane holds 32 of the row's dimensions in registers, interleaved
+// (dimension i * lanes + lane), so that the group's lanes read consecutive shared-memory words
+// (no bank conflicts), and a dot product is the lanes' partial sums added with warp shuffles
+// (RowSum; the butterfly gives every lane of the group the same sum).
+// Forward: a query row's group holds q (pre-scaled) and its output accumulator, and streams
+// key/value tiles through shared memory with an online softmax (running max m and sum l; the
+// accumulator is rescaled when m grows). lse = m + log(l).
+// Backward, three kernels: delta = rowsum(dout * out); dq with a group per query row (keys
+// streamed as in the forward); dk and dv with a group per key row of a kv head, streaming the
 // query tiles of every query head of its group — each output element has one owner that adds its
 // terms in a fixed order, so the backward is deterministic without atomics. With P = exp(scale
 // q.k - lse): dv += P dout, dP = dout.v, dS = scale P (dP - delta), dq += dS k, dk += dS q.
-// The head dimension is a template bound kD (32, 64 or 128) so that per-row vectors stay in
-// registers; lanes past the real head_dim hold zeros. This is the simple scheme, not a tensor-core
-// kernel: it is the fallback for what attention_tc.cu does not take (Note [Choosing the attention
-// kernels]).
+// The shuffles are warp-wide: every lane of a warp runs the same steps (the keys up to the
+// diagonal of the warp's last query row, or the queries from the warp's first key row, under a
+// causal mask) and skips the arithmetic of the steps its own row does not see. 32 dimensions a
+// lane keep q, out, dout and the gradients of one row in registers at every head dimension: no
+// spills (kernel_resources_test reads ptxas's report), where one thread per row spilled up to
+// 3.9 KB at head_dim 128.
+// The head dimension is a template bound kD (32, 64 or 128); dimensions past the real head_dim
+// hold zeros. This is the simple scheme, not a tensor-core kernel: it is the fallback for f32 and
+// for what attention_tc.cu does not take (Note [Choosing the attention kernels]).
 
-constexpr int kQueryRows = 64;  // threads (query rows) per forward / dq block
+constexpr int kQueryRows = 64;  // query rows per forward / dq block
+constexpr int kKeyRows = 64;    // key rows per dk/dv block
+constexpr int kLaneDims = 32;   // dimensions per lane
 
 template <int kD>
 struct Tiles {
-  static constexpr int kKeys = 4096 / kD;               // keys per shared tile (32 KiB for k+v)
-  static constexpr int kKeyRows = kD >= 128 ? 32 : 64;  // threads (key rows) per dk/dv block
-  static constexpr int kQueries = 1024 / kD;            // queries per shared tile in dk/dv
+  static constexpr int kRowLanes = kD / kLaneDims;  // lanes per row
+  static constexpr int kKeys = 4096 / kD;           // keys per shared tile (32 KiB for k+v)
+  static constexpr int kQueries = 2048 / kD;        // queries per shared tile in dk/dv (16 KiB)
 };
+
+// The sum of `partial` over the row's kLanes adjacent lanes, in every one of them.
+template <int kLanes>
+__device__ __forceinline__ float RowSum(float partial) {
+#pragma unroll
+  for (int offset = 1; offset < kLanes; offset <<= 1) {
+    partial += __shfl_xor_sync(0xffffffffu, partial, offset);
+  }
+  return partial;
+}
+
+// The calling lane's row within its block, its lane within the row's group, and the first row
+// of its warp (rows of one warp are consecutive).
+template <int kD>
+struct RowLane {
+  int row, lane, warp_row0;
+  __device__ RowLane()
+      : row(threadIdx.x / Tiles<kD>::kRowLanes),
+        lane(threadIdx.x % Tiles<kD>::kRowLanes),
+        warp_row0(threadIdx.x / 32 * (32 / Tiles<kD>::kRowLanes)) {}
+  static constexpr int kWarpRows = 32 / Tiles<kD>::kRowLanes;
+  // The dimension of the lane's i-th value.
+  __device__ int Dim(int i) const { return i * Tiles<kD>::kRowLanes + lane; }
+};
+
+__device__ __forceinline__ int ClampSteps(int64_t n, int tile) {
+  return static_cast<int>(n < 0 ? 0 : (n < tile ? n : tile));
+}
 
 // Loads rows [r0, r0 + rows) of the head at column `col` of a (T, stride) block into
 // tile[rows][ld] as f32 (zeros past seq and past head_dim).
@@ -48,21 +88,41 @@ __device__ void LoadTile(float* tile, int ld, const T* base, int64_t stride, int
   }
 }
 
+// The lane's 32 values of row t of a (T, stride) block at column `col`, times `scale` (zeros past
+// seq and past head_dim).
+template <int kD, typename T>
+__device__ void LoadRowValues(float (&v)[kLaneDims], const RowLane<kD>& rl, const T* base,
+                              int64_t stride, int64_t col, int64_t t, float scale,
+                              const Geometry& g) {
+#pragma unroll
+  for (int i = 0; i < kLaneDims; ++i) {
+    const int d = rl.Dim(i);
+    v[i] = (t < g.seq && d < g.head_dim) ? Load(base + t * stride + col + d) * scale : 0.0f;
+  }
+}
+
+template <int kD, typename T>
+__device__ void StoreRowValues(T* dst, const float (&v)[kLaneDims], const RowLane<kD>& rl,
+                               float scale, const Geometry& g) {
+#pragma unroll
+  for (int i = 0; i < kLaneDims; ++i) {
+    if (rl.Dim(i) < g.head_dim) Store(dst + rl.Dim(i), v[i] * scale);
+  }
+}
+
 template <typename T, int kD>
-__global__ void __launch_bounds__(kQueryRows)
+__global__ void __launch_bounds__(kQueryRows* Tiles<kD>::kRowLanes)
     attention_forward_kernel(const T* qkv, T* out, float* lse, Geometry g) {
+  constexpr int kLanes = Tiles<kD>::kRowLanes;
   __shared__ float ks[Tiles<kD>::kKeys * kD];
   __shared__ float vs[Tiles<kD>::kKeys * kD];
   const QueryTile qt = QueryTileOf(g, blockIdx.x, kQueryRows, g.head_dim);
-  const int64_t t = qt.q0 + threadIdx.x;
+  const RowLane<kD> rl;
+  const int64_t t = qt.q0 + rl.row;
+  const int64_t warp_last = qt.q0 + rl.warp_row0 + RowLane<kD>::kWarpRows - 1;
   const T* rows = BatchRows(qkv, g, qt.b, g.stride);
-  float q[kD], o[kD];
-#pragma unroll
-  for (int d = 0; d < kD; ++d) {
-    q[d] =
-        (t < g.seq && d < g.head_dim) ? Load(rows + t * g.stride + qt.q_col + d) * g.scale : 0.0f;
-    o[d] = 0.0f;
-  }
+  float q[kLaneDims], o[kLaneDims] = {};
+  LoadRowValues(q, rl, rows, g.stride, qt.q_col, t, g.scale, g);
   float m = -INFINITY, l = 0.0f;
   const int64_t last = qt.q0 + kQueryRows < g.seq ? qt.q0 + kQueryRows : g.seq;
   const int64_t keys = g.causal ? last : g.seq;
@@ -72,33 +132,30 @@ __global__ void __launch_bounds__(kQueryRows)
     LoadTile<kD>(ks, kD, rows, g.stride, qt.k_col, k0, tile, g);
     LoadTile<kD>(vs, kD, rows, g.stride, qt.v_col, k0, tile, g);
     __syncthreads();
-    if (t >= g.seq) continue;
-    const int visible = g.causal ? static_cast<int>(t - k0 + 1 < tile ? t - k0 + 1 : tile) : tile;
-    for (int j = 0; j < visible; ++j) {
-      float s = 0.0f;
+    const int steps = g.causal ? ClampSteps(warp_last - k0 + 1, tile) : tile;  // warp-uniform
+    const int visible = t >= g.seq ? 0 : g.causal ? ClampSteps(t - k0 + 1, tile) : tile;
+    for (int j = 0; j < steps; ++j) {
+      float partial = 0.0f;
 #pragma unroll
-      for (int d = 0; d < kD; ++d) s = fmaf(q[d], ks[j * kD + d], s);
+      for (int i = 0; i < kLaneDims; ++i) partial = fmaf(q[i], ks[j * kD + rl.Dim(i)], partial);
+      const float s = RowSum<kLanes>(partial);
+      if (j >= visible) continue;
       if (s > m) {
         const float correction = expf(m - s);
         l *= correction;
 #pragma unroll
-        for (int d = 0; d < kD; ++d) o[d] *= correction;
+        for (int i = 0; i < kLaneDims; ++i) o[i] *= correction;
         m = s;
       }
       const float p = expf(s - m);
       l += p;
 #pragma unroll
-      for (int d = 0; d < kD; ++d) o[d] = fmaf(p, vs[j * kD + d], o[d]);
+      for (int i = 0; i < kLaneDims; ++i) o[i] = fmaf(p, vs[j * kD + rl.Dim(i)], o[i]);
     }
   }
   if (t >= g.seq) return;
-  const float inv = 1.0f / l;
-  T* orow = out + (qt.b * g.seq + t) * g.out_stride + qt.q_col;
-#pragma unroll
-  for (int d = 0; d < kD; ++d) {
-    if (d < g.head_dim) Store(orow + d, o[d] * inv);
-  }
-  lse[qt.stat0 + t] = m + logf(l);
+  StoreRowValues(out + (qt.b * g.seq + t) * g.out_stride + qt.q_col, o, rl, 1.0f / l, g);
+  if (rl.lane == 0) lse[qt.stat0 + t] = m + logf(l);
 }
 
 // delta (B, H, T) = sum_d dout * out.
@@ -118,22 +175,21 @@ __global__ void attention_delta_kernel(const T* out, const T* dout, float* delta
 }
 
 template <typename T, int kD>
-__global__ void __launch_bounds__(kQueryRows)
+__global__ void __launch_bounds__(kQueryRows* Tiles<kD>::kRowLanes)
     attention_dq_kernel(const T* qkv, const T* dout, const float* lse, const float* delta, T* dqkv,
                         Geometry g) {
+  constexpr int kLanes = Tiles<kD>::kRowLanes;
   __shared__ float ks[Tiles<kD>::kKeys * kD];
   __shared__ float vs[Tiles<kD>::kKeys * kD];
   const QueryTile qt = QueryTileOf(g, blockIdx.x, kQueryRows, g.head_dim);
-  const int64_t t = qt.q0 + threadIdx.x;
+  const RowLane<kD> rl;
+  const int64_t t = qt.q0 + rl.row;
+  const int64_t warp_last = qt.q0 + rl.warp_row0 + RowLane<kD>::kWarpRows - 1;
   const T* rows = BatchRows(qkv, g, qt.b, g.stride);
-  float q[kD], d_o[kD], dq[kD];
-#pragma unroll
-  for (int d = 0; d < kD; ++d) {
-    const bool in = t < g.seq && d < g.head_dim;
-    q[d] = in ? Load(rows + t * g.stride + qt.q_col + d) : 0.0f;
-    d_o[d] = in ? Load(dout + (qt.b * g.seq + t) * g.out_stride + qt.q_col + d) : 0.0f;
-    dq[d] = 0.0f;
-  }
+  float q[kLaneDims], d_o[kLaneDims], dq[kLaneDims] = {};
+  LoadRowValues(q, rl, rows, g.stride, qt.q_col, t, 1.0f, g);
+  LoadRowValues(d_o, rl, BatchRows(dout, g, qt.b, g.out_stride), g.out_stride, qt.q_col, t, 1.0f,
+                g);
   const int64_t stat = qt.stat0 + t;
   const float row_lse = t < g.seq ? lse[stat] : 0.0f;
   const float row_delta = t < g.seq ? delta[stat] : 0.0f;
@@ -145,54 +201,48 @@ __global__ void __launch_bounds__(kQueryRows)
     LoadTile<kD>(ks, kD, rows, g.stride, qt.k_col, k0, tile, g);
     LoadTile<kD>(vs, kD, rows, g.stride, qt.v_col, k0, tile, g);
     __syncthreads();
-    if (t >= g.seq) continue;
-    const int visible = g.causal ? static_cast<int>(t - k0 + 1 < tile ? t - k0 + 1 : tile) : tile;
-    for (int j = 0; j < visible; ++j) {
-      float s = 0.0f, dp = 0.0f;
+    const int steps = g.causal ? ClampSteps(warp_last - k0 + 1, tile) : tile;  // warp-uniform
+    const int visible = t >= g.seq ? 0 : g.causal ? ClampSteps(t - k0 + 1, tile) : tile;
+    for (int j = 0; j < steps; ++j) {
+      float s_partial = 0.0f, dp_partial = 0.0f;
 #pragma unroll
-      for (int d = 0; d < kD; ++d) {
-        s = fmaf(q[d], ks[j * kD + d], s);
-        dp = fmaf(d_o[d], vs[j * kD + d], dp);
+      for (int i = 0; i < kLaneDims; ++i) {
+        s_partial = fmaf(q[i], ks[j * kD + rl.Dim(i)], s_partial);
+        dp_partial = fmaf(d_o[i], vs[j * kD + rl.Dim(i)], dp_partial);
       }
+      const float s = RowSum<kLanes>(s_partial), dp = RowSum<kLanes>(dp_partial);
+      if (j >= visible) continue;
       const float p = expf(fmaf(s, g.scale, -row_lse));
       const float ds = g.scale * p * (dp - row_delta);
 #pragma unroll
-      for (int d = 0; d < kD; ++d) dq[d] = fmaf(ds, ks[j * kD + d], dq[d]);
+      for (int i = 0; i < kLaneDims; ++i) dq[i] = fmaf(ds, ks[j * kD + rl.Dim(i)], dq[i]);
     }
   }
   if (t >= g.seq) return;
-  T* dst = dqkv + (qt.b * g.seq + t) * g.stride + qt.q_col;
-#pragma unroll
-  for (int d = 0; d < kD; ++d) {
-    if (d < g.head_dim) Store(dst + d, dq[d]);
-  }
+  StoreRowValues(dqkv + (qt.b * g.seq + t) * g.stride + qt.q_col, dq, rl, 1.0f, g);
 }
 
 template <typename T, int kD>
-__global__ void __launch_bounds__(Tiles<kD>::kKeyRows)
+__global__ void __launch_bounds__(kKeyRows* Tiles<kD>::kRowLanes)
     attention_dkdv_kernel(const T* qkv, const T* dout, const float* lse, const float* delta,
                           T* dqkv, Geometry g) {
-  constexpr int kRows = Tiles<kD>::kKeyRows, kQ = Tiles<kD>::kQueries, kLd = kD + 1;
-  __shared__ float kown[kRows * kLd];  // this block's key rows (padded: conflict-free reads)
-  __shared__ float vown[kRows * kLd];
+  constexpr int kLanes = Tiles<kD>::kRowLanes, kQ = Tiles<kD>::kQueries;
   __shared__ float qs[kQ * kD];
   __shared__ float dos[kQ * kD];
   __shared__ float lse_s[kQ];
   __shared__ float delta_s[kQ];
-  const KeyTile kt = KeyTileOf(g, blockIdx.x, kRows, g.head_dim);
-  const int64_t j = kt.j0 + threadIdx.x;
+  const KeyTile kt = KeyTileOf(g, blockIdx.x, kKeyRows, g.head_dim);
+  const RowLane<kD> rl;
+  const int64_t j = kt.j0 + rl.row;
+  const int64_t warp_first = kt.j0 + rl.warp_row0;
   const T* rows = BatchRows(qkv, g, kt.b, g.stride);
-  LoadTile<kD>(kown, kLd, rows, g.stride, kt.k_col, kt.j0, kRows, g);
-  LoadTile<kD>(vown, kLd, rows, g.stride, kt.v_col, kt.j0, kRows, g);
-  float dk[kD], dv[kD];
-#pragma unroll
-  for (int d = 0; d < kD; ++d) dk[d] = dv[d] = 0.0f;
-  const float* kr = kown + threadIdx.x * kLd;
-  const float* vr = vown + threadIdx.x * kLd;
+  const T* dout_rows = BatchRows(dout, g, kt.b, g.out_stride);
+  float k[kLaneDims], v[kLaneDims], dk[kLaneDims] = {}, dv[kLaneDims] = {};
+  LoadRowValues(k, rl, rows, g.stride, kt.k_col, j, 1.0f, g);
+  LoadRowValues(v, rl, rows, g.stride, kt.v_col, j, 1.0f, g);
   const int64_t first_query = g.causal ? kt.j0 : 0;
   for (int h = kt.kv * g.group; h < (kt.kv + 1) * g.group; ++h) {
     const int64_t q_col = QueryColumn(g, h, g.head_dim);
-    const T* dout_rows = BatchRows(dout, g, kt.b, g.out_stride);
     const int64_t stat0 = StatRow0(g, kt.b, h);
     for (int64_t i0 = first_query; i0 < g.seq; i0 += kQ) {
       const int tile = static_cast<int>(g.seq - i0 < kQ ? g.seq - i0 : kQ);
@@ -204,34 +254,31 @@ __global__ void __launch_bounds__(Tiles<kD>::kKeyRows)
         delta_s[i] = delta[stat0 + i0 + i];
       }
       __syncthreads();
-      if (j >= g.seq) continue;
-      for (int i = 0; i < tile; ++i) {
-        if (g.causal && i0 + i < j) continue;
-        float s = 0.0f, dp = 0.0f;
+      // Under the causal mask no lane of the warp sees the queries before its first key row.
+      const int first = g.causal ? ClampSteps(warp_first - i0, tile) : 0;  // warp-uniform
+      for (int i = first; i < tile; ++i) {
+        float s_partial = 0.0f, dp_partial = 0.0f;
 #pragma unroll
-        for (int d = 0; d < kD; ++d) {
-          s = fmaf(qs[i * kD + d], kr[d], s);
-          dp = fmaf(dos[i * kD + d], vr[d], dp);
+        for (int x = 0; x < kLaneDims; ++x) {
+          s_partial = fmaf(qs[i * kD + rl.Dim(x)], k[x], s_partial);
+          dp_partial = fmaf(dos[i * kD + rl.Dim(x)], v[x], dp_partial);
         }
+        const float s = RowSum<kLanes>(s_partial), dp = RowSum<kLanes>(dp_partial);
+        if (j >= g.seq || (g.causal && i0 + i < j)) continue;
         const float p = expf(fmaf(s, g.scale, -lse_s[i]));
         const float ds = g.scale * p * (dp - delta_s[i]);
 #pragma unroll
-        for (int d = 0; d < kD; ++d) {
-          dv[d] = fmaf(p, dos[i * kD + d], dv[d]);
-          dk[d] = fmaf(ds, qs[i * kD + d], dk[d]);
+        for (int x = 0; x < kLaneDims; ++x) {
+          dv[x] = fmaf(p, dos[i * kD + rl.Dim(x)], dv[x]);
+          dk[x] = fmaf(ds, qs[i * kD + rl.Dim(x)], dk[x]);
         }
       }
     }
   }
   if (j >= g.seq) return;
   T* dst = dqkv + (kt.b * g.seq + j) * g.stride;
-#pragma unroll
-  for (int d = 0; d < kD; ++d) {
-    if (d < g.head_dim) {
-      Store(dst + kt.k_col + d, dk[d]);
-      Store(dst + kt.v_col + d, dv[d]);
-    }
-  }
+  StoreRowValues(dst + kt.k_col, dk, rl, 1.0f, g);
+  StoreRowValues(dst + kt.v_col, dv, rl, 1.0f, g);
 }
 
 // Calls fn(std::integral_constant<int, kD>) with the smallest supported bound >= head_dim.
@@ -313,8 +360,8 @@ void LaunchAttentionForward(const AttentionLaunch& a, StreamPtr stream) {
     using T = decltype(t);
     DispatchHeadDim(a.head_dim, [&](auto bound) {
       constexpr int kD = decltype(bound)::value;
-      Launch(attention_forward_kernel<T, kD>, grid.blocks, kQueryRows, 0, AsStream(stream),
-             static_cast<const T*>(a.qkv), static_cast<T*>(a.out), a.lse, g);
+      Launch(attention_forward_kernel<T, kD>, grid.blocks, kQueryRows * Tiles<kD>::kRowLanes, 0,
+             AsStream(stream), static_cast<const T*>(a.qkv), static_cast<T*>(a.out), a.lse, g);
     });
   });
   KILN_CUDA_CHECK_LAUNCH();
@@ -349,14 +396,14 @@ void LaunchAttentionBackward(const AttentionLaunch& a, void* workspace, StreamPt
       const FlatTileGrid q_grid = MakeFlatTileGrid(a.seq, kQueryRows, a.batch * a.n_head);
       Geometry gq = g;
       gq.tiles = static_cast<int>(q_grid.tiles);
-      Launch(attention_dq_kernel<T, kD>, q_grid.blocks, kQueryRows, 0, AsStream(stream), qkv, dout,
-             a.lse, delta, dqkv, gq);
-      constexpr int kRows = Tiles<kD>::kKeyRows;
-      const FlatTileGrid kv_grid = MakeFlatTileGrid(a.seq, kRows, a.batch * a.n_kv_head);
+      constexpr int kLanes = Tiles<kD>::kRowLanes;
+      Launch(attention_dq_kernel<T, kD>, q_grid.blocks, kQueryRows * kLanes, 0, AsStream(stream),
+             qkv, dout, a.lse, delta, dqkv, gq);
+      const FlatTileGrid kv_grid = MakeFlatTileGrid(a.seq, kKeyRows, a.batch * a.n_kv_head);
       Geometry gkv = g;
       gkv.tiles = static_cast<int>(kv_grid.tiles);
-      Launch(attention_dkdv_kernel<T, kD>, kv_grid.blocks, kRows, 0, AsStream(stream), qkv, dout,
-             a.lse, delta, dqkv, gkv);
+      Launch(attention_dkdv_kernel<T, kD>, kv_grid.blocks, kKeyRows * kLanes, 0, AsStream(stream),
+             qkv, dout, a.lse, delta, dqkv, gkv);
     });
   });
   KILN_CUDA_CHECK_LAUNCH();

@@ -55,13 +55,6 @@ struct AllowedSpill {
   const char* reason;
 };
 constexpr AllowedSpill kAllowedSpills[] = {
-    // Note [CUDA attention scheme]: one thread owns a query or key row's head_dim-long vectors
-    // (q and the output at 128 are 256 floats; dq needs three vectors, dk/dv four). The simple
-    // kernels are the fallback for f32 and for what the tensor-core kernels do not take (Note
-    // [Choosing the attention kernels]), not the bf16 training path.
-    {"attention_forward_kernel", "Li128E", "", "simple forward: q and o at head_dim 128"},
-    {"attention_dq_kernel", "", "", "simple dq: q, dout and dq rows in registers"},
-    {"attention_dkdv_kernel", "", "", "simple dk/dv: dk and dv rows plus the tiles' values"},
     // The wmma dk/dv kernel at head_dim 128 (bf16 / f16 Llama-sized heads): a few spilled values.
     {"attention_tc_dkdv_kernel", "Li128E", "", "wmma dk/dv at head_dim 128"},
     {"attention_tc_dkdv_kernel", "Li64E", "sm_80", "wmma dk/dv on sm_80 (sm_90 is clean)"},
