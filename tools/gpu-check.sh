@@ -3,12 +3,13 @@
 #   1. binaries: built with Bazel when it is installed and the build works, else taken from
 #      gpu-bundle.tar.xz (made by tools/gpu-bundle.sh on a build machine; KILN_USE_BUNDLE=1 forces
 #      it); nothing is installed here, nothing downloaded;
-#   2. the [gpu] tests (every CUDA kernel vs the CPU, the allocator, NCCL, GPT-2 / Llama parity,
-#      ZeRO on CUDA);
-#   3. bench/gpu_train.sh (GPT-2 124M, Kiln vs PyTorch eager / torch.compile, MFU, memory), then
-#      bench/dp_overlap (CPU, Gloo, dp 2): the device machine's spare cores are where the
+#   2. bench/gpu_train.sh (GPT-2 124M, Kiln vs PyTorch eager / torch.compile, MFU, memory), first,
+#      so that a slow or hanging test cannot cost the figures of a short device lease;
+#   3. the [gpu] tests (every CUDA kernel vs the CPU, the allocator, NCCL, GPT-2 / Llama parity,
+#      ZeRO on CUDA, cuBLASLt found and opened on first use), 180 s each at most;
+#   4. bench/dp_overlap (CPU, Gloo, dp 2): the device machine's spare cores are where the
 #      data-parallel overlap target can be measured (a 2-core build machine has none);
-#   4. a short table, last. Full logs go to $OUT (default ./gpu-out).
+#   5. a short table, last. Full logs go to $OUT (default ./gpu-out).
 # Exit status: 0 when no test failed (skips are listed: one GPU skips the multi-rank NCCL case).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -58,7 +59,12 @@ for lib in libcudart.so.13 libcublasLt.so.13 libnccl.so.2; do
 done
 export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}:/usr/local/cuda/lib64"
 
-# ---- 2. tests ----
+# ---- 2. benchmark, first: the figures the issue asks for, before any test can use up the time ----
+log "benchmark"
+KILN_GPU_TRAIN="${BIN[//bench:gpu_train]}" PYTHON="$py" bash bench/gpu_train.sh "$OUT" \
+  >"$OUT/bench.txt" 2>&1 || log "benchmark script failed (bench.txt)"
+
+# ---- 3. tests ----
 declare -A RESULT
 total_p=0 total_f=0 total_s=0
 for t in "${GPU_TEST_TARGETS[@]}"; do
@@ -66,7 +72,7 @@ for t in "${GPU_TEST_TARGETS[@]}"; do
   log "test $name"
   runfiles="$PWD/${BIN[$t]}.runfiles"
   [ "$use_bundle" = 1 ] && runfiles="$PWD/gpu-bundle/runfiles"
-  TEST_SRCDIR="$runfiles" TEST_TMPDIR="$OUT/tmp/$name" timeout 300 "${BIN[$t]}" \
+  TEST_SRCDIR="$runfiles" TEST_TMPDIR="$OUT/tmp/$name" timeout 180 "${BIN[$t]}" \
     >"$OUT/$name.log" 2>&1
   rc=$?
   summary=$(grep -a "^KILN_TEST_SUMMARY" "$OUT/$name.log" | tail -1)
@@ -78,16 +84,13 @@ for t in "${GPU_TEST_TARGETS[@]}"; do
   total_p=$((total_p + p)); total_f=$((total_f + f)); total_s=$((total_s + s))
 done
 
-# ---- 3. benchmark ----
-log "benchmark"
-KILN_GPU_TRAIN="${BIN[//bench:gpu_train]}" PYTHON="$py" bash bench/gpu_train.sh "$OUT" \
-  >"$OUT/bench.txt" 2>&1 || log "benchmark script failed (bench.txt)"
+# ---- 4. data-parallel overlap (CPU) ----
 log "dp overlap (CPU, $(nproc) cores)"
 timeout 180 "${BIN[//bench:dp_overlap]}" >"$OUT/dp_overlap.txt" 2>&1 ||
   log "dp_overlap failed or timed out (dp_overlap.txt)"
 cp bench/RESULTS.md "$OUT/RESULTS.md" 2>/dev/null
 
-# ---- 4. the table, last ----
+# ---- 5. the table, last ----
 {
   echo
   gpu="$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)"

@@ -1,6 +1,7 @@
 # The [gpu] test targets and the benchmarks the GPU check runs, shared by tools/gpu-check.sh and tools/gpu-bundle.sh (sourced).
 GPU_TEST_TARGETS=(
   //tests/kernels/cuda:device_runtime_test
+  //tests/kernels/cuda:cublaslt_loader_test
   //tests/kernels/cuda:allocator_gpu_test
   //tests/kernels/cuda:kernel_parity_test
   //tests/kernels/cuda:attention_tc_test
