@@ -83,7 +83,8 @@ def kiln_cuda_library(
         report = _report_name(name, src)
         arch = SM90A if src in sm90a_srcs else SM90
 
-        # ptxas -v writes its report to stderr; on failure the compiler's messages are in it too.
+        # ptxas -v writes its report to stderr, with the compiler's own messages: on failure the
+        # whole file is shown, on success the lines that are not the report (warnings).
         native.genrule(
             name = "%s_nvcc_%s" % (name, src.replace("/", "_").replace(".", "_")),
             srcs = [src] + cu_hdrs,
@@ -94,7 +95,9 @@ def kiln_cuda_library(
                     [NVCC, "-c", "$(location %s)" % src, "-o", "$(location %s)" % out] +
                     NVCC_FLAGS + arch +
                     ["-Xptxas", "-v", "2>$(location %s)" % report] +
-                    ["|| { cat $(location %s) >&2; exit 1; }" % report],
+                    ["|| { cat $(location %s) >&2; exit 1; };" % report] +
+                    ["grep -v -E '^(ptxas info|    [0-9]+ bytes stack frame)' $(location %s) >&2" % report] +
+                    ["|| true"],
                 ),
             }),
             tags = ["manual"],
