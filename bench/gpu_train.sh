@@ -4,7 +4,8 @@
 # rate measured in this run, and peak device memory; appends the figures with the GPU's name to
 # bench/RESULTS.md. Used by tools/gpu-check.sh; KILN_GPU_TRAIN names a prebuilt Kiln binary.
 #
-#   bench/gpu_train.sh [OUT_DIR]      (BATCH, STEPS, WARMUP override the defaults 8, 10, 3)
+#   bench/gpu_train.sh [OUT_DIR]      (BATCH, STEPS, WARMUP override the defaults 8, 10, 3;
+#                                      TORCH_TIMEOUT_S the PyTorch side's limit, 300 s)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-${OUT:-gpu-out}}"
@@ -34,8 +35,12 @@ kiln_variant kiln-wmma-attention KILN_CUDA_ATTENTION=wmma
 # gradients as separate kernels after plain matmuls. Says whether the epilogues' kernels are
 # faster than a plain GEMM plus the extra pass on this GPU.
 kiln_variant kiln-no-epilogues KILN_CUDA_GELU_EPILOGUE=0 KILN_CUDA_BGRAD_EPILOGUE=0
-"$py" bench/torch_gpu_train.py "${args[@]}" >"$out/bench_torch.jsonl" 2>"$out/bench_torch.log" ||
-  echo "{\"system\": \"pytorch-eager\", \"error\": \"exit $?\"}" >>"$out/bench_torch.jsonl"
+# PyTorch prints each row as it finishes (probe, eager, then torch.compile, which can compile for
+# minutes): a time limit keeps the rows it has, and the table below is still written.
+timeout "${TORCH_TIMEOUT_S:-300}" "$py" bench/torch_gpu_train.py "${args[@]}" \
+  >"$out/bench_torch.jsonl" 2>"$out/bench_torch.log" ||
+  echo "{\"system\": \"pytorch\", \"error\": \"exit $? (124: over ${TORCH_TIMEOUT_S:-300} s)\"}" \
+    >>"$out/bench_torch.jsonl"
 
 "$py" - "$out" <<'PY'
 import json, sys, datetime
