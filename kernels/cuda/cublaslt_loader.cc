@@ -15,8 +15,8 @@ namespace {
 // Note [Loading cuBLASLt on first use]
 // libcublasLt is a 540 MB shared object whose writable data holds ~150 MB of pointers that the
 // dynamic loader relocates, page by page, at load time. Linked as a normal dependency, it cost
-// every Kiln process (kiln-train on a CPU, each CPU kiln-worker, `kiln --help`-sized tools that
-// link the engine) ~150 MB of resident memory and ~0.1 s of start-up before main, GPU or not. Every
+// every process that links the engine (kiln-train on a CPU, each CPU kiln-worker, every test
+// binary) ~150 MB of resident memory and ~0.1 s of start-up before main, GPU or not. Every
 // other CUDA library we link is small (cudart 0.7 MB, NCCL's relocated data ~2 MB).
 // So the backend does not link cuBLASLt: this file defines the 14 entry points matmul.cc calls,
 // with the header's own signatures (the compiler checks them against <cublasLt.h>), and each
@@ -35,32 +35,34 @@ const char* const kSoname = "libcublasLt.so." KILN_STRINGIFY_VALUE(CUBLAS_VER_MA
 
 struct Library {
   void* handle = nullptr;
+  std::mutex mu;      // guards error once the library is open
   std::string error;  // why the library or a symbol could not be loaded
 };
 
-Library OpenLibrary() {
-  Library lib;
+Library* OpenLibrary() {
+  Library* lib = new Library();
   if (const char* chosen = std::getenv("KILN_CUBLASLT_LIBRARY"); chosen != nullptr) {
-    lib.handle = dlopen(chosen, RTLD_NOW | RTLD_LOCAL);
-    if (lib.handle == nullptr) {
-      lib.error = std::string("cuBLASLt could not be loaded (KILN_CUBLASLT_LIBRARY): ") + dlerror();
+    lib->handle = dlopen(chosen, RTLD_NOW | RTLD_LOCAL);
+    if (lib->handle == nullptr) {
+      lib->error =
+          std::string("cuBLASLt could not be loaded (KILN_CUBLASLT_LIBRARY): ") + dlerror();
     }
     return lib;
   }
-  lib.handle = dlopen(kSoname, RTLD_NOW | RTLD_LOCAL);
-  if (lib.handle == nullptr) {
+  lib->handle = dlopen(kSoname, RTLD_NOW | RTLD_LOCAL);
+  if (lib->handle == nullptr) {
     const std::string first = dlerror();
-    lib.handle =
+    lib->handle =
         dlopen((std::string("/usr/local/cuda/lib64/") + kSoname).c_str(), RTLD_NOW | RTLD_LOCAL);
-    if (lib.handle == nullptr) {
-      lib.error = "cuBLASLt could not be loaded: " + first + "; " + dlerror();
+    if (lib->handle == nullptr) {
+      lib->error = "cuBLASLt could not be loaded: " + first + "; " + dlerror();
     }
   }
   return lib;
 }
 
 Library& TheLibrary() {
-  static Library* lib = new Library(OpenLibrary());  // thread-safe; never destroyed
+  static Library* lib = OpenLibrary();  // opened once, thread-safe; never destroyed
   return *lib;
 }
 
@@ -70,8 +72,7 @@ Fn* Resolve(const char* name) {
   Library& lib = TheLibrary();
   if (lib.handle == nullptr) return nullptr;
   void* symbol = dlsym(lib.handle, name);
-  static std::mutex mu;
-  std::lock_guard<std::mutex> lock(mu);
+  std::lock_guard<std::mutex> lock(lib.mu);
   if (symbol == nullptr && lib.error.empty()) {
     lib.error = std::string("cuBLASLt has no ") + name + ": " + dlerror();
   }
@@ -103,8 +104,12 @@ cublasStatus_t cublasLtDestroy(cublasLtHandle_t handle) {
 
 const char* cublasLtGetStatusString(cublasStatus_t status) {
   KILN_REAL_CUBLASLT(cublasLtGetStatusString);
-  const std::string& error = kiln::kernels::cuda::TheLibrary().error;
-  if (real == nullptr || (status == kNotLoaded && !error.empty())) return error.c_str();
+  kiln::kernels::cuda::Library& lib = kiln::kernels::cuda::TheLibrary();
+  {
+    // error is set at most once (Resolve), so the text returned stays valid.
+    std::lock_guard<std::mutex> lock(lib.mu);
+    if (real == nullptr || (status == kNotLoaded && !lib.error.empty())) return lib.error.c_str();
+  }
   return real(status);
 }
 
