@@ -17,7 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <thread>
+#include <sstream>
 
 #include "engine/ckpt/safetensors.h"
 #include "engine/data/token_file.h"
@@ -213,20 +213,51 @@ TEST_CASE("a rank killed mid-run fails the others with the collective named", "[
   REQUIRE(seconds < 30);
 }
 
+// The process whose parent is `parent` and whose arguments hold `--rank RANK`, found through
+// /proc: only the launcher's own children can match, never another test's ranks. -1 if none.
+pid_t RankChild(pid_t parent, int rank) {
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat_file(entry.path() / "stat");
+    std::string stat((std::istreambuf_iterator<char>(stat_file)), std::istreambuf_iterator<char>());
+    const size_t close = stat.rfind(')');  // the command name may hold spaces and parentheses
+    if (close == std::string::npos) continue;
+    std::istringstream fields(stat.substr(close + 2));
+    std::string state;
+    pid_t ppid = -1;
+    fields >> state >> ppid;
+    if (ppid != parent) continue;
+    std::ifstream cmd_file(entry.path() / "cmdline");
+    std::vector<std::string> argv;
+    for (std::string arg; std::getline(cmd_file, arg, '\0');) argv.push_back(arg);
+    for (size_t i = 0; i + 1 < argv.size(); ++i) {
+      if (argv[i] == "--rank" && argv[i + 1] == std::to_string(rank)) return std::stoi(name);
+    }
+  }
+  return -1;
+}
+
 TEST_CASE("the launcher stops the gang when one rank dies and says which", "[dp][gloo]") {
   const std::string dir = TempDir("dp-launcher-kill");
   WriteData(dir);
   const std::string spec = Spec(dir, "gpt2", 2, 0, 2, 100000);
   dist::ProcessOptions po;
-  po.argv = {Runfile("worker/kiln-train"), spec, "--nproc", "2", "--threads", "1"};
+  po.argv = {Runfile("worker/kiln-train"), spec, "--nproc", "2", "--threads", "1", "--metrics-out",
+             dir + "/metrics.jsonl"};
   po.output_path = dir + "/launcher.log";
   auto launcher = dist::Process::Spawn(po);
   REQUIRE(launcher.ok());
-  std::this_thread::sleep_for(std::chrono::seconds(3));
-  std::string pids;
-  RunCommand("pgrep -f -- '--rank 1 --world-size 2 --store 127.0.0.1:'", &pids);
-  REQUIRE(!pids.empty());
-  REQUIRE(kill(std::atoi(pids.c_str()), SIGKILL) == 0);
+  // Once rank 0 has finished a step, both ranks run (a fixed sleep could be early on a loaded
+  // machine).
+  const auto started = std::chrono::steady_clock::now();
+  while (Losses(dir + "/metrics.jsonl").empty()) {
+    REQUIRE(std::chrono::steady_clock::now() - started < std::chrono::seconds(120));
+    REQUIRE_FALSE(launcher->Wait(absl::Milliseconds(100)).ok());  // still training
+  }
+  const pid_t rank1 = RankChild(launcher->pid(), 1);
+  REQUIRE(rank1 > 0);
+  REQUIRE(kill(rank1, SIGKILL) == 0);
   auto code = launcher->Wait(absl::Seconds(60));
   REQUIRE(code.ok());
   REQUIRE(*code != 0);
