@@ -54,8 +54,12 @@ using attention_tc::Ld16;
 using attention_tc::kLn2;
 using attention_tc::kLog2e;
 
+// Note [Forward register budget]: at head_dim 64, ptxas left to itself aims at 128 registers (four
+// blocks an SM) and, with the ldmatrix loads' four live registers (Note [ldmatrix for the B
+// fragments]), spills 32 bytes a thread; a minimum of one block lets it take the 161 it needs
+// (three blocks, twelve warps an SM), without local memory.
 template <typename T, int kD>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 1)
     attention_mma_forward_kernel(const T* qkv, T* out, float* lse, Geometry g) {
   constexpr int kChunksD = kD / 16;  // k-chunks of Q K^T
   constexpr int kTilesD = kD / 8;    // n-tiles of the output

@@ -65,24 +65,74 @@ __device__ __forceinline__ void LoadA(uint32_t (&a)[4], const T* tile, int ld, i
   a[3] = LoadPair(p + 8 * ld + 8);
 }
 
-// B (16 x 8) with B[k][n] = tile[n0 + n][k0 + k]: the tile's rows are B's columns (K for Q K^T).
-template <typename T>
-__device__ __forceinline__ void LoadBRows(uint32_t (&b)[2], const T* tile, int ld, int n0, int k0) {
+// Note [ldmatrix for the B fragments]
+// A B fragment gathered with 32-bit shared-memory loads costs 2 loads (B from a tile's rows) or 4
+// 16-bit loads and 2 packs (B from a tile's columns, P V) per mma.sync, and the streamed tiles'
+// B fragments are all the shared-memory traffic of the attention kernels' inner loops: the issue
+// slots went to loads, not to the tensor cores. ldmatrix loads four 8 x 8 matrices of 16-bit
+// elements, one 16-byte row per lane address, straight into the fragment layout (.trans: the
+// transpose, which is exactly B from a tile's columns): two products' B fragments per
+// instruction. Rows must be 16-byte aligned; the (D + 8)-element rows of the attention tiles are
+// (2 D + 16) bytes, and an 8-lane phase then reads 8 rows starting 4 banks apart: conflict-free.
+// The emulation publishes each lane's row address to its warp and gathers the same elements, so
+// the addressing is exercised without a GPU.
+
+// ldmatrix .x kMatrices (2 or 4) [.trans], shared memory: lane 8 m + r passes `row`, the address
+// of row r of matrix m (8 T, 16-byte aligned). Register m of lane 4 g + t receives matrix m's
+// elements (g, 2t) and (g, 2t + 1), or with kTrans (2t, g) and (2t + 1, g).
+template <int kMatrices, bool kTrans, typename T>
+__device__ __forceinline__ void LdMatrix(uint32_t (&r)[kMatrices], const T* row) {
+  static_assert(kMatrices == 2 || kMatrices == 4, "ldmatrix takes .x2 or .x4 here");
+#if defined(KILN_CUDA_EMULATION)
+  static thread_local const void* published[32][32];  // [warp][lane] row addresses
   const int lane = static_cast<int>(threadIdx.x % 32), g = lane / 4, t = lane % 4;
-  const T* p = tile + (n0 + g) * ld + k0 + 2 * t;
-  b[0] = LoadPair(p);
-  b[1] = LoadPair(p + 8);
+  const void*(&rows)[32] = published[threadIdx.x / 32 % 32];
+  rows[lane] = row;
+  __syncwarp();
+  const auto row_of = [&](int m, int i) { return static_cast<const T*>(rows[8 * m + i]); };
+  for (int m = 0; m < kMatrices; ++m) {
+    r[m] = kTrans ? LoadSplitPair(row_of(m, 2 * t) + g, row_of(m, 2 * t + 1) + g)
+                  : LoadSplitPair(row_of(m, g) + 2 * t, row_of(m, g) + 2 * t + 1);
+  }
+  __syncwarp();  // every lane has read the addresses before the next call overwrites them
+#else
+  const auto address = static_cast<uint32_t>(__cvta_generic_to_shared(row));
+  if constexpr (kMatrices == 2 && !kTrans) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n"
+                 : "=r"(r[0]), "=r"(r[1])
+                 : "r"(address));
+  } else if constexpr (kMatrices == 2) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];\n"
+                 : "=r"(r[0]), "=r"(r[1])
+                 : "r"(address));
+  } else if constexpr (!kTrans) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(address));
+  } else {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(address));
+  }
+#endif
 }
 
-// B (16 x 8) with B[k][n] = tile[k0 + k][n0 + n]: the tile's rows are B's rows (V for P V); each
-// register pairs elements of two rows.
+// Two B fragments (16 x 8 each) in one ldmatrix.x4 from a shared tile whose rows are B's columns
+// (K for Q K^T): b[2 i], b[2 i + 1] is B[k][n] = tile[n0 + n][k0 + 16 i + k], i = 0, 1.
 template <typename T>
-__device__ __forceinline__ void LoadBColumns(uint32_t (&b)[2], const T* tile, int ld, int k0,
-                                             int n0) {
-  const int lane = static_cast<int>(threadIdx.x % 32), g = lane / 4, t = lane % 4;
-  const T* p = tile + (k0 + 2 * t) * ld + n0 + g;
-  b[0] = LoadSplitPair(p, p + ld);
-  b[1] = LoadSplitPair(p + 8 * ld, p + 9 * ld);
+__device__ __forceinline__ void LoadBRowsX2(uint32_t (&b)[4], const T* tile, int ld, int n0,
+                                            int k0) {
+  const int lane = static_cast<int>(threadIdx.x % 32);
+  LdMatrix<4, false>(b, tile + (n0 + lane % 8) * ld + k0 + 8 * (lane / 8));
+}
+
+// Two B fragments (16 x 8 each) in one ldmatrix.x4.trans from a shared tile whose rows are B's
+// rows (V for P V): b[2 i], b[2 i + 1] is B[k][n] = tile[k0 + k][n0 + 8 i + n], i = 0, 1.
+template <typename T>
+__device__ __forceinline__ void LoadBColumnsX2(uint32_t (&b)[4], const T* tile, int ld, int k0,
+                                               int n0) {
+  const int lane = static_cast<int>(threadIdx.x % 32), m = lane / 8;
+  LdMatrix<4, true>(b, tile + (k0 + 8 * (m % 2) + lane % 8) * ld + n0 + 8 * (m / 2));
 }
 
 // The A fragment (16 x 16) of two adjacent accumulator tiles (16 x 8 each, columns [0, 8) and
@@ -124,8 +174,8 @@ inline float Half(uint32_t bits, int which) {
 // d += A B, T = __nv_bfloat16 or __half (Note [mma.sync fragments]). Every lane of the warp calls
 // it together.
 template <typename T>
-__device__ __forceinline__ void MmaM16N8K16(float (&d)[4], const uint32_t (&a)[4],
-                                            const uint32_t (&b)[2]) {
+__device__ __forceinline__ void MmaM16N8K16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                            uint32_t b1) {
 #if defined(KILN_CUDA_EMULATION)
   // Every lane publishes its registers to the warp's slot, then reads rows g and g + 8 of A and
   // columns 2t and 2t + 1 of B from their owners (two warp barriers instead of a shuffle per
@@ -134,8 +184,8 @@ __device__ __forceinline__ void MmaM16N8K16(float (&d)[4], const uint32_t (&a)[4
   const int lane = static_cast<int>(threadIdx.x % 32), g = lane / 4, t = lane % 4;
   uint32_t(&warp_regs)[32][6] = published[threadIdx.x / 32 % 32];
   for (int r = 0; r < 4; ++r) warp_regs[lane][r] = a[r];
-  warp_regs[lane][4] = b[0];
-  warp_regs[lane][5] = b[1];
+  warp_regs[lane][4] = b0;
+  warp_regs[lane][5] = b1;
   __syncwarp();
   float a_rows[2][16], b_cols[2][16];
   for (int q = 0; q < 4; ++q) {
@@ -167,44 +217,48 @@ __device__ __forceinline__ void MmaM16N8K16(float (&d)[4], const uint32_t (&a)[4
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
         "{%8, %9}, {%0, %1, %2, %3};\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   } else {
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
         "{%8, %9}, {%0, %1, %2, %3};\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   }
 #endif
 }
 
 // acc (16 x 8) += A B over k in [0, 16 kChunks), with A the warp's rows as A fragments (one per
 // 16 columns) and B[k][n] = tile[n0 + n][k]: the tile's rows n0 .. n0 + 8 as columns (scores
-// against keys, or queries).
+// against keys, or queries). The tile is in shared memory (Note [ldmatrix for the B fragments]).
 template <typename T, int kChunks>
 __device__ __forceinline__ void ProductWithRows(float (&acc)[4], const uint32_t (&a)[kChunks][4],
                                                 const T* tile, int ld, int n0) {
+  static_assert(kChunks % 2 == 0, "chunks go in pairs, one ldmatrix.x4 each");
 #pragma unroll
-  for (int c = 0; c < kChunks; ++c) {
-    uint32_t b[2];
-    LoadBRows(b, tile, ld, n0, 16 * c);
-    MmaM16N8K16<T>(acc, a[c], b);
+  for (int c = 0; c < kChunks; c += 2) {
+    uint32_t b[4];
+    LoadBRowsX2(b, tile, ld, n0, 16 * c);
+    MmaM16N8K16<T>(acc, a[c], b[0], b[1]);
+    MmaM16N8K16<T>(acc, a[c + 1], b[2], b[3]);
   }
 }
 
 // acc (16 x 8 kTiles) += A tile[0 .. 16 kChunks)[0 .. 8 kTiles), with A (16 x 16 kChunks) as A
-// fragments (P V, dS K, P^T dout, dS^T q).
+// fragments (P V, dS K, P^T dout, dS^T q); the tile is in shared memory.
 template <typename T, int kChunks, int kTiles>
 __device__ __forceinline__ void AccumulateProduct(float (&acc)[kTiles][4],
                                                   const uint32_t (&a)[kChunks][4], const T* tile,
                                                   int ld) {
+  static_assert(kTiles % 2 == 0, "n-tiles go in pairs, one ldmatrix.x4 each");
 #pragma unroll
   for (int c = 0; c < kChunks; ++c) {
 #pragma unroll
-    for (int n = 0; n < kTiles; ++n) {
-      uint32_t b[2];
-      LoadBColumns(b, tile, ld, 16 * c, 8 * n);
-      MmaM16N8K16<T>(acc[n], a[c], b);
+    for (int n = 0; n < kTiles; n += 2) {
+      uint32_t b[4];
+      LoadBColumnsX2(b, tile, ld, 16 * c, 8 * n);
+      MmaM16N8K16<T>(acc[n], a[c], b[0], b[1]);
+      MmaM16N8K16<T>(acc[n + 1], a[c], b[2], b[3]);
     }
   }
 }
