@@ -95,6 +95,20 @@ bool GeluEpilogueAllowed() {
   return v == nullptr || std::strcmp(v, "0") != 0;
 }
 
+// Note [DGELU epilogue off by default]
+// Measured on an H200 (bench/gpu_train.sh, GPT-2 124M, B 8, T 1024, cuBLASLt 13): the MLP's
+// backward matmul_dgelu_bgrad took 2.89 ms a step (12 nodes) with cuBLASLt's DGELU_BGRAD epilogue
+// and 1.70 ms as the plain matmul, the gelu_backward kernel and the column-sum kernel: the
+// heuristic's DGELU kernels are far slower than its plain GEMM, more than the saved pass over
+// dpre. The forward's GELU_AUX_BIAS and the weight gradients' BGRADA cost no more than their
+// unfused forms, and stay on. So the backward GELU epilogue (DGELU, and DGELU_BGRAD with it) is
+// off unless KILN_CUDA_DGELU_EPILOGUE=1; KILN_CUDA_GELU_EPILOGUE=0 still turns off both GELU
+// epilogues.
+bool DGeluEpilogueAllowed() {
+  const char* v = std::getenv("KILN_CUDA_DGELU_EPILOGUE");
+  return GeluEpilogueAllowed() && v != nullptr && std::strcmp(v, "1") == 0;
+}
+
 // Note [Bias gradient in the matmul epilogue]
 // The MLP's first bias gradient is the column sum of dpre (rows, F), the product of matmul_dgelu:
 // a sum_to kernel would read all of dpre again (GPT-2 124M at (B 8, T 1024): 50 MB per layer).
@@ -156,7 +170,8 @@ class MatmulKernel final : public Kernel {
     zero_k_ = shape.k == 0;
     if (empty_ || zero_k_) return absl::OkStatus();
     const DType dtype = ctx.input(0).dtype();
-    if (kGelu && GeluEpilogueAllowed() && shape.n % 8 == 0) {  // Note [GELU in the matmul epilogue]
+    // Note [GELU in the matmul epilogue], Note [DGELU epilogue off by default]
+    if (kGelu && (kDGelu ? DGeluEpilogueAllowed() : GeluEpilogueAllowed()) && shape.n % 8 == 0) {
       gelu_in_epilogue_ = true;
       if (kBiasGrad && BiasGradEpilogueAllowed()) {  // Note [Bias gradient in the matmul epilogue]
         bias_grad_in_epilogue_ = true;

@@ -164,6 +164,126 @@ __global__ void norm_backward_kernel(const T* dy, const T* x, const float* gamma
   }
 }
 
+// Note [Warp-per-row norm backward]
+// Rows of up to 32 x 4 packs (1024 bf16 / f16, 512 f32 columns: GPT-2's 768, most models below
+// 7B) go to norm_backward_warp_kernel instead: a warp owns a row, each lane up to 4 of its packs,
+// which it loads once and keeps in registers for both passes (the block kernel above reads dy and
+// x twice and meets at two block barriers per row); the row sums are warp shuffles; gamma is
+// loaded once per warp, not per row; and the partial dgamma / dbeta stay in the lane's registers
+// across the warp's rows. At the end the block's warps add theirs in warp order through shared
+// memory into the block's partial rows, which sum_to reduces as before. Rows are dealt to warps
+// in a fixed pattern (row r0 + w + kNormWarps i to warp w), so every sum keeps one order and the
+// result repeats bit for bit; it is not the block kernel's order, so the two differ in the last
+// bits of dgamma / dbeta and of the row sums.
+constexpr int kNormWarps = 4;
+constexpr int kMaxLanePacks = 4;
+constexpr int64_t kMinWarpBlockRows = 32;
+
+int64_t WarpRowBlocks(int64_t rows) {
+  int64_t count = (rows + kMinWarpBlockRows - 1) / kMinWarpBlockRows;
+  if (count > kMaxRowBlocks) count = kMaxRowBlocks;  // never more partial rows than RowBlocks
+  return count < 1 ? 1 : count;
+}
+
+// Lane packs of a row: pack i of lane l is group l + 32 i, present while below `groups`.
+template <typename T, int kV, int kLanePacks>
+__device__ __forceinline__ void LoadLanePacks(const T* row, int64_t groups,
+                                              float (&v)[kLanePacks][kV]) {
+  const int lane = static_cast<int>(threadIdx.x % 32);
+#pragma unroll
+  for (int i = 0; i < kLanePacks; ++i) {
+    const int64_t j = lane + 32 * i;
+    if (j < groups) {
+      LoadElements(row + j * kV, v[i]);
+    } else {
+#pragma unroll
+      for (int k = 0; k < kV; ++k) v[i][k] = 0.0f;
+    }
+  }
+}
+
+template <typename T, bool kRms, int kV, int kLanePacks>
+__global__ void __launch_bounds__(32 * kNormWarps)
+    norm_backward_warp_kernel(const T* dy, const T* x, const float* gamma, const float* mean,
+                              const float* rstd, const T* residual, T* dx, int64_t rows,
+                              int64_t cols, int64_t per_block, float* partials) {
+  constexpr int kLaneCols = kLanePacks * 32 * kV;
+  __shared__ float warp_partials[kNormWarps][2][kLaneCols];  // dgamma, dbeta per warp
+  const int warp = static_cast<int>(threadIdx.x / 32), lane = static_cast<int>(threadIdx.x % 32);
+  const int64_t groups = cols / kV;
+  const float inv_cols = 1.0f / static_cast<float>(cols);
+  float g[kLanePacks][kV], part_gamma[kLanePacks][kV], part_beta[kLanePacks][kV];
+  LoadLanePacks<float, kV, kLanePacks>(gamma, groups, g);
+#pragma unroll
+  for (int i = 0; i < kLanePacks; ++i) {
+#pragma unroll
+    for (int k = 0; k < kV; ++k) part_gamma[i][k] = part_beta[i][k] = 0.0f;
+  }
+  const int64_t r0 = blockIdx.x * per_block;
+  const int64_t r1 = r0 + per_block < rows ? r0 + per_block : rows;
+  for (int64_t r = r0 + warp; r < r1; r += kNormWarps) {
+    float d[kLanePacks][kV], xhat[kLanePacks][kV];  // this lane's packs of the row
+    LoadLanePacks<T, kV, kLanePacks>(dy + r * cols, groups, d);
+    LoadLanePacks<T, kV, kLanePacks>(x + r * cols, groups, xhat);
+    const float rs = rstd[r];
+    const float m = kRms ? 0.0f : mean[r];
+    float sum_g = 0, sum_gx = 0;
+#pragma unroll
+    for (int i = 0; i < kLanePacks; ++i) {
+#pragma unroll
+      for (int k = 0; k < kV; ++k) {  // absent packs are zeros and add nothing
+        xhat[i][k] = (xhat[i][k] - m) * rs;
+        const float gk = d[i][k] * g[i][k];
+        sum_gx = fmaf(gk, xhat[i][k], sum_gx);
+        part_gamma[i][k] =
+            fmaf(d[i][k], kRms ? RoundTo<T>(xhat[i][k]) : xhat[i][k], part_gamma[i][k]);
+        if (!kRms) {
+          sum_g += gk;
+          part_beta[i][k] += d[i][k];
+        }
+      }
+    }
+    const float mean_g = kRms ? 0.0f : WarpSum(sum_g) * inv_cols;
+    const float mean_gx = WarpSum(sum_gx) * inv_cols;
+    float res[kLanePacks][kV];
+    if (residual != nullptr) LoadLanePacks<T, kV, kLanePacks>(residual + r * cols, groups, res);
+#pragma unroll
+    for (int i = 0; i < kLanePacks; ++i) {
+      const int64_t j = lane + 32 * i;
+      if (j >= groups) continue;
+#pragma unroll
+      for (int k = 0; k < kV; ++k) {
+        d[i][k] = rs * (d[i][k] * g[i][k] - mean_g - xhat[i][k] * mean_gx);
+        // Note [Residual gradient in the norm backward]
+        if (residual != nullptr) d[i][k] = RoundTo<T>(d[i][k]) + res[i][k];
+      }
+      StoreElements(dx + r * cols + j * kV, d[i]);
+    }
+  }
+  // The block's partial rows: warp 0's sums, plus warp 1's, ..., in that order.
+#pragma unroll
+  for (int i = 0; i < kLanePacks; ++i) {
+#pragma unroll
+    for (int k = 0; k < kV; ++k) {
+      warp_partials[warp][0][(lane + 32 * i) * kV + k] = part_gamma[i][k];
+      warp_partials[warp][1][(lane + 32 * i) * kV + k] = part_beta[i][k];
+    }
+  }
+  __syncthreads();
+  float* const gamma_row = partials + blockIdx.x * cols;
+  float* const beta_row = partials + (gridDim.x + blockIdx.x) * cols;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    float sum_gamma = 0.0f, sum_beta = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kNormWarps; ++w) {
+      sum_gamma += warp_partials[w][0][c];
+      sum_beta += warp_partials[w][1][c];
+    }
+    gamma_row[c] = sum_gamma;
+    beta_row[c] = sum_beta;
+  }
+}
+
 // Calls fn(std::integral_constant<int, kV>) with kV a pack of T when rows of cols elements fit
 // at every pointer, else 1.
 template <typename T, typename Fn>
@@ -204,14 +324,32 @@ size_t NormBackwardWorkspaceBytes(int64_t rows, int64_t cols) {
          SumToWorkspaceBytes(RowBlocks(rows), cols);
 }
 
+// Calls fn(std::integral_constant<int, kLanePacks>) for rows of `groups` packs that fit a warp
+// (Note [Warp-per-row norm backward]) and returns true, else returns false.
+template <typename Fn>
+bool DispatchLanePacks(int64_t groups, Fn&& fn) {
+  switch ((groups + 31) / 32) {
+    case 1:
+      fn(std::integral_constant<int, 1>{});
+      return true;
+    case 2:
+      fn(std::integral_constant<int, 2>{});
+      return true;
+    case 3:
+      fn(std::integral_constant<int, 3>{});
+      return true;
+    case 4:
+      fn(std::integral_constant<int, kMaxLanePacks>{});
+      return true;
+    default:
+      return false;
+  }
+}
+
 void LaunchNormBackward(const NormLaunch& a, void* workspace, StreamPtr stream) {
   if (a.cols == 0) return;
-  const int64_t blocks = RowBlocks(a.rows);
-  const int64_t per_block = a.rows == 0 ? 1 : (a.rows + blocks - 1) / blocks;
+  int64_t blocks = RowBlocks(a.rows);
   float* partials = static_cast<float*>(workspace);  // (2, blocks, cols)
-  void* sums_workspace = partials + 2 * blocks * a.cols;
-  const size_t partial_bytes = static_cast<size_t>(2 * a.cols) * sizeof(float);
-  const bool shared = partial_bytes <= kMaxSharedPartialBytes;  // cols <= 6144
   DispatchFloat(a.type, [&](auto t) {
     using T = decltype(t);
     const T* dy = static_cast<const T*>(a.dy);
@@ -220,6 +358,21 @@ void LaunchNormBackward(const NormLaunch& a, void* workspace, StreamPtr stream) 
     const T* residual = static_cast<const T*>(a.residual);
     DispatchGroups<T>(a.cols, {dy, x, dx, residual}, [&](auto v) {
       constexpr int kV = decltype(v)::value;
+      const bool by_warp = kV > 1 && a.rows > 0 && DispatchLanePacks(a.cols / kV, [&](auto packs) {
+                             constexpr int kLanePacks = decltype(packs)::value;
+                             blocks = WarpRowBlocks(a.rows);
+                             const int64_t per_block = (a.rows + blocks - 1) / blocks;
+                             const auto kernel =
+                                 a.rms ? norm_backward_warp_kernel<T, true, kV, kLanePacks>
+                                       : norm_backward_warp_kernel<T, false, kV, kLanePacks>;
+                             Launch(kernel, static_cast<unsigned>(blocks), 32 * kNormWarps, 0,
+                                    AsStream(stream), dy, x, a.gamma, a.rms ? nullptr : a.mean,
+                                    a.rstd, residual, dx, a.rows, a.cols, per_block, partials);
+                           });
+      if (by_warp) return;
+      const int64_t per_block = a.rows == 0 ? 1 : (a.rows + blocks - 1) / blocks;
+      const size_t partial_bytes = static_cast<size_t>(2 * a.cols) * sizeof(float);
+      const bool shared = partial_bytes <= kMaxSharedPartialBytes;  // cols <= 6144
       const auto kernel =
           a.rms ? norm_backward_kernel<T, true, kV> : norm_backward_kernel<T, false, kV>;
       Launch(kernel, static_cast<unsigned>(blocks), kThreads, shared ? partial_bytes : 0,
@@ -227,6 +380,8 @@ void LaunchNormBackward(const NormLaunch& a, void* workspace, StreamPtr stream) 
              a.rows, a.cols, per_block, partials, shared);
     });
   });
+  // The column sums' workspace follows the largest partials either kernel writes (RowBlocks').
+  void* sums_workspace = partials + 2 * RowBlocks(a.rows) * a.cols;
   // Blocks past the last row (per_block rounds up) leave zero partial rows.
   LaunchSumTo(FloatType::kF32, partials, blocks, a.cols, a.dgamma, sums_workspace, stream);
   if (!a.rms) {

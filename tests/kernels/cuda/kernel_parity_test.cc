@@ -65,11 +65,15 @@ TEST_CASE("reductions match the CPU and repeat bit for bit", "[gpu][cuda]") {
 
 TEST_CASE("layer norm and RMS norm match the CPU, forward and backward", "[gpu][cuda]") {
   KILN_REQUIRE_GPU();
-  // 200 columns: whole 16-byte packs in every type; 65: element by element (Note [Norm kernels on
-  // the device]).
+  // 200 columns: whole 16-byte packs in every type, a warp per row in the backward (one or two
+  // packs a lane), as 768 bf16 (three) is; 1024 f32 packs, too many for a warp's lanes: the block
+  // kernel; 65: element by element (Note [Norm kernels on the device], Note [Warp-per-row norm
+  // backward]).
   for (const auto& [dt, cols] : {std::pair{DType::kF32, 200},
                                  {DType::kBF16, 200},
                                  {DType::kF16, 200},
+                                 {DType::kBF16, 768},
+                                 {DType::kF32, 1024},
                                  {DType::kF32, 65},
                                  {DType::kBF16, 65}}) {
     const double tol = ToleranceFor(dt);
@@ -201,11 +205,13 @@ TEST_CASE("cuBLASLt matmul_bias (bias epilogue) matches the CPU's oneDNN matmul_
   }
 }
 
-// Note [GELU in the matmul epilogue]: with cuBLASLt's GELU_AUX_BIAS / DGELU epilogues, and with
-// them turned off (KILN_CUDA_GELU_EPILOGUE=0: the plain matmul, then the gelu kernel), and for an
-// N that is not a multiple of 8 (which the epilogue cannot take).
+// Note [GELU in the matmul epilogue]: with cuBLASLt's GELU_AUX_BIAS / DGELU epilogues (DGELU asked
+// for: Note [DGELU epilogue off by default]), and with them turned off (KILN_CUDA_GELU_EPILOGUE=0:
+// the plain matmul, then the gelu kernel), and for an N that is not a multiple of 8 (which the
+// epilogue cannot take).
 TEST_CASE("cuBLASLt GELU epilogues (matmul_bias_gelu, matmul_dgelu) match the CPU", "[gpu][cuda]") {
   KILN_REQUIRE_GPU();
+  setenv("KILN_CUDA_DGELU_EPILOGUE", "1", 1);
   for (const char* epilogue : {"1", "0"}) {
     setenv("KILN_CUDA_GELU_EPILOGUE", epilogue, 1);
     for (DType dt : {DType::kF32, DType::kBF16}) {
@@ -227,20 +233,29 @@ TEST_CASE("cuBLASLt GELU epilogues (matmul_bias_gelu, matmul_dgelu) match the CP
     }
   }
   unsetenv("KILN_CUDA_GELU_EPILOGUE");
+  unsetenv("KILN_CUDA_DGELU_EPILOGUE");
 }
 
 // matmul_dgelu_bgrad (Note [Bias gradient in the matmul epilogue]): with both epilogues, with the
-// DGELU epilogue and the column-sum kernel (KILN_CUDA_BGRAD_EPILOGUE=0), and unfused throughout
-// (KILN_CUDA_GELU_EPILOGUE=0); N = 20 cannot take the epilogues at all.
+// DGELU epilogue and the column-sum kernel (KILN_CUDA_BGRAD_EPILOGUE=0), unfused by default (Note
+// [DGELU epilogue off by default]) and unfused throughout (KILN_CUDA_GELU_EPILOGUE=0); N = 20
+// cannot take the epilogues at all.
 TEST_CASE("cuBLASLt DGELU_BGRAD epilogue (matmul_dgelu_bgrad) matches the CPU", "[gpu][cuda]") {
   KILN_REQUIRE_GPU();
-  const std::pair<const char*, const char*> settings[] = {{"1", "1"}, {"1", "0"}, {"0", "1"}};
-  for (const auto& [gelu, bias_grad] : settings) {
+  struct Setting {
+    const char* gelu;
+    const char* dgelu;
+    const char* bias_grad;
+  };
+  const Setting settings[] = {{"1", "1", "1"}, {"1", "1", "0"}, {"1", "0", "1"}, {"0", "1", "1"}};
+  for (const auto& [gelu, dgelu, bias_grad] : settings) {
     setenv("KILN_CUDA_GELU_EPILOGUE", gelu, 1);
+    setenv("KILN_CUDA_DGELU_EPILOGUE", dgelu, 1);
     setenv("KILN_CUDA_BGRAD_EPILOGUE", bias_grad, 1);
     for (DType dt : {DType::kF32, DType::kBF16}) {
       for (int64_t n : {48, 20}) {
-        INFO("KILN_CUDA_GELU_EPILOGUE=" << gelu << " KILN_CUDA_BGRAD_EPILOGUE=" << bias_grad << " "
+        INFO("KILN_CUDA_GELU_EPILOGUE=" << gelu << " KILN_CUDA_DGELU_EPILOGUE=" << dgelu
+                                        << " KILN_CUDA_BGRAD_EPILOGUE=" << bias_grad << " "
                                         << DTypeName(dt) << " N " << n);
         const Tensor dout = RandomTensor({3, 17, 24}, dt, 38);
         const Tensor pre = RandomTensor({3, 17, n}, dt, 39);
@@ -250,6 +265,7 @@ TEST_CASE("cuBLASLt DGELU_BGRAD epilogue (matmul_dgelu_bgrad) matches the CPU", 
     }
   }
   unsetenv("KILN_CUDA_GELU_EPILOGUE");
+  unsetenv("KILN_CUDA_DGELU_EPILOGUE");
   unsetenv("KILN_CUDA_BGRAD_EPILOGUE");
 }
 
