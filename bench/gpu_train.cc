@@ -71,11 +71,20 @@ int main(int argc, char** argv) {
   graph::Executor& exec = **exec_or;
   const graph::MemoryPlan& plan = exec.memory_plan();
   const int64_t n = plan.param_elements;
-  // Weights N(0, 0.02) (the benchmark measures speed, not the init), f32 master on the device.
+  // The model's own init (engine/nn/param_table.h: norm gains 1, biases 0, weights normal with
+  // their std), as PyTorch's GPT-2 starts, so both sides' losses move alike; f32 master on the
+  // device.
   std::vector<float> init(static_cast<size_t>(n));
   std::mt19937_64 rng(1);
-  std::normal_distribution<float> normal(0.0f, 0.02f);
-  for (float& x : init) x = normal(rng);
+  for (const nn::ParamEntry& e : model->params.entries) {
+    float* dst = init.data() + plan.param_offset[e.graph_param] + e.offset;
+    std::normal_distribution<float> normal(0.0f, e.init.std);
+    for (int64_t i = 0; i < e.numel(); ++i) {
+      dst[i] = e.init.kind == nn::ParamInit::kOnes    ? 1.0f
+               : e.init.kind == nn::ParamInit::kZeros ? 0.0f
+                                                      : normal(rng);
+    }
+  }
   const bool separate = exec.flat_params().dtype() != DType::kF32;
   Tensor master = separate ? Tensor::Zeros({n}, DType::kF32, dev) : exec.flat_params();
   master.CopyFrom(Tensor::FromFloats(init, {n}));

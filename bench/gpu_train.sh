@@ -5,7 +5,8 @@
 # bench/RESULTS.md. Used by tools/gpu-check.sh; KILN_GPU_TRAIN names a prebuilt Kiln binary.
 #
 #   bench/gpu_train.sh [OUT_DIR]      (BATCH, STEPS, WARMUP override the defaults 8, 10, 3;
-#                                      TORCH_TIMEOUT_S the PyTorch side's limit, 300 s)
+#                                      TORCH_TIMEOUT_S the PyTorch side's limit, 300 s;
+#                                      TORCH_MODES=eager skips torch.compile)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-${OUT:-gpu-out}}"
@@ -31,13 +32,16 @@ kiln_variant kiln-no-graphs KILN_CUDA_GRAPHS=0
 # The wmma attention kernels (Note [Choosing the attention kernels]): what the register-resident
 # mma.sync kernels buy, and a figure should they misbehave on the device.
 kiln_variant kiln-wmma-attention KILN_CUDA_ATTENTION=wmma
-# No cuBLASLt epilogues (Note [Bias gradient in the matmul epilogue]): GELU, DGELU, bias
-# gradients as separate kernels after plain matmuls. Says whether the epilogues' kernels are
-# faster than a plain GEMM plus the extra pass on this GPU.
+# cuBLASLt's epilogues, one row each way (Note [Bias gradient in the matmul epilogue], Note [DGELU
+# epilogue off by default]): with the backward's DGELU(_BGRAD) epilogue, which is off by default,
+# and with none at all (GELU, DGELU and bias gradients as separate kernels after plain matmuls).
+# Says, on this GPU, whether each fused kernel beats a plain GEMM plus the extra pass.
+kiln_variant kiln-dgelu-epilogue KILN_CUDA_DGELU_EPILOGUE=1
 kiln_variant kiln-no-epilogues KILN_CUDA_GELU_EPILOGUE=0 KILN_CUDA_BGRAD_EPILOGUE=0
 # PyTorch prints each row as it finishes (probe, eager, then torch.compile, which can compile for
 # minutes): a time limit keeps the rows it has, and the table below is still written.
 timeout "${TORCH_TIMEOUT_S:-300}" "$py" bench/torch_gpu_train.py "${args[@]}" \
+  --modes "${TORCH_MODES:-eager,compile}" \
   >"$out/bench_torch.jsonl" 2>"$out/bench_torch.log" ||
   echo "{\"system\": \"pytorch\", \"error\": \"exit $? (124: over ${TORCH_TIMEOUT_S:-300} s)\"}" \
     >>"$out/bench_torch.jsonl"
