@@ -47,6 +47,16 @@ using attention_tc::Ld16;
 // dout tiles with their lse and delta — with the second stage in the two tiles whose rows the
 // warps already hold as fragments, so it costs them no extra shared memory.
 //
+// Note [Masking only the edge tiles]
+// On an H200 the register-resident kernels spent more issue slots on the element-wise work around
+// the products than on the products: per score, the causal and sequence-end tests in 64-bit
+// integers, the exp2f range fix-ups, the selects. Only the tiles that cross the diagonal or the
+// sequence end have invisible pairs (attention_tc::TileVisible; one in 16 key tiles of a causal
+// T = 1024 row, plus the last): the kernels mask those in a separate, block-uniform pass — the
+// forward sets masked scores to -inf before the row max, the backward zeroes P and dS after
+// computing them unmasked — and every other tile runs the formula alone, with one MUFU.EX2 per
+// probability (mma::FastExp2).
+//
 // Shared memory: q and two stages of k and v tiles (64, D + 8) in the storage type; the 8-element
 // padding makes the 32-bit fragment loads conflict-free (a row is 4 (D + 8) / 4 = D / 2 + 4 words:
 // rows g = 0..7 of a fragment start 4 banks apart, and the 4 lanes of a row read consecutive
@@ -56,8 +66,9 @@ using attention_tc::kLog2e;
 
 // Note [Forward register budget]: at head_dim 64, ptxas left to itself aims at 128 registers (four
 // blocks an SM) and, with the ldmatrix loads' four live registers (Note [ldmatrix for the B
-// fragments]), spills 32 bytes a thread; a minimum of one block lets it take the 161 it needs
-// (three blocks, twelve warps an SM), without local memory.
+// fragments]), spilled 32 bytes a thread; a minimum of one block lets it take what it needs (~200
+// registers on sm_90: two blocks, eight warps an SM, as FlashAttention-2 runs), without local
+// memory.
 template <typename T, int kD>
 __global__ void __launch_bounds__(kThreads, 1)
     attention_mma_forward_kernel(const T* qkv, T* out, float* lse, Geometry g) {
@@ -114,17 +125,18 @@ __global__ void __launch_bounds__(kThreads, 1)
       s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
       mma::ProductWithRows<T>(s[j], qa, kt, kLd, 8 * j);
     }
-    // Scale and mask, then the online softmax per row (i = 0: row g, i = 1: row g + 8).
+    // Scale, mask (edge tiles only: Note [Masking only the edge tiles]), then the online softmax
+    // per row (i = 0: row g, i = 1: row g + 8).
+    const bool edge = !attention_tc::TileVisible(qt.q0, k0, g.seq, g.causal);  // block-uniform
     float tile_max[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int j = 0; j < kTilesKey; ++j) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int i = e / 2;
         const int64_t key = k0 + 8 * j + 2 * lt + (e % 2);
-        const bool visible = attention_tc::Visible(row[i], key, g.seq, g.causal);
-        s[j][e] = visible ? s[j][e] * scale2 : -INFINITY;
-        tile_max[i] = fmaxf(tile_max[i], s[j][e]);
+        const bool hidden = edge && !attention_tc::Visible(row[e / 2], key, g.seq, g.causal);
+        s[j][e] = hidden ? -INFINITY : s[j][e] * scale2;
+        tile_max[e / 2] = fmaxf(tile_max[e / 2], s[j][e]);
       }
     }
     float alpha[2], ref[2];
@@ -134,7 +146,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       tile_max[i] = fmaxf(tile_max[i], __shfl_xor_sync(mma::kFullMask, tile_max[i], 2));
       const float m_new = fmaxf(m[i], tile_max[i]);
       ref[i] = m_new == -INFINITY ? 0.0f : m_new;  // no inf - inf while all masked
-      alpha[i] = exp2f(m[i] - ref[i]);             // 0 on the first visible tile
+      alpha[i] = mma::FastExp2(m[i] - ref[i]);     // 0 on the first visible tile
       m[i] = m_new;
       l[i] *= alpha[i];
     }
@@ -155,8 +167,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int half = 0; half < 2; ++half) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const float x = s[2 * c + half][e];
-          p[half][e] = x == -INFINITY ? 0.0f : exp2f(x - ref[e / 2]);
+          p[half][e] = mma::FastExp2(s[2 * c + half][e] - ref[e / 2]);  // masked: 2^-inf = 0
           l[e / 2] += p[half][e];
         }
       }

@@ -99,6 +99,9 @@ __global__ void __launch_bounds__(kThreads)
       attention_tc::CopyKeyValueTilesAsync<kD>(keys_of(next % 2), rows, g.stride, qt.k_col,
                                                qt.v_col, k0 + kTile, g.seq);
     });
+    // Note [Masking only the edge tiles] (attention_mma.cu): dS unmasked, zeroed where invisible
+    // on the tiles that have such pairs.
+    const bool edge = !attention_tc::TileVisible(qt.q0, k0, g.seq, g.causal);  // block-uniform
     uint32_t dsa[kTilesKey / 2][4];  // dS (16 x 64) as A fragments, 16 keys each
 #pragma unroll
     for (int pair = 0; pair < kTilesKey / 2; ++pair) {
@@ -111,11 +114,15 @@ __global__ void __launch_bounds__(kThreads)
         mma::ProductWithRows<T>(dp, doa, vs, kLd, 8 * j);  // dout V^T
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const int i = e / 2;
-          const int64_t key = k0 + 8 * j + 2 * lt + (e % 2);
-          const bool visible = attention_tc::Visible(row[i], key, g.seq, g.causal);
-          const float p = visible ? exp2f(fmaf(s[e], scale2, -lse2[i])) : 0.0f;
-          ds[half][e] = visible ? g.scale * p * (dp[e] - dl[i]) : 0.0f;
+          const float p = mma::FastExp2(fmaf(s[e], scale2, -lse2[e / 2]));
+          ds[half][e] = g.scale * p * (dp[e] - dl[e / 2]);
+        }
+        if (edge) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int64_t key = k0 + 8 * j + 2 * lt + (e % 2);
+            if (!attention_tc::Visible(row[e / 2], key, g.seq, g.causal)) ds[half][e] = 0.0f;
+          }
         }
       }
       mma::AccumulatorsToA<T>(dsa[pair], ds[0], ds[1]);
@@ -203,6 +210,9 @@ __global__ void __launch_bounds__(kThreads)
     const float* lse_s = stats_of(step % 2);  // natural log units
     const float* delta_s = lse_s + kTile;
     attention_tc::AdvanceStages(step, steps, [&](int next) { prefetch(next, next % 2); });
+    // Note [Masking only the edge tiles] (attention_mma.cu): P and dS unmasked, zeroed where
+    // invisible on the tiles that have such pairs.
+    const bool edge = !attention_tc::TileVisible(i0, kt.j0, g.seq, g.causal);  // block-uniform
     uint32_t pa[kTilesQuery / 2][4], dsa[kTilesQuery / 2][4];  // P^T, dS^T: 16 queries each
 #pragma unroll
     for (int pair = 0; pair < kTilesQuery / 2; ++pair) {
@@ -216,11 +226,17 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int col = 8 * j + 2 * lt + (e % 2);  // the query within the tile
-          const bool visible = attention_tc::Visible(i0 + col, key[e / 2], g.seq, g.causal);
-          const float lse2 = lse_s[col] * kLog2e;
-          const float pe = visible ? exp2f(fmaf(st[e], scale2, -lse2)) : 0.0f;
-          p[half][e] = pe;
-          ds[half][e] = visible ? g.scale * pe * (dpt[e] - delta_s[col]) : 0.0f;
+          p[half][e] = mma::FastExp2(fmaf(st[e], scale2, -lse_s[col] * kLog2e));
+          ds[half][e] = g.scale * p[half][e] * (dpt[e] - delta_s[col]);
+        }
+        if (edge) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int64_t query = i0 + 8 * j + 2 * lt + (e % 2);
+            if (!attention_tc::Visible(query, key[e / 2], g.seq, g.causal)) {
+              p[half][e] = ds[half][e] = 0.0f;
+            }
+          }
         }
       }
       mma::AccumulatorsToA<T>(pa[pair], p[0], p[1]);

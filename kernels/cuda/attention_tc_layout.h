@@ -23,14 +23,14 @@ namespace kiln::kernels::cuda::attention_tc {
 // aligned and ldm a multiple of 16 bytes; the padding keeps both (every fragment starts at a row
 // that is a multiple of 16 and a column that is a multiple of 16) and spreads consecutive rows over
 // different banks. Every region starts at a multiple of 128 bytes of the dynamic shared memory.
-constexpr int kTile = 64;                   // rows per block tile and per streamed tile
-constexpr int kWarps = 4;                   // warps per block
-constexpr int kThreads = 32 * kWarps;       // threads per block
-constexpr int kFrag = 16;                   // wmma fragment edge (16x16x16)
-constexpr int kWarpRows = kTile / kWarps;   // rows owned by one warp (one fragment row)
-constexpr int kPad16 = 8;                   // padding of 16-bit rows, in elements (16 bytes)
-constexpr int kPad32 = 4;                   // padding of f32 rows, in elements (16 bytes)
-constexpr size_t kRegionAlign = 128;        // bytes; every region starts at a multiple
+constexpr int kTile = 64;                  // rows per block tile and per streamed tile
+constexpr int kWarps = 4;                  // warps per block
+constexpr int kThreads = 32 * kWarps;      // threads per block
+constexpr int kFrag = 16;                  // wmma fragment edge (16x16x16)
+constexpr int kWarpRows = kTile / kWarps;  // rows owned by one warp (one fragment row)
+constexpr int kPad16 = 8;                  // padding of 16-bit rows, in elements (16 bytes)
+constexpr int kPad32 = 4;                  // padding of f32 rows, in elements (16 bytes)
+constexpr size_t kRegionAlign = 128;       // bytes; every region starts at a multiple
 static_assert(kWarpRows == kFrag, "one fragment row per warp");
 static_assert(kTile % kFrag == 0, "tiles are whole fragments");
 
@@ -126,6 +126,12 @@ constexpr DkdvLayout MakeDkdvLayout(int d) {
 constexpr bool Visible(int64_t i, int64_t j, int64_t seq, bool causal) {
   return i < seq && j < seq && (!causal || j <= i);
 }
+// Whether every pair of the query tile at q0 and the key tile at k0 is visible (whole tiles below
+// seq, and wholly on or below the diagonal when causal): such tiles need no per-element mask (Note
+// [Masking only the edge tiles] in attention_mma.cu).
+constexpr bool TileVisible(int64_t q0, int64_t k0, int64_t seq, bool causal) {
+  return q0 + kTile <= seq && k0 + kTile <= seq && (!causal || k0 + kTile - 1 <= q0);
+}
 // The forward and dq of the query tile starting at q0 stream key tiles from 0 while k0 < KeyEnd:
 // with causal masking, tiles wholly above the diagonal are skipped.
 constexpr int64_t KeyEnd(int64_t q0, int64_t seq, bool causal) {
@@ -151,9 +157,7 @@ constexpr bool SupportedHeadDim(int d) { return d == 64 || d == 128; }
 // the device: 16-bit storage, a supported head dim, and 16-byte aligned tensors (the tile loads
 // move 16 bytes at a time; rows are D-element multiples, so every row is aligned when the base
 // is). Null pointers (the forward has no dout / dqkv) impose nothing.
-inline bool PointerAligned16(const void* p) {
-  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
-}
+inline bool PointerAligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 inline bool LaunchFits(const AttentionLaunch& a) {
   return a.type != FloatType::kF32 && SupportedHeadDim(a.head_dim) && a.n_kv_head > 0 &&
          a.n_head % a.n_kv_head == 0 && PointerAligned16(a.qkv) && PointerAligned16(a.out) &&

@@ -65,6 +65,19 @@ __device__ __forceinline__ void LoadA(uint32_t (&a)[4], const T* tile, int ld, i
   a[3] = LoadPair(p + 8 * ld + 8);
 }
 
+// 2^x in one MUFU.EX2 (ex2.approx.ftz: ~2 ulp; results below 2^-126 flush to 0; 2^-inf = 0), for
+// the attention kernels' probabilities, which are rounded to bf16 / f16 anyway. exp2f adds the
+// subnormal range's fix-up instructions around the same MUFU. Emulated with exp2f.
+__device__ __forceinline__ float FastExp2(float x) {
+#if defined(KILN_CUDA_EMULATION)
+  return exp2f(x);
+#else
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+#endif
+}
+
 // Note [ldmatrix for the B fragments]
 // A B fragment gathered with 32-bit shared-memory loads costs 2 loads (B from a tile's rows) or 4
 // 16-bit loads and 2 packs (B from a tile's columns, P V) per mma.sync, and the streamed tiles'

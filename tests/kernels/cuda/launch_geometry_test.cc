@@ -4,13 +4,14 @@
 // optim's AdamW updates (Note [AdamW chunks], Note [Device AdamW state layout]), and the
 // tensor-core attention's tiles, shared-memory layouts and loop bounds (Note [Tensor-core
 // attention tiles]).
+#include "kernels/cuda/launch_geometry.h"
+
 #include <algorithm>
 #include <utility>
 #include <vector>
 
 #include "kernels/cuda/adam_table.h"
 #include "kernels/cuda/attention_tc_layout.h"
-#include "kernels/cuda/launch_geometry.h"
 #include "tests/testing.h"
 
 namespace kiln::testing {
@@ -156,23 +157,23 @@ std::vector<std::pair<size_t, size_t>> Regions(int d, int which) {
   const size_t row = size_t(tc::kTile) * 4;
   if (which == 0) {
     const tc::ForwardLayout l = tc::MakeForwardLayout(d);
-    return {{l.q, t16}, {l.k, t16}, {l.v, t16}, {l.s, s32}, {l.p, s16}, {l.o, t32},
-            {l.m, row}, {l.l, row}};
+    return {{l.q, t16}, {l.k, t16}, {l.v, t16}, {l.s, s32},
+            {l.p, s16}, {l.o, t32}, {l.m, row}, {l.l, row}};
   }
   if (which == 1) {
     const tc::DqLayout l = tc::MakeDqLayout(d);
-    return {{l.q, t16},  {l.dout, t16}, {l.k, t16},  {l.v, t16},
-            {l.s, s32},  {l.dp, s32},   {l.ds, s16}, {l.lse, row},
-            {l.delta, row}};
+    return {{l.q, t16},  {l.dout, t16}, {l.k, t16},   {l.v, t16},    {l.s, s32},
+            {l.dp, s32}, {l.ds, s16},   {l.lse, row}, {l.delta, row}};
   }
   const tc::DkdvLayout l = tc::MakeDkdvLayout(d);
-  return {{l.k, t16},  {l.v, t16},   {l.q, t16},   {l.dout, t16},   {l.st, s32},
-          {l.dpt, s32}, {l.pt, s16}, {l.dst, s16}, {l.lse, row}, {l.delta, row}};
+  return {{l.k, t16},   {l.v, t16},  {l.q, t16},   {l.dout, t16}, {l.st, s32},
+          {l.dpt, s32}, {l.pt, s16}, {l.dst, s16}, {l.lse, row},  {l.delta, row}};
 }
 
 size_t Total(int d, int which) {
-  return which == 0 ? tc::MakeForwardLayout(d).total
-                    : which == 1 ? tc::MakeDqLayout(d).total : tc::MakeDkdvLayout(d).total;
+  return which == 0   ? tc::MakeForwardLayout(d).total
+         : which == 1 ? tc::MakeDqLayout(d).total
+                      : tc::MakeDkdvLayout(d).total;
 }
 
 TEST_CASE("tensor-core attention layouts are aligned, disjoint and within sm_80's limit",
@@ -247,6 +248,32 @@ TEST_CASE("the tensor-core attention takes 16-bit, head_dim 64 / 128, aligned la
   a.head_dim = 64;
   a.n_kv_head = 3;
   REQUIRE_FALSE(tc::LaunchFits(a));
+}
+
+// Note [Masking only the edge tiles]: a tile the kernels leave unmasked has no invisible pair, and
+// every tile with one is masked; at T 1024 causal, only the 16 diagonal tiles of a head's 136.
+TEST_CASE("attention tiles left unmasked hold only visible pairs", "[cuda][host]") {
+  for (bool causal : {true, false}) {
+    for (int64_t seq : {1, 63, 64, 65, 130, 1024}) {
+      INFO("seq " << seq << (causal ? " causal" : " full"));
+      int64_t unmasked = 0, visited = 0;
+      for (int64_t q0 = 0; q0 < seq; q0 += tc::kTile) {
+        for (int64_t k0 = 0; k0 < tc::KeyEnd(q0, seq, causal); k0 += tc::kTile) {
+          ++visited;
+          bool all_visible = true;
+          for (int64_t i = q0; i < q0 + tc::kTile; ++i) {
+            for (int64_t j = k0; j < k0 + tc::kTile; ++j) {
+              all_visible = all_visible && tc::Visible(i, j, seq, causal);
+            }
+          }
+          CAPTURE(q0, k0);
+          REQUIRE(tc::TileVisible(q0, k0, seq, causal) == all_visible);
+          unmasked += all_visible ? 1 : 0;
+        }
+      }
+      if (seq == 1024) REQUIRE(visited - unmasked == (causal ? 16 : 0));
+    }
+  }
 }
 
 TEST_CASE("tensor-core attention tiles visit every visible (query, key) pair exactly once",
