@@ -4,6 +4,7 @@
 // registers the pinned-host allocator on first use, as the real backend does.
 #pragma once
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -48,14 +49,26 @@ class FakeDeviceAllocator : public Allocator {
   void* Allocate(size_t bytes) override {
     void* p = std::aligned_alloc(64, (bytes + 64 + 63) / 64 * 64);
     std::memset(p, 0x7f, bytes + 64);
+    live_bytes += static_cast<int64_t>(bytes);
+    peak_bytes = std::max(peak_bytes, live_bytes);
     return p;
   }
-  void Deallocate(void* ptr, size_t) override { std::free(ptr); }
+  void Deallocate(void* ptr, size_t bytes) override {
+    live_bytes -= static_cast<int64_t>(bytes);
+    std::free(ptr);
+  }
+  int64_t live_bytes = 0, peak_bytes = 0;  // as requested, for tests of what is held at once
   Device device() const override { return Device::CUDA(0); }
   std::string name() const override { return "fake-cuda"; }
   AllocatorStats Stats() const override { return {}; }
   void ResetPeak() override {}
 };
+
+// The fake device's one allocator.
+inline FakeDeviceAllocator* FakeCudaAllocator() {
+  static FakeDeviceAllocator* allocator = new FakeDeviceAllocator();
+  return allocator;
+}
 
 // Registers the fake as the CUDA runtime and allocator of this process (once); returns it.
 inline FakeRuntime* InstallFakeCuda() {
@@ -65,7 +78,7 @@ inline FakeRuntime* InstallFakeCuda() {
     RegisterAllocator(DeviceType::kCUDA, [](int index) -> Allocator* {
       static FakeDeviceAllocator* allocator = [] {
         SetPinnedHostAllocator(new PinnedHostAllocator());  // takes the registry's lock
-        return new FakeDeviceAllocator();
+        return FakeCudaAllocator();
       }();
       return index == 0 ? allocator : nullptr;
     });

@@ -166,6 +166,33 @@ TEST_CASE("a training step bound on a device equals the CPU executor's exactly",
   }
 }
 
+// Note [One arena at a time]: binding sizes the workspaces with a provisional arena, then
+// allocates the final one; the provisional one is freed first, so the peak is the bound regions
+// (with it still held, the peak was the two arenas' sum).
+TEST_CASE("binding holds one arena at a time", "[device]") {
+  InstallFakeCuda();
+  RegisterDelegates();
+  FakeDeviceAllocator* allocator = FakeCudaAllocator();
+  nn::ModelConfig c;
+  c.family = "gpt2";
+  c.n_layer = 2;
+  c.n_head = 2;
+  c.n_kv_head = 2;
+  c.d_model = 32;
+  c.d_ff = 64;
+  c.vocab_size = 48;
+  c.max_seq_len = 16;
+  const int64_t before = allocator->live_bytes;
+  allocator->peak_bytes = before;
+  Bound dev = Bind(c, DType::kBF16, Device::CUDA(0));
+  const int64_t held = allocator->live_bytes - before;
+  const graph::MemoryPlan& plan = dev.exec->memory_plan();
+  INFO("held " << held << ", peak " << allocator->peak_bytes - before << ", arena "
+               << plan.arena_bytes);
+  REQUIRE(held >= static_cast<int64_t>(plan.arena_bytes + plan.params_bytes + plan.grads_bytes));
+  REQUIRE(allocator->peak_bytes - before == held);
+}
+
 TEST_CASE("RunOp on device tensors returns device tensors", "[device]") {
   InstallFakeCuda();
   RegisterDelegates();
