@@ -7,8 +7,9 @@
 #      so that a slow or hanging test cannot cost the figures of a short device lease;
 #   3. the [gpu] tests (every CUDA kernel vs the CPU, the allocator, NCCL, GPT-2 / Llama parity,
 #      ZeRO on CUDA, cuBLASLt found and opened on first use), 180 s each at most;
-#   4. bench/dp_overlap (CPU, Gloo, dp 2): the device machine's spare cores are where the
-#      data-parallel overlap target can be measured (a 2-core build machine has none);
+#   4. bench/dp_overlap (CPU, Gloo, dp 2, median of 41 iterations): the device machine's spare
+#      cores are where the data-parallel overlap target can be measured (a 2-core build machine
+#      has none);
 #   5. a short table, last. Full logs go to $OUT (default ./gpu-out).
 # Exit status: 0 when no test failed (skips are listed: one GPU skips the multi-rank NCCL case).
 set -uo pipefail
@@ -86,7 +87,7 @@ done
 
 # ---- 4. data-parallel overlap (CPU) ----
 log "dp overlap (CPU, $(nproc) cores)"
-timeout 180 "${BIN[//bench:dp_overlap]}" >"$OUT/dp_overlap.txt" 2>&1 ||
+timeout 180 "${BIN[//bench:dp_overlap]}" --steps=41 >"$OUT/dp_overlap.txt" 2>&1 ||
   log "dp_overlap failed or timed out (dp_overlap.txt)"
 cp bench/RESULTS.md "$OUT/RESULTS.md" 2>/dev/null
 
