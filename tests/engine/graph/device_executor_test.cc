@@ -128,21 +128,27 @@ std::pair<float, std::vector<float>> Step(Bound& b, const std::vector<float>& we
   return {b.exec->value(b.model.loss).Item(), b.exec->flat_grads().ToFloats()};
 }
 
+// Two layers, d_model 32, vocab 48, T 16 (Llama with grouped-query heads).
+nn::ModelConfig TinyConfig(const std::string& family) {
+  nn::ModelConfig c;
+  c.family = family;
+  c.n_layer = 2;
+  c.n_head = 2;
+  c.n_kv_head = family == "llama" ? 1 : 2;
+  c.d_model = 32;
+  c.d_ff = 64;
+  c.vocab_size = 48;
+  c.max_seq_len = 16;
+  return c;
+}
+
 TEST_CASE("a training step bound on a device equals the CPU executor's exactly", "[device]") {
   FakeRuntime* runtime = InstallFakeCuda();
   RegisterDelegates();
   for (const char* family : {"gpt2", "llama"}) {
     for (DType compute : {DType::kF32, DType::kBF16}) {
       INFO(family << " " << DTypeName(compute));
-      nn::ModelConfig c;
-      c.family = family;
-      c.n_layer = 2;
-      c.n_head = 2;
-      c.n_kv_head = family == std::string("llama") ? 1 : 2;
-      c.d_model = 32;
-      c.d_ff = 64;
-      c.vocab_size = 48;
-      c.max_seq_len = 16;
+      const nn::ModelConfig c = TinyConfig(family);
       Bound cpu = Bind(c, compute, Device::CPU());
       Bound dev = Bind(c, compute, Device::CUDA(0));
       REQUIRE(dev.exec->flat_params().device() == Device::CUDA(0));
@@ -173,15 +179,7 @@ TEST_CASE("binding holds one arena at a time", "[device]") {
   InstallFakeCuda();
   RegisterDelegates();
   FakeDeviceAllocator* allocator = FakeCudaAllocator();
-  nn::ModelConfig c;
-  c.family = "gpt2";
-  c.n_layer = 2;
-  c.n_head = 2;
-  c.n_kv_head = 2;
-  c.d_model = 32;
-  c.d_ff = 64;
-  c.vocab_size = 48;
-  c.max_seq_len = 16;
+  const nn::ModelConfig c = TinyConfig("gpt2");
   const int64_t before = allocator->live_bytes;
   allocator->peak_bytes = before;
   Bound dev = Bind(c, DType::kBF16, Device::CUDA(0));
