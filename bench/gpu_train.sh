@@ -55,13 +55,14 @@ probe = next((r for r in rows if r["system"] == "matmul-probe"), None)
 peak = probe["bf16_flops"] if probe else None
 gpu = next((r["gpu"] for r in rows if "gpu" in r), "unknown GPU")
 eager = next((r for r in rows if r["system"] == "pytorch-eager" and "error" not in r), None)
-lines = [f"| system | tokens/s | vs eager | MFU | step ms | peak alloc MiB | loss first -> last |",
-         "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+lines = [f"| system | tokens/s | vs eager | MFU | step ms | peak alloc MiB | peak reserved MiB "
+         "| loss first -> last |",
+         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
 for r in rows:
     if r["system"] == "matmul-probe":
         continue
     if "error" in r:
-        lines.append(f"| {r['system']} | failed: {r['error'][:80]} | | | | | |")
+        lines.append(f"| {r['system']} | failed: {r['error'][:80]} | | | | | | |")
         continue
     # 6N per token for the weights plus 12 L D T for attention (PaLM appendix B).
     flops_per_token = 6 * r["params"] + 12 * r["layers"] * 768 * r["seq"]
@@ -69,6 +70,7 @@ for r in rows:
     ratio = r["tokens_per_s"] / eager["tokens_per_s"] if eager else float("nan")
     lines.append(f"| {r['system']} | {r['tokens_per_s']:.0f} | {ratio:.2f} | {100 * mfu:.1f} % "
                  f"| {r['step_ms']:.1f} | {r['peak_allocated_mib']:.0f} "
+                 f"| {r['peak_reserved_mib']:.0f} "
                  f"| {r['loss_first']:.3f} -> {r['loss_last']:.3f} |")
 table = "\n".join(lines)
 probe_line = f"bf16 matmul probe (torch, 8192^3): {peak / 1e12:.0f} TFLOP/s" if peak else "no probe"

@@ -9,6 +9,7 @@ GPU_TEST_TARGETS=(
   //tests/engine/cuda:train_parity_test
   //tests/engine/cuda:data_parallel_cuda_test
   //tests/engine/cuda:device_graph_test
+  //tests/engine/cuda:executor_memory_test
   //tests/worker:kiln_train_cuda_test
 )
 GPU_BENCH_TARGETS=(

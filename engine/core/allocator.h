@@ -1,7 +1,7 @@
 // Per-device memory allocators with statistics (current, peak and reserved bytes).
 // The CPU allocator hands out 64-byte aligned blocks; the pinned-host allocator is the interface a
-// GPU backend implements for page-locked staging memory (on a CPU-only build it is the CPU allocator
-// with the pages locked where the OS allows). See Note [Allocators and the step].
+// GPU backend implements for page-locked staging memory (on a CPU-only build it is the CPU
+// allocator with the pages locked where the OS allows). See Note [Allocators and the step].
 #pragma once
 
 #include <atomic>
@@ -36,6 +36,9 @@ class Allocator {
   virtual std::string name() const = 0;
   virtual AllocatorStats Stats() const = 0;
   virtual void ResetPeak() = 0;
+  // Returns to the system what the allocator holds that no tensor uses (a caching allocator's free
+  // blocks); allocators that cache nothing have nothing to return.
+  virtual void ReleaseCache() {}
 
   static constexpr size_t kAlignment = 64;
 };

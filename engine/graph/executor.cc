@@ -82,13 +82,16 @@ absl::Status Executor::Bind() {
       // Note [One arena at a time]: every view of the provisional arena goes first, so it is freed
       // before the final one is allocated. Holding both made the peak the sum of two arenas
       // (GPT-2 124M at B 8, T 1024 on an H200: 6920 MiB allocated at the peak for ~5.3 GB of
-      // plan), and on the CPU both were zero-filled, so resident too.
+      // plan), and on the CPU both were zero-filled, so resident too. A caching allocator would
+      // keep the freed arena reserved (the final one is larger, so it cannot reuse it): it goes
+      // back to the driver here, once per executor.
       values_.clear();
       for (BoundNode& bn : nodes_) {
         bn.inputs.clear();
         bn.outputs.clear();
       }
       arena_ = Storage();
+      GetAllocator(device)->ReleaseCache();
     }
     arena_ = AllocateRegion(plan_.arena_bytes, device);
     if (pass == 0) {

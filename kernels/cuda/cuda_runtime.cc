@@ -96,6 +96,7 @@ class CudaCachingDeviceAllocator : public Allocator {
     return p;
   }
   void Deallocate(void* ptr, size_t) override { state_->cache->Free(ptr); }
+  void ReleaseCache() override { state_->cache->EmptyCache(); }
   Device device() const override { return Device::CUDA(state_->index); }
   std::string name() const override { return absl::StrCat("cuda-caching:", state_->index); }
   AllocatorStats Stats() const override {
