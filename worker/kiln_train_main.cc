@@ -5,6 +5,7 @@
 //
 //   kiln-train JOB.yaml [--steps N] [--init-from PATH] [--metrics-out FILE.jsonl]
 //              [--save-final PATH.safetensors] [--resume DIR] [--threads N] [--nproc N] [--profile]
+//              [--collective-timeout SECONDS]
 //              [--sample | --sample-only] [--prompt TEXT] [--sample-tokens N] [--top-k K]
 //              [--temperature T]
 // --sample generates text after training; --sample-only skips training and generates from the
@@ -18,10 +19,10 @@
 #include <string>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "engine/core/parallel.h"
 #include "engine/dist/process.h"
 #include "engine/dist/tcp_store.h"
-#include "absl/strings/str_cat.h"
 #include "engine/train/device_select.h"
 #include "engine/train/session.h"
 #include "engine/train/trainer.h"
@@ -31,8 +32,8 @@ namespace {
 
 struct Args {
   std::string spec_path;
-  int nproc = 1;            // launcher: start this many ranks
-  std::string store_addr;   // a rank: the launcher's store, "host:port"
+  int nproc = 1;                         // launcher: start this many ranks
+  std::string store_addr;                // a rank: the launcher's store, "host:port"
   std::vector<std::string> passthrough;  // arguments every rank receives
   kiln::train::TrainOptions train;
   bool sample = false;
@@ -46,7 +47,7 @@ struct Args {
 constexpr const char* kUsage =
     "usage: kiln-train JOB.yaml [--steps N] [--init-from PATH] [--metrics-out FILE.jsonl]\n"
     "                  [--save-final PATH.safetensors] [--resume DIR] [--threads N] [--nproc N]\n"
-    "                  [--profile]\n"
+    "                  [--profile] [--collective-timeout SECONDS]\n"
     "                  [--sample | --sample-only] [--prompt TEXT] [--sample-tokens N] [--top-k K]\n"
     "                  [--temperature T]\n";
 
@@ -62,7 +63,8 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
       KILN_ASSIGN_OR_RETURN(std::string v, value());
       int64_t n;
       if (!absl::SimpleAtoi(v, &n) || n < lo) {
-        return absl::InvalidArgumentError(absl::StrCat(flag, ": \"", v, "\" is not an integer >= ", lo));
+        return absl::InvalidArgumentError(
+            absl::StrCat(flag, ": \"", v, "\" is not an integer >= ", lo));
       }
       return n;
     };
@@ -99,6 +101,12 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
       a.train.threads = static_cast<int>(n);
     } else if (flag == "--profile") {
       a.train.profile = true;
+    } else if (flag == "--collective-timeout") {
+      // How long a rank waits on a collective before failing it with the collective named
+      // (default 300 s): the bound when a peer dies where the transport cannot tell (Note [A dead
+      // peer during a send] in engine/dist/gloo_backend.cc).
+      KILN_ASSIGN_OR_RETURN(int64_t n, integer(1));
+      a.train.collective_timeout_s = static_cast<double>(n);
     } else if (flag == "--sample") {
       a.sample = true;
     } else if (flag == "--sample-only") {
@@ -114,7 +122,8 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
     } else if (flag == "--temperature") {
       KILN_ASSIGN_OR_RETURN(std::string v, value());
       if (!absl::SimpleAtof(v, &a.temperature) || !(a.temperature > 0)) {
-        return absl::InvalidArgumentError(absl::StrCat("--temperature: \"", v, "\" is not positive"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("--temperature: \"", v, "\" is not positive"));
       }
     } else if (flag == "-h" || flag == "--help") {
       std::fputs(kUsage, stdout);
@@ -167,8 +176,9 @@ int Launch(const Args& args) {
     for (const std::string& a : args.passthrough) {
       if (a != "--sample") po.argv.push_back(a);
     }
-    for (const std::string& a : {std::string("--rank"), std::to_string(r), std::string("--world-size"),
-                                 std::to_string(args.nproc), std::string("--store"), addr}) {
+    for (const std::string& a :
+         {std::string("--rank"), std::to_string(r), std::string("--world-size"),
+          std::to_string(args.nproc), std::string("--store"), addr}) {
       po.argv.push_back(a);
     }
     auto p = kiln::dist::Process::Spawn(po);
@@ -214,7 +224,8 @@ int main(int argc, char** argv) {
   std::signal(SIGXFSZ, SIG_IGN);
   absl::StatusOr<Args> args = ParseArgs(argc, argv);
   if (!args.ok()) {
-    std::fprintf(stderr, "kiln-train: %s\n%s", std::string(args.status().message()).c_str(), kUsage);
+    std::fprintf(stderr, "kiln-train: %s\n%s", std::string(args.status().message()).c_str(),
+                 kUsage);
     return 2;
   }
   absl::StatusOr<kiln::v1::JobSpec> spec = kiln::spec::LoadSpecFile(args->spec_path);
@@ -258,7 +269,7 @@ int main(int argc, char** argv) {
     absl::Status loaded;
     if (!args->train.resume_dir.empty() || !spec->checkpoint().dir().empty()) {
       loaded = (*session)->Resume(!args->train.resume_dir.empty() ? args->train.resume_dir
-                                                                   : spec->checkpoint().dir());
+                                                                  : spec->checkpoint().dir());
     } else if (!args->train.save_final.empty()) {
       o.init_from = args->train.save_final;
       session = kiln::train::TrainingSession::Create(*spec, o);
@@ -271,8 +282,8 @@ int main(int argc, char** argv) {
     if (!loaded.ok()) return Fail(loaded);
     std::vector<int32_t> prompt;
     for (unsigned char c : args->prompt) prompt.push_back(c);
-    auto out = (*session)->Generate(prompt, args->sample_tokens, args->top_k, args->temperature,
-                                    1234);
+    auto out =
+        (*session)->Generate(prompt, args->sample_tokens, args->top_k, args->temperature, 1234);
     if (!out.ok()) return Fail(out.status());
     PrintSample(prompt, *out, (*session)->model_config().vocab_size);
   }

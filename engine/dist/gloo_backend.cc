@@ -125,6 +125,15 @@ class GlooBackend : public Backend {
   // After world - 1 steps it holds chunk r. Chunk c is summed in the fixed order
   //   ((x[c+1] + x[c+2]) + ...) + x[c]      (ranks mod world),
   // so results are bit-identical run to run. Traffic per rank: (world-1) * k elements.
+  //
+  // Note [A dead peer during a send]
+  // A peer killed while our send to it is still pending (its data to us already received, ours
+  // not yet taken) leaves waitSend blocked: this libgloo's TCP pair wakes pending receives when
+  // the connection ends, not such a send (seen under load: the survivor stuck in waitSend here
+  // after the peer's SIGKILL). The wait is bounded by the collective's deadline (TrainOptions::
+  // collective_timeout_s, `kiln-train --collective-timeout`, 300 s by default), and the error
+  // names the collective. Under kilnd or `kiln-train --nproc` the launcher stops the gang as soon
+  // as a rank dies, so only ranks started by hand wait that long.
   absl::Status ReduceScatter(const Tensor& input, const Tensor& output, ReduceOp op, uint64_t seq,
                              absl::Time deadline) override {
     const size_t chunk_bytes = output.nbytes();

@@ -7,7 +7,8 @@
 //    across ranks instead of one sum — the order changes, so the last bits do.
 //  - Resharding: 4 ranks with ZeRO-3 checkpoint, 2 ranks with ZeRO-1 resume, and the losses
 //    continue as an uninterrupted 4-rank run's.
-//  - A rank killed mid-run makes the others fail with the collective named, and nothing hangs.
+//  - A rank killed mid-run makes the others fail with the collective named, and nothing hangs; a
+//    rank that stops answering makes them fail at the collective timeout.
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -159,10 +160,18 @@ TEST_CASE("4 ranks with ZeRO-3 checkpoint, 2 ranks with ZeRO-1 resume: same loss
   }
 }
 
-TEST_CASE("a rank killed mid-run fails the others with the collective named", "[dp][gloo]") {
-  // The ranks are started by hand (no launcher that would stop the survivor first), meeting
-  // through a TCP store this test hosts.
-  const std::string dir = TempDir("dp-kill");
+// Two ranks started by hand (no launcher that would stop the survivor first), meeting through a
+// TCP store this test hosts, with a 20 s collective timeout; once rank 0 has finished a step,
+// rank 1 gets `signal`. Returns rank 0's exit code, its log and how long it took to exit.
+struct Survivor {
+  int code = -1;
+  std::string log;
+  double seconds = 0;
+};
+constexpr int kCollectiveTimeoutS = 20;
+
+Survivor SignalRankMidRun(int signal, const std::string& name) {
+  const std::string dir = TempDir(name);
   WriteData(dir);
   const std::string spec = Spec(dir, "gpt2", 2, 2, 2, 100000);
   dist::TcpStoreOptions so;
@@ -182,7 +191,9 @@ TEST_CASE("a rank killed mid-run fails the others with the collective named", "[
                "--world-size",
                "2",
                "--store",
-               addr};
+               addr,
+               "--collective-timeout",
+               std::to_string(kCollectiveTimeoutS)};
     if (r == 0) po.argv.insert(po.argv.end(), {"--metrics-out", dir + "/rank0.jsonl"});
     po.output_path = dir + "/rank" + std::to_string(r) + ".log";
     auto p = dist::Process::Spawn(po);
@@ -199,18 +210,42 @@ TEST_CASE("a rank killed mid-run fails the others with the collective named", "[
     REQUIRE_FALSE(ranks[0].Wait(absl::Milliseconds(100)).ok());  // still training
   }
   REQUIRE_FALSE(ranks[0].Wait(absl::ZeroDuration()).ok());  // still training
-  REQUIRE(ranks[1].Signal(SIGKILL).ok());
+  REQUIRE(ranks[1].Signal(signal).ok());
   const auto start = std::chrono::steady_clock::now();
-  auto code = ranks[0].Wait(absl::Seconds(60));
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  REQUIRE(code.ok());  // the survivor did not hang
+  auto code = ranks[0].Wait(absl::Seconds(kCollectiveTimeoutS + 60));
+  Survivor out;
+  out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::ifstream in(dir + "/rank0.log");
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  INFO(text.substr(text.size() > 2000 ? text.size() - 2000 : 0));
-  REQUIRE(*code == 1);
-  REQUIRE(text.find("on rank 0 of 2 (gloo") != std::string::npos);  // names the collective
-  REQUIRE(seconds < 30);
+  out.log.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  INFO("after " << out.seconds << " s, rank 0's log: "
+                << out.log.substr(out.log.size() > 2000 ? out.log.size() - 2000 : 0));
+  REQUIRE(code.ok());  // the survivor did not hang
+  out.code = *code;
+  if (signal == SIGSTOP) REQUIRE(ranks[1].Signal(SIGKILL).ok());
+  return out;
+}
+
+TEST_CASE("a rank killed mid-run fails the others with the collective named", "[dp][gloo]") {
+  // The survivor fails at once when the transport sees the peer's connection end, or at the
+  // collective timeout when it cannot (Note [A dead peer during a send] in
+  // engine/dist/gloo_backend.cc): either way with the collective named.
+  const Survivor s = SignalRankMidRun(SIGKILL, "dp-kill");
+  INFO(s.log.substr(s.log.size() > 2000 ? s.log.size() - 2000 : 0));
+  REQUIRE(s.code == 1);
+  REQUIRE(s.log.find("on rank 0 of 2 (gloo") != std::string::npos);  // names the collective
+  REQUIRE(s.seconds < kCollectiveTimeoutS + 30);
+}
+
+TEST_CASE("a rank that stops answering fails the others at the collective timeout", "[dp][gloo]") {
+  // SIGSTOP: the peer's connections stay open and nothing arrives, so only the deadline ends the
+  // wait: the path a dead peer takes when the transport cannot tell.
+  const Survivor s = SignalRankMidRun(SIGSTOP, "dp-stop");
+  INFO("after " << s.seconds
+                << " s: " << s.log.substr(s.log.size() > 2000 ? s.log.size() - 2000 : 0));
+  REQUIRE(s.code == 1);
+  REQUIRE(s.log.find("on rank 0 of 2 (gloo") != std::string::npos);
+  REQUIRE(s.seconds >= kCollectiveTimeoutS - 5);  // it waited for the timeout, not less
+  REQUIRE(s.seconds < kCollectiveTimeoutS + 30);
 }
 
 // The process whose parent is `parent` and whose arguments hold `--rank RANK`, found through
